@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+// imgfs: lazy, verified, cached FUSE mounts of VM images stored in OCI registries.
+import PackageDescription
+
+let package = Package(
+    name: "imgfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "imgfs", targets: ["imgfs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries from Debian, one system-library target each.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+
+        // Digests: SHA-256 and the fs-verity file digest.
+        .target(name: "Verity", dependencies: ["COpenSSL"]),
+        // Compression codecs: gzip members (libdeflate), streaming gunzip (zlib), Apple framed LZ4.
+        .target(name: "Codec", dependencies: ["CDeflate", "CZlib", "CLZ4"]),
+        // OCI vocabulary: references, media types, descriptors, manifests.
+        .target(name: "OCI", dependencies: ["Verity"]),
+        // Registry client over libcurl.
+        .target(name: "Fetch", dependencies: ["CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        // The imgfs image format: frame index, media types, annotations, verified frames.
+        .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
+        // The sparse local cache of verified frames.
+        .target(name: "Cache", dependencies: ["ImageFormat", "Verity", .product(name: "Logging", package: "swift-log")]),
+        // The libfuse3 low-level daemon, generic over a read-only file tree.
+        .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
+        // The push pipeline: read, frame, compress, digest, upload.
+        .target(name: "Push", dependencies: ["ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
+        // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
+        .target(name: "Mount", dependencies: ["FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        // The command line.
+        .executableTarget(name: "imgfs", dependencies: [
+            "Push", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "VerityTests", dependencies: ["Verity"]),
+        .testTarget(name: "CodecTests", dependencies: ["Codec"]),
+        .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"]),
+        .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
+        .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
+        // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity"]),
+    ]
+)

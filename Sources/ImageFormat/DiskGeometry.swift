@@ -1,0 +1,51 @@
+/// How a logical disk is cut into frames: fixed-size frames, the last one possibly shorter.
+public struct DiskGeometry: Hashable, Sendable {
+    /// Uncompressed size of the whole logical disk, in bytes.
+    public let diskSize: UInt64
+    /// Uncompressed size of every frame but possibly the last; a power of two ≥ 64 KiB.
+    public let frameSize: Int
+
+    public static let minimumFrameSize = 64 * 1024
+    public static let maximumFrameSize = 64 * 1024 * 1024
+    public static let defaultFrameSize = 1024 * 1024
+
+    public init(diskSize: UInt64, frameSize: Int) throws(FormatError) {
+        guard frameSize >= Self.minimumFrameSize, frameSize <= Self.maximumFrameSize, frameSize & (frameSize - 1) == 0 else {
+            throw .invalidFrameSize(frameSize)
+        }
+        guard diskSize <= FormatLimits.maximumDiskSize else { throw .diskTooLarge(diskSize) }
+        self.diskSize = diskSize
+        self.frameSize = frameSize
+    }
+
+    public var frameCount: Int { Int((diskSize + UInt64(frameSize) - 1) / UInt64(frameSize)) }
+
+    /// The disk offset at which frame `index` starts.
+    public func offset(ofFrame index: Int) -> UInt64 { UInt64(index) * UInt64(frameSize) }
+
+    /// The uncompressed length of frame `index` (the last frame may be short).
+    public func length(ofFrame index: Int) -> Int {
+        let start = offset(ofFrame: index)
+        return Int(min(UInt64(frameSize), diskSize - start))
+    }
+
+    /// The frame that holds disk offset `offset` (which must be below `diskSize`).
+    public func frame(containing offset: UInt64) -> Int { Int(offset / UInt64(frameSize)) }
+
+    /// The frames that cover `[offset, offset + length)`, clipped to the disk.
+    public func frames(covering offset: UInt64, length: Int) -> Range<Int> {
+        guard length > 0, offset < diskSize else { return 0..<0 }
+        let end = min(diskSize, offset + UInt64(length))
+        return frame(containing: offset)..<(frame(containing: end - 1) + 1)
+    }
+}
+
+/// Hard limits a reader enforces before trusting any size it reads from an image.
+public enum FormatLimits {
+    /// 16 TiB: larger than any VM disk imgfs is meant for, small enough that frame counts fit in memory.
+    public static let maximumDiskSize: UInt64 = 1 << 44
+    /// The index of a 16 TiB disk at 64 KiB frames; anything larger is rejected before download.
+    public static let maximumIndexSize: Int64 = 256 * 1024 * 1024
+    /// Small JSON and nvram blobs read whole into memory.
+    public static let maximumSmallBlobSize: Int64 = 64 * 1024 * 1024
+}

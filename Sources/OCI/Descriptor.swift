@@ -1,0 +1,39 @@
+import Verity
+
+/// An OCI content descriptor: what a manifest says about one blob.
+public struct Descriptor: Hashable, Sendable, Codable {
+    public var mediaType: MediaType
+    public var digest: Digest
+    public var size: Int64
+    public var annotations: [String: String]?
+    public var platform: Platform?
+
+    public init(mediaType: MediaType, digest: Digest, size: Int64, annotations: [String: String]? = nil, platform: Platform? = nil) {
+        self.mediaType = mediaType
+        self.digest = digest
+        self.size = size
+        self.annotations = annotations
+        self.platform = platform
+    }
+
+    /// The `org.opencontainers.image.title` annotation, the file name a layer stands for.
+    public var title: String? { annotations?[AnnotationKey.title] }
+}
+
+public struct Platform: Hashable, Sendable, Codable {
+    public var architecture: String
+    public var os: String
+    public var variant: String?
+
+    public init(architecture: String, os: String, variant: String? = nil) {
+        self.architecture = architecture
+        self.os = os
+        self.variant = variant
+    }
+}
+
+/// Annotation keys from the OCI image spec.
+public enum AnnotationKey {
+    public static let title = "org.opencontainers.image.title"
+    public static let created = "org.opencontainers.image.created"
+}

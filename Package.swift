@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
 
+        // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
+        .target(name: "Threading"),
         // Digests: SHA-256 and the fs-verity file digest.
         .target(name: "Verity", dependencies: ["COpenSSL"]),
         // Compression codecs: gzip members (libdeflate), streaming gunzip (zlib), Apple framed LZ4.
@@ -36,9 +38,9 @@ let package = Package(
         // The libfuse3 low-level daemon, generic over a read-only file tree.
         .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
         // The push pipeline: read, frame, compress, digest, upload.
-        .target(name: "Push", dependencies: ["ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Push", dependencies: ["Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "Push", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
@@ -46,6 +48,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),

@@ -58,8 +58,12 @@ public struct ImgfsImage: Sendable {
         }
         guard let index else { throw .missingLayer(MediaType.imgfsIndex.rawValue) }
         chunks.sort { $0.number < $1.number }
-        for (position, chunk) in chunks.enumerated() where chunk.number != position {
-            throw .badAnnotation(key: ImgfsAnnotation.chunkNumber, value: "\(chunk.number) (expected \(position): chunk numbers must run 0, 1, 2, …)")
+        let chunkCount = config.disk.chunkSize == 0 ? 0 : (config.disk.size + config.disk.chunkSize - 1) / config.disk.chunkSize
+        for (previous, next) in zip(chunks, chunks.dropFirst()) where previous.number == next.number {
+            throw .badAnnotation(key: ImgfsAnnotation.chunkNumber, value: "\(next.number) (used by two layers)")
+        }
+        if let last = chunks.last, UInt64(last.number) >= max(chunkCount, 1) {
+            throw .badAnnotation(key: ImgfsAnnotation.chunkNumber, value: "\(last.number) (the disk has \(chunkCount) chunks)")
         }
         self.manifest = manifest
         self.config = config

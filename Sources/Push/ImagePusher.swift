@@ -1,0 +1,204 @@
+import Fetch
+import ImageFormat
+import Logging
+import OCI
+import Threading
+import Verity
+import Glibc
+
+/// What a push did, for the command line's summary and `--json`.
+public struct PushResult: Sendable, Codable {
+    public var reference: String
+    public var manifestDigest: Digest
+    public var diskSize: UInt64
+    public var frames: Int
+    public var zeroFrames: Int
+    public var chunkLayers: Int
+    public var fsverityDigest: Digest
+    public var blobsUploaded: Int
+    public var blobsSkipped: Int
+    public var bytesUploaded: Int64
+}
+
+/// `imgfs push`: reads a disk once, frames and compresses it on every core, and uploads
+/// chunk layers while it reads.
+///
+/// Threads: one reader (sparse-aware preads into pooled buffers), `compressionThreads`
+/// encoders, the calling thread as the in-order assembler, `uploadThreads` uploaders.
+/// Every hand-off is a bounded queue, so memory is bounded by buffers and spooled chunks in flight.
+public final class ImagePusher: Sendable {
+    private let client: RegistryClient
+    private let repository: String
+    private let options: PushOptions
+    private let logger: Logger
+    public let progress = PushProgress()
+
+    public init(client: RegistryClient, repository: String, options: PushOptions, logger: Logger) throws(PushError) {
+        self.client = client
+        self.repository = repository
+        self.options = try options.validated()
+        self.logger = logger
+    }
+
+    public func push(_ source: PushSource, tag: String) throws(PushError) -> PushResult {
+        let disk = try SourceFile(path: source.diskPath)
+        let nvram = try source.nvramPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
+        let vmConfig = try source.vmConfigPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
+        try checkRegistry()
+
+        let geometry: DiskGeometry
+        do { geometry = try DiskGeometry(diskSize: disk.size, frameSize: options.frameSize) } catch { throw .format(error) }
+        let extents = try disk.dataExtents()
+        progress.diskSize.store(Int64(disk.size), ordering: .relaxed)
+        progress.dataBytes.store(Int64(extents.reduce(0) { $0 + $1.count }), ordering: .relaxed)
+        logger.info("pushing disk", metadata: ["path": "\(disk.path)", "size": "\(disk.size)", "data": "\(progress.dataBytes.load(ordering: .relaxed))"])
+
+        let failure = PipelineFailure()
+        let uploader = BlobUploader(client: client, repository: repository, threads: options.uploadThreads,
+                                    progress: progress, failure: failure, logger: logger)
+        let layout: FrameIndex.Layout = options.singleLayer ? .singleLayer : .multiLayer
+        let assembler = ChunkAssembler(geometry: geometry, chunkSize: options.chunkSize, layout: layout,
+                                       spoolDirectory: options.spoolDirectory) { chunk throws(PushError) in
+            uploader.submit(.init(digest: chunk.layer.digest, size: chunk.layer.compressedSize, body: .spool(chunk.spool)))
+            try failure.check()
+        }
+
+        let encoded: (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest)
+        do {
+            encoded = try encodeFrames(disk: disk, extents: extents, geometry: geometry, layout: layout, assembler: assembler, failure: failure)
+        } catch {
+            failure.record(error)
+            _ = try? uploader.finish()
+            throw error
+        }
+        let indexBytes = encoded.index.encode()
+        let indexDigest = SHA256Hasher.digest(indexBytes)
+        uploader.submit(.init(digest: indexDigest, size: Int64(indexBytes.count), body: .bytes(indexBytes)))
+
+        let config = ImageConfig(disk: .init(size: geometry.diskSize, frameSize: geometry.frameSize,
+                                             chunkSize: options.singleLayer ? geometry.diskSize : options.chunkSize,
+                                             layout: layout, fsverityDigest: encoded.fsverity),
+                                 files: ["disk.img"] + (nvram != nil ? ["nvram.bin"] : []) + (vmConfig != nil ? ["config.json"] : []))
+        let configBytes = config.encoded()
+        let configDescriptor = Descriptor(mediaType: .imgfsConfig, digest: SHA256Hasher.digest(configBytes), size: Int64(configBytes.count))
+        uploader.submit(.init(digest: configDescriptor.digest, size: configDescriptor.size, body: .bytes(configBytes)))
+
+        func smallLayer(_ bytes: [UInt8]?, _ type: MediaType, _ title: String) -> Descriptor? {
+            guard let bytes else { return nil }
+            let descriptor = ImgfsImage.titled(type, digest: SHA256Hasher.digest(bytes), size: Int64(bytes.count), title: title)
+            uploader.submit(.init(digest: descriptor.digest, size: descriptor.size, body: .bytes(bytes)))
+            return descriptor
+        }
+        let nvramDescriptor = smallLayer(nvram, .imgfsNVRAM, "nvram.bin")
+        let vmConfigDescriptor = smallLayer(vmConfig, .imgfsVMConfig, "config.json")
+        try uploader.finish()
+
+        let manifest = ImgfsImage.makeManifest(
+            config: config, configDescriptor: configDescriptor,
+            index: ImgfsImage.titled(.imgfsIndex, digest: indexDigest, size: Int64(indexBytes.count), title: "disk.img.index"),
+            chunks: encoded.chunks, nvram: nvramDescriptor, vmConfig: vmConfigDescriptor, bootProfile: nil)
+        let manifestBytes = ManifestEncoding.encode(manifest)
+        let manifestDigest: Digest
+        do {
+            manifestDigest = try client.putManifest(repository, reference: tag, bytes: manifestBytes, mediaType: .ociManifest)
+        } catch {
+            throw .registry(error)
+        }
+        return PushResult(
+            reference: "\(repository):\(tag)", manifestDigest: manifestDigest, diskSize: geometry.diskSize,
+            frames: geometry.frameCount, zeroFrames: encoded.index.frames.filter(\.isHole).count,
+            chunkLayers: encoded.chunks.count, fsverityDigest: encoded.fsverity,
+            blobsUploaded: progress.blobsUploaded.load(ordering: .relaxed),
+            blobsSkipped: progress.blobsSkipped.load(ordering: .relaxed),
+            bytesUploaded: progress.uploadedBytes.load(ordering: .relaxed))
+    }
+
+    /// Fails fast, before the disk is read, when the registry is down or refuses the credentials.
+    private func checkRegistry() throws(PushError) {
+        do {
+            _ = try client.blobSize(repository, digest: SHA256Hasher.digest([UInt8]()))
+        } catch {
+            throw .registry(error)
+        }
+    }
+
+    private func encodeFrames(disk: SourceFile, extents: [Range<UInt64>], geometry: DiskGeometry, layout: FrameIndex.Layout,
+                              assembler: ChunkAssembler, failure: PipelineFailure) throws(PushError) -> (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest) {
+        let threads = options.compressionThreads
+        let poolSize = threads * 2 + 2
+        let freeBuffers = BoundedQueue<[UInt8]>(capacity: poolSize)
+        for _ in 0..<poolSize { freeBuffers.push([UInt8](repeating: 0, count: geometry.frameSize)) }
+        let jobs = BoundedQueue<FrameJob>(capacity: poolSize)
+        let results = ReorderBuffer<EncodedFrame>(window: poolSize * 4)
+        failure.onFailure {
+            freeBuffers.cancel()
+            jobs.cancel()
+            results.cancel()
+        }
+        let frameCount = geometry.frameCount
+        let lastLength = frameCount > 0 ? geometry.length(ofFrame: frameCount - 1) : geometry.frameSize
+        let zeroFrames = try ZeroFrames(frameSize: geometry.frameSize, lastLength: lastLength, level: options.compressionLevel)
+
+        let reader = WorkerThread(name: "push-reader") {
+            var hint = 0
+            for index in 0..<frameCount {
+                let offset = geometry.offset(ofFrame: index)
+                let length = geometry.length(ofFrame: index)
+                guard extents.overlaps(offset..<offset + UInt64(length), hint: &hint) else {
+                    if !jobs.push(FrameJob(index: index, length: length, buffer: nil)) { return }
+                    continue
+                }
+                guard var buffer = freeBuffers.pop() else { return }
+                do {
+                    try buffer.withUnsafeMutableBytes { (raw) throws(PushError) in
+                        try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<length]), at: offset)
+                    }
+                } catch {
+                    failure.record(error)
+                    return
+                }
+                if !jobs.push(FrameJob(index: index, length: length, buffer: buffer)) { return }
+            }
+            jobs.close()
+        }
+        let level = options.compressionLevel
+        let storeZeros = layout == .singleLayer
+        let workers = (0..<threads).map { i in
+            WorkerThread(name: "push-encode-\(i)") {
+                let encoder: FrameEncoder
+                do { encoder = try FrameEncoder(level: level, zeroFrames: zeroFrames, storeZeroFrames: storeZeros) } catch {
+                    failure.record(error)
+                    return
+                }
+                while let job = jobs.pop() {
+                    do {
+                        results.put(try encoder.encode(job), at: job.index)
+                    } catch {
+                        failure.record(error)
+                        return
+                    }
+                }
+            }
+        }
+        defer {
+            reader.join()
+            workers.forEach { $0.join() }
+        }
+
+        do {
+            for index in 0..<frameCount {
+                guard let frame = results.take(index) else { break }
+                try assembler.add(frame)
+                if let buffer = frame.buffer { freeBuffers.push(buffer) }
+                progress.diskBytesDone.add(Int64(frame.length), ordering: .relaxed)
+                if let member = frame.member { progress.compressedBytes.add(Int64(member.count), ordering: .relaxed) }
+            }
+            try failure.check()
+            return try assembler.finish()
+        } catch {
+            // Wakes the reader and encoders before the deferred joins wait for them.
+            failure.record(error)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,28 @@
+import Fetch
+import ImageFormat
+import Codec
+import Glibc
+
+/// Why a push failed, with the file, offset or blob at fault. Rendered once by the command line.
+public enum PushError: Error, CustomStringConvertible {
+    case sourceMissing(path: String)
+    case sourceNotUsable(path: String, reason: String)
+    case io(path: String, operation: String, offset: UInt64?, errno: Int32)
+    case registry(FetchError)
+    case compression(frame: Int, CodecError)
+    case format(FormatError)
+    case invalidOption(String)
+
+    public var description: String {
+        switch self {
+        case .sourceMissing(let path): "\(path): no such file or directory"
+        case .sourceNotUsable(let path, let reason): "\(path): \(reason)"
+        case .io(let path, let operation, let offset, let code):
+            "\(path): \(operation)\(offset.map { " at offset \($0)" } ?? "") failed: \(String(cString: strerror(code)))"
+        case .registry(let error): "\(error)"
+        case .compression(let frame, let error): "compressing frame \(frame): \(error)"
+        case .format(let error): "\(error)"
+        case .invalidOption(let message): message
+        }
+    }
+}

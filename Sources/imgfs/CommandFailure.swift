@@ -1,0 +1,23 @@
+import ArgumentParser
+import Glibc
+
+/// Renders an error once, as one line on stderr, and exits non-zero.
+/// Library errors carry their own context (file, offset, blob, HTTP status) in `description`.
+func fail(_ error: any Error) -> ExitCode {
+    let message = (error as? CustomStringConvertible)?.description ?? "\(error)"
+    writeStandardError("imgfs: error: \(message)\n")
+    return ExitCode(1)
+}
+
+func writeStandardError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(2, base + offset, bytes.count - offset)
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+
+@main
+struct Imgfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "imgfs",
+        abstract: "Lazy, verified VM disk images from OCI registries.",
+        discussion: """
+        imgfs pushes VM images (a directory with disk.img, nvram.bin, config.json, or one raw disk \
+        file) to any OCI registry in a framed, indexed format, and mounts them back as a FUSE \
+        directory that fetches, verifies and caches only the frames a reader touches — so a VM \
+        boots from MOUNTPOINT/disk.img in seconds instead of after a full download.
+
+        References are docker-style: localhost:5000/vm/debian:12, ghcr.io/org/img@sha256:…
+        Loopback registries use plain HTTP; others use TLS unless --plain-http is given.
+        Credentials come from `imgfs login` or ~/.docker/config.json.
+
+        Examples:
+          imgfs push ./my-vm localhost:5000/vm/debian:12
+          imgfs mount localhost:5000/vm/debian:12 /mnt/vm
+          qemu-system-x86_64 -drive file=/mnt/vm/disk.img,format=raw,readonly=on …
+          imgfs umount /mnt/vm
+        """,
+        subcommands: [PushCommand.self]
+    )
+}

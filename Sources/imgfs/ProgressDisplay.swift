@@ -1,0 +1,92 @@
+import Foundation
+import Glibc
+import Synchronization
+import Threading
+
+/// A progress line on stderr: redrawn in place on a terminal, a plain line every few seconds
+/// otherwise (CI logs), nothing with --quiet.
+final class ProgressDisplay: Sendable {
+    struct Sample: Sendable {
+        var done: Int64
+        var total: Int64
+        var detail: String
+    }
+
+    private let label: String
+    private let sample: @Sendable () -> Sample
+    private let isTerminal: Bool
+    private let stopped = Atomic<Bool>(false)
+    private let thread: Mutex<WorkerThread?> = Mutex(nil)
+
+    init(label: String, quiet: Bool, sample: @escaping @Sendable () -> Sample) {
+        self.label = label
+        self.sample = sample
+        self.isTerminal = isatty(2) == 1
+        guard !quiet else { return }
+        let worker = WorkerThread(name: "progress") { [self] in self.run() }
+        thread.withLock { $0 = worker }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        let worker = thread.withLock { value -> WorkerThread? in
+            defer { value = nil }
+            return value
+        }
+        worker?.join()
+    }
+
+    private func run() {
+        let start = monotonicSeconds()
+        var lastPlain = start
+        while !stopped.load(ordering: .relaxed) {
+            usleep(isTerminal ? 200_000 : 250_000)
+            let now = monotonicSeconds()
+            let s = sample()
+            if isTerminal {
+                writeStandardError("\r\u{1B}[K" + line(s, elapsed: now - start))
+            } else if now - lastPlain >= 5 {
+                lastPlain = now
+                writeStandardError(line(s, elapsed: now - start) + "\n")
+            }
+        }
+        let final = sample()
+        if isTerminal {
+            writeStandardError("\r\u{1B}[K" + line(final, elapsed: monotonicSeconds() - start) + "\n")
+        }
+    }
+
+    private func line(_ s: Sample, elapsed: Double) -> String {
+        let fraction = s.total > 0 ? min(1, Double(s.done) / Double(s.total)) : 0
+        let width = 24
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let rate = elapsed > 0 ? Double(s.done) / elapsed : 0
+        let eta = rate > 0 && fraction < 1 ? Double(s.total - s.done) / rate : 0
+        return "\(label) \(bar) \(Int(fraction * 100))%  \(formatBytes(s.done))/\(formatBytes(s.total))  \(formatBytes(Int64(rate)))/s  ETA \(formatDuration(eta))  \(s.detail)"
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func formatBytes(_ bytes: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    let total = Int(seconds.rounded())
+    return total >= 3600 ? "\(total / 3600):\(pad2(total / 60 % 60)):\(pad2(total % 60))" : "\(total / 60):\(pad2(total % 60))"
+}
+
+private func pad2(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }

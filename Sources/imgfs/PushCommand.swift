@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import Push
+
+struct PushCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push",
+        abstract: "Upload a VM image to a registry in the imgfs format.",
+        discussion: """
+        SOURCE is a VM directory (disk.img, and optionally nvram.bin and config.json) or one raw \
+        disk image file. The disk is read once: holes and all-zero frames are skipped, frames are \
+        compressed on every core, and chunk layers upload while the disk is still being read. \
+        Blobs the registry already has are not uploaded again, so re-pushing an edited disk \
+        uploads only the chunks that changed.
+
+        The manifest digest is printed on stdout at the end (with --json, a JSON summary).
+
+        Examples:
+          imgfs push ./vm localhost:5000/vm/debian:12
+          imgfs push --single-layer disk.img registry.example.com/team/base:1.0
+        """
+    )
+
+    @Argument(help: "A VM directory or a raw disk image file.")
+    var source: String
+
+    @Argument(help: "Where to push: registry/repository[:tag].")
+    var reference: String
+
+    @Flag(help: "Store the whole disk as one gzip layer (zeros included) for consumers that expect one disk layer; still indexed, so it still mounts lazily.")
+    var singleLayer = false
+
+    @Option(help: ArgumentHelp("Uncompressed bytes per chunk layer (suffixes K, M, G).", valueName: "size"))
+    var chunkSize: String = "512M"
+
+    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M.", valueName: "size"))
+    var frameSize: String = "1M"
+
+    @Option(help: "Compression level, 1 (fastest) to 12 (smallest).")
+    var compressionLevel: Int = 6
+
+    @Option(help: "Compression threads (default: every core).")
+    var threads: Int?
+
+    @Flag(name: .shortAndLong, help: "No progress display.")
+    var quiet = false
+
+    @Flag(help: "Print a JSON summary on stdout instead of the manifest digest.")
+    var json = false
+
+    @OptionGroup var registry: RegistryOptionGroup
+
+    func run() throws {
+        let reference = try parseReference(reference)
+        guard reference.digest == nil else {
+            throw ValidationError("push needs a tag, not a digest: '\(self.reference)'")
+        }
+        var options = PushOptions()
+        options.singleLayer = singleLayer
+        options.compressionLevel = compressionLevel
+        options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
+        options.frameSize = Int(try parseSize(frameSize, option: "--frame-size"))
+        if let threads { options.compressionThreads = threads }
+
+        let logger = registry.makeLogger()
+        do {
+            let source = try PushSource.resolve(self.source)
+            let client = registry.client(for: reference, logger: logger)
+            let pusher = try ImagePusher(client: client, repository: reference.repository, options: options, logger: logger)
+            let progress = pusher.progress
+            let display = ProgressDisplay(label: "push", quiet: quiet) {
+                let uploaded = progress.uploadedBytes.load(ordering: .relaxed)
+                return .init(done: progress.diskBytesDone.load(ordering: .relaxed),
+                             total: progress.diskSize.load(ordering: .relaxed),
+                             detail: "uploaded \(formatBytes(uploaded))")
+            }
+            let result: PushResult
+            do {
+                result = try pusher.push(source, tag: reference.tag ?? "latest")
+            } catch {
+                display.stop()
+                throw error
+            }
+            display.stop()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            } else {
+                if !quiet {
+                    writeStandardError("pushed \(reference): \(result.blobsUploaded) blobs uploaded (\(formatBytes(result.bytesUploaded))), \(result.blobsSkipped) already present\n")
+                }
+                print(result.manifestDigest)
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// Parses `512M`, `1G`, `65536`: binary multiples, as dd and qemu-img read them.
+func parseSize(_ text: String, option: String) throws -> UInt64 {
+    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    var digits = Substring(text.uppercased())
+    var multiplier: UInt64 = 1
+    if digits.hasSuffix("IB") { digits = digits.dropLast(2) } else if digits.hasSuffix("B") { digits = digits.dropLast() }
+    if let last = digits.last, let unit = units[last] {
+        multiplier = unit
+        digits = digits.dropLast()
+    }
+    guard let value = UInt64(digits), value > 0, value <= UInt64.max / multiplier else {
+        throw ValidationError("\(option): '\(text)' is not a size (examples: 65536, 64K, 1M, 512M)")
+    }
+    return value * multiplier
+}

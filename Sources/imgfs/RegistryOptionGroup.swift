@@ -1,0 +1,43 @@
+import ArgumentParser
+import Fetch
+import Logging
+import OCI
+
+/// Options every command that talks to a registry shares.
+struct RegistryOptionGroup: ParsableArguments {
+    @Flag(name: .long, help: "Use plain HTTP for a registry that is not on loopback (loopback registries use it already).")
+    var plainHTTP = false
+
+    @Option(name: .long, help: ArgumentHelp("A registry mirror (host:port) tried first for pulls; repeatable. Also IMGFS_REGISTRY_MIRRORS.", valueName: "host:port"))
+    var mirror: [String] = []
+
+    @Flag(name: .shortAndLong, help: "Log what imgfs does (-v: info, -vv: debug) on stderr.")
+    var verbose: Int
+
+    func client(for reference: Reference, logger: Logger) -> RegistryClient {
+        var options = RegistryOptions()
+        if plainHTTP { options.plainHTTP = true }
+        if !mirror.isEmpty { options.mirrors = mirror }
+        return RegistryClient(registry: reference.registry, options: options, logger: logger)
+    }
+
+    func makeLogger(_ label: String = "imgfs") -> Logger {
+        let level: Logger.Level = switch verbose {
+        case 0: .warning
+        case 1: .info
+        default: .debug
+        }
+        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = level
+        return logger
+    }
+}
+
+/// Parses a reference typed by the user, as an ArgumentParser validation error when malformed.
+func parseReference(_ text: String) throws -> Reference {
+    do {
+        return try Reference(parsing: text)
+    } catch {
+        throw ValidationError("\(error)")
+    }
+}

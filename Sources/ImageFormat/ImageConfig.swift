@@ -2,7 +2,8 @@ import Foundation
 import Verity
 
 /// The manifest's config blob (`application/vnd.imgfs.config.v1+json`): the format version and the
-/// disk's geometry. docs/FORMAT.md, "The config blob".
+/// disk's geometry. docs/FORMAT.md, "The config blob". It holds nothing that depends on the disk's
+/// contents, so an edited disk re-pushes with the same config blob.
 public struct ImageConfig: Codable, Sendable, Equatable {
     public static let currentFormat = 1
 
@@ -16,15 +17,12 @@ public struct ImageConfig: Codable, Sendable, Equatable {
         public var frameSize: Int
         public var chunkSize: UInt64
         public var layout: FrameIndex.Layout
-        /// fs-verity digest (SHA-256, 4096-byte blocks, no salt) of the whole logical disk.img.
-        public var fsverityDigest: Digest
 
-        public init(size: UInt64, frameSize: Int, chunkSize: UInt64, layout: FrameIndex.Layout, fsverityDigest: Digest) {
+        public init(size: UInt64, frameSize: Int, chunkSize: UInt64, layout: FrameIndex.Layout) {
             self.size = size
             self.frameSize = frameSize
             self.chunkSize = chunkSize
             self.layout = layout
-            self.fsverityDigest = fsverityDigest
         }
     }
 

@@ -38,7 +38,7 @@ public struct ChunkLayer: Sendable, Hashable {
 extension ImgfsImage {
     /// The manifest of an imgfs image, layers in the order docs/FORMAT.md gives:
     /// index, chunks by number, then nvram, config.json and boot profile when present.
-    public static func makeManifest(config: ImageConfig, configDescriptor: Descriptor, index: Descriptor, chunks: [ChunkLayer], nvram: Descriptor?, vmConfig: Descriptor?, bootProfile: Descriptor?) -> Manifest {
+    public static func makeManifest(config: ImageConfig, fsverityDigest: Digest, configDescriptor: Descriptor, index: Descriptor, chunks: [ChunkLayer], nvram: Descriptor?, vmConfig: Descriptor?, bootProfile: Descriptor?) -> Manifest {
         var layers = [index]
         layers += chunks.sorted { $0.number < $1.number }.map(\.descriptor)
         layers += [nvram, vmConfig, bootProfile].compactMap { $0 }
@@ -47,7 +47,7 @@ extension ImgfsImage {
             ImgfsAnnotation.diskSize: String(config.disk.size),
             ImgfsAnnotation.frameSize: String(config.disk.frameSize),
             ImgfsAnnotation.layout: config.disk.layout.rawValue,
-            ImgfsAnnotation.fsverityDigest: config.disk.fsverityDigest.description,
+            ImgfsAnnotation.fsverityDigest: fsverityDigest.description,
         ])
     }
 

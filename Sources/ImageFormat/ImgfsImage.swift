@@ -13,6 +13,8 @@ public struct ImgfsImage: Sendable {
     public let vmConfig: Descriptor?
     public let bootProfile: Descriptor?
     public let geometry: DiskGeometry
+    /// fs-verity digest of the whole logical disk.img, from the manifest annotation.
+    public let fsverityDigest: Digest
 
     /// True when the manifest looks like an imgfs image (its config has the imgfs media type).
     public static func isImgfs(_ manifest: Manifest) -> Bool {
@@ -57,6 +59,12 @@ public struct ImgfsImage: Sendable {
             }
         }
         guard let index else { throw .missingLayer(MediaType.imgfsIndex.rawValue) }
+        guard let verityText = manifest.annotations?[ImgfsAnnotation.fsverityDigest] else {
+            throw .notAnImgfsImage(reason: "the manifest has no \(ImgfsAnnotation.fsverityDigest) annotation")
+        }
+        guard let fsverityDigest = try? Digest(parsing: verityText) else {
+            throw .badAnnotation(key: ImgfsAnnotation.fsverityDigest, value: verityText)
+        }
         chunks.sort { $0.number < $1.number }
         let chunkCount = config.disk.chunkSize == 0 ? 0 : (config.disk.size + config.disk.chunkSize - 1) / config.disk.chunkSize
         for (previous, next) in zip(chunks, chunks.dropFirst()) where previous.number == next.number {
@@ -73,6 +81,7 @@ public struct ImgfsImage: Sendable {
         self.vmConfig = vmConfig
         self.bootProfile = profile
         self.geometry = geometry
+        self.fsverityDigest = fsverityDigest
     }
 
 

@@ -77,7 +77,7 @@ public final class ImagePusher: Sendable {
 
         let config = ImageConfig(disk: .init(size: geometry.diskSize, frameSize: geometry.frameSize,
                                              chunkSize: options.singleLayer ? geometry.diskSize : options.chunkSize,
-                                             layout: layout, fsverityDigest: encoded.fsverity),
+                                             layout: layout),
                                  files: ["disk.img"] + (nvram != nil ? ["nvram.bin"] : []) + (vmConfig != nil ? ["config.json"] : []))
         let configBytes = config.encoded()
         let configDescriptor = Descriptor(mediaType: .imgfsConfig, digest: SHA256Hasher.digest(configBytes), size: Int64(configBytes.count))
@@ -94,7 +94,7 @@ public final class ImagePusher: Sendable {
         try uploader.finish()
 
         let manifest = ImgfsImage.makeManifest(
-            config: config, configDescriptor: configDescriptor,
+            config: config, fsverityDigest: encoded.fsverity, configDescriptor: configDescriptor,
             index: ImgfsImage.titled(.imgfsIndex, digest: indexDigest, size: Int64(indexBytes.count), title: "disk.img.index"),
             chunks: encoded.chunks, nvram: nvramDescriptor, vmConfig: vmConfigDescriptor, bootProfile: nil)
         let manifestBytes = ManifestEncoding.encode(manifest)

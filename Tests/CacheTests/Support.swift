@@ -42,10 +42,11 @@ struct TestDisk {
                 continue
             }
             var bytes = [UInt8](repeating: 0, count: length)
-            for j in stride(from: 0, to: length, by: 8) {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17
-                withUnsafeBytes(of: state) { raw in
-                    for k in 0..<min(8, length - j) { bytes[j + k] = raw[k] }
+            bytes.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for w in words.indices {
+                    state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                    words[w] = state
                 }
             }
             frames.append(bytes)

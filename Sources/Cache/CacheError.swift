@@ -1,0 +1,42 @@
+import Glibc
+
+/// A cache operation failed: which syscall, on which file, which frame, and why.
+public enum CacheError: Error, Equatable, CustomStringConvertible {
+    /// A syscall failed; `errno` is the value it left behind.
+    case system(operation: String, path: String, errno: Int32)
+    /// `read` was asked for a frame whose bit is clear: a bug in the caller, who must check `contains` first.
+    case frameNotPresent(frame: Int, path: String)
+    /// A frame number outside `0..<frameCount`.
+    case frameOutOfRange(frame: Int, frameCount: Int)
+    /// A verified frame whose length does not match the entry's geometry (a frame of another image).
+    case frameLengthMismatch(frame: Int, expected: Int, actual: Int)
+    /// An offset inside a frame past the frame's end.
+    case offsetOutOfRange(frame: Int, offset: Int, frameLength: Int)
+    /// The caller's frame digest list does not have one digest per frame.
+    case digestCountMismatch(expected: Int, actual: Int)
+    /// The entry is invalid but another process has it open, so it cannot be reset now.
+    case entryInUse(path: String, reason: String)
+    /// The cache entry was used after `close()`.
+    case closed(path: String)
+
+    public var description: String {
+        switch self {
+        case .system(let operation, let path, let errno):
+            "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        case .frameNotPresent(let frame, let path):
+            "frame \(frame) is not in the cache \(path)"
+        case .frameOutOfRange(let frame, let frameCount):
+            "frame \(frame) is out of range: the disk has \(frameCount) frames"
+        case .frameLengthMismatch(let frame, let expected, let actual):
+            "frame \(frame) has \(actual) bytes, the disk geometry needs \(expected)"
+        case .offsetOutOfRange(let frame, let offset, let frameLength):
+            "offset \(offset) is past the end of frame \(frame) (\(frameLength) bytes)"
+        case .digestCountMismatch(let expected, let actual):
+            "\(actual) frame digests given, the disk geometry has \(expected) frames"
+        case .entryInUse(let path, let reason):
+            "cache entry \(path) is invalid (\(reason)) and in use by another process; unmount it and retry"
+        case .closed(let path):
+            "cache entry \(path) was used after close"
+        }
+    }
+}

@@ -1,0 +1,25 @@
+extension FrameCache {
+    /// Copies bytes of a present frame, from `offset` within it, into `buffer`; returns how many
+    /// (up to the end of the frame). Asking for an absent frame is a caller bug and throws
+    /// `frameNotPresent`: only frames whose bit is set were verified.
+    public func read(frame: Int, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(CacheError) -> Int {
+        try checkFrame(frame)
+        let length = geometry.length(ofFrame: frame)
+        guard offset >= 0, offset <= length else {
+            throw .offsetOutOfRange(frame: frame, offset: offset, frameLength: length)
+        }
+        guard try isPresent(frame) else { throw .frameNotPresent(frame: frame, path: layout.dataPath) }
+        let count = min(buffer.count, length - offset)
+        guard count > 0 else { return 0 }
+        try data.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]),
+                      at: geometry.offset(ofFrame: frame) + UInt64(offset))
+        return count
+    }
+
+    /// The whole frame, or nil if it is not in the cache.
+    public func readFrame(_ frame: Int) throws(CacheError) -> [UInt8]? {
+        try checkFrame(frame)
+        guard try isPresent(frame) else { return nil }
+        return try data.read(count: geometry.length(ofFrame: frame), at: geometry.offset(ofFrame: frame))
+    }
+}

@@ -1,0 +1,116 @@
+import ImageFormat
+
+extension FrameCache {
+    /// Writes one verified frame and marks it present, durably.
+    public func store(_ frame: VerifiedFrame) throws(CacheError) {
+        try store(contentsOf: CollectionOfOne(frame))
+    }
+
+    /// Writes several verified frames with one group commit: all their bytes, one `fdatasync`
+    /// of the data file, then all their bits and one `fdatasync` of the bitmap.
+    ///
+    /// Durability order, which is what makes `kill -9` and power loss safe:
+    ///
+    /// 1. `pwrite` the bytes into the data file;
+    /// 2. `fdatasync(data)`: the bytes (and the block allocation) are on stable storage;
+    /// 3. only now set the bits, in memory and in the bitmap file, then `fdatasync(bitmap)`.
+    ///
+    /// A bit can reach the disk only after step 2 has returned for its frame, so whatever point a
+    /// crash interrupts, a set bit on disk covers bytes that are already durable and were verified.
+    /// A crash between 2 and 3 loses only the bit (the frame is fetched again; eviction reclaims
+    /// the orphaned bytes). The reverse order would let a bit survive a crash over bytes that
+    /// never did, and the next mount would serve zeros or stale data as verified.
+    public func store(contentsOf frames: some Collection<VerifiedFrame>) throws(CacheError) {
+        var written: [Int] = []
+        written.reserveCapacity(frames.count)
+        for frame in frames {
+            try checkFrame(frame.index)
+            let length = geometry.length(ofFrame: frame.index)
+            guard frame.bytes.count == length else {
+                throw .frameLengthMismatch(frame: frame.index, expected: length, actual: frame.bytes.count)
+            }
+            if try isPresent(frame.index) { continue }
+            try data.write(frame.bytes, at: geometry.offset(ofFrame: frame.index))
+            written.append(frame.index)
+        }
+        guard !written.isEmpty else { return }
+        try data.dataSync()
+        try commitBits(written)
+    }
+
+    /// Marks frames that are all zeros in the image as present without storing anything: their
+    /// range of the data file is punched (so `SEEK_HOLE` sees it and it takes no space) and made
+    /// durable before the bits are set, the same order as `store`.
+    public func markHoles(_ frames: some Sequence<Int>) throws(CacheError) {
+        var holes: [Int] = []
+        for frame in frames {
+            try checkFrame(frame)
+            if try !isPresent(frame) { holes.append(frame) }
+        }
+        guard !holes.isEmpty else { return }
+        holes.sort()
+        for run in runs(holes) {
+            let start = geometry.offset(ofFrame: run.lowerBound)
+            let end = geometry.offset(ofFrame: run.upperBound - 1) + UInt64(geometry.length(ofFrame: run.upperBound - 1))
+            try data.punchHole(offset: start, length: end - start)
+        }
+        try data.dataSync()
+        try commitBits(holes)
+    }
+
+    /// Sets the bits of frames whose bytes are already durable, and makes the bits durable.
+    func commitBits(_ frames: [Int]) throws(CacheError) {
+        let becameAllPresent = try state.withLock { (s) throws(CacheError) -> Bool in
+            guard !s.closed else { throw .closed(path: layout.directory) }
+            var low = Int.max
+            var high = -1
+            for frame in frames {
+                let byte = frame >> 3
+                let mask: UInt8 = 1 << (frame & 7)
+                if s.bits[byte] & mask == 0 {
+                    s.bits[byte] |= mask
+                    s.presentCount += 1
+                }
+                low = min(low, byte)
+                high = max(high, byte)
+            }
+            // Written under the lock on purpose: pwrites of one bitmap byte then happen in the order
+            // of the in-memory updates, so the last copy to reach the file holds every bit set so far.
+            // Written outside, a slow thread could land an older copy of the byte last and clear a
+            // bit another thread had already reported durable. It is a page-cache copy; the fsync
+            // that waits for the device runs after the lock is released.
+            try bitmap.write(s.bits[low...high], at: BitmapFormat.byteOffset(ofFrame: low * 8))
+            if s.presentCount == geometry.frameCount && !s.allPresentOnDisk {
+                s.allPresentOnDisk = true
+                return true
+            }
+            return false
+        }
+        // Covers this thread's bytes and any later copy of them, which holds a superset of the bits.
+        try bitmap.dataSync()
+        if becameAllPresent {
+            // After the bits are durable: the flag must never claim more than they do.
+            try writeHeader(allPresent: true)
+            logger.info("every frame of the disk is cached", metadata: ["entry": "\(layout.directory)"])
+        }
+    }
+
+    /// Like `contains`, but throws once the cache is closed.
+    func isPresent(_ frame: Int) throws(CacheError) -> Bool {
+        try state.withLock { (s) throws(CacheError) -> Bool in
+            guard !s.closed else { throw .closed(path: layout.directory) }
+            return BitmapFormat.isSet(s.bits, frame)
+        }
+    }
+}
+
+/// Maximal runs of consecutive integers in a sorted array.
+func runs(_ sorted: [Int]) -> [Range<Int>] {
+    var result: [Range<Int>] = []
+    var start = 0
+    for i in sorted.indices where i + 1 == sorted.count || sorted[i + 1] != sorted[i] + 1 {
+        result.append(sorted[start]..<(sorted[i] + 1))
+        start = i + 1
+    }
+    return result
+}

@@ -1,0 +1,299 @@
+import Glibc
+import ImageFormat
+import Logging
+import Synchronization
+import Verity
+
+/// One open cache entry: the sparse data file and the bitmap of verified frames of one disk.
+///
+/// Safe to use from many threads at once. While open it holds a shared `flock` on the entry's
+/// lock file, which is how eviction (which needs the lock exclusively) knows the disk is mounted.
+///
+/// **Lock order.** There is one lock, `state` (a `Mutex`). It is never held while calling out of
+/// this type, and nothing else is acquired under it. `flock`s are process-level and taken only in
+/// `open` (before `state` exists), so they cannot deadlock against it. The only I/O under `state`
+/// is the `pwrite` of changed bitmap bytes (a page-cache copy, see `commitBits`); every data-file
+/// read and write, and every fsync, runs outside it.
+///
+/// **Two processes on one entry** (two mounts of the same image) are allowed: each writes whole
+/// bitmap bytes from its own copy, so one can overwrite the other's newly set bit with a clear one.
+/// That loses a cached frame (it is fetched again), never trusts an unwritten one, because bits are
+/// cleared only under the exclusive lock, which no one gets while either process has the entry open.
+///
+/// `close()` must be called once no other thread is using the cache.
+public final class FrameCache: Sendable {
+    public let key: CacheKey
+    public let geometry: DiskGeometry
+    public let imageReference: String
+
+    let layout: CacheLayout
+    let data: FileDescriptor
+    let bitmap: FileDescriptor
+    let lockFile: FileDescriptor
+    let header: BitmapFormat.Header
+    let logger: Logger
+    let state: Mutex<State>
+
+    struct State: Sendable {
+        /// Exactly the bitmap bytes after the header, as they should be on disk. A bit is set here
+        /// only once the frame's bytes are durable (see `commitBits`).
+        var bits: [UInt8]
+        var presentCount: Int
+        /// Whether the header on disk carries the all-present flag.
+        var allPresentOnDisk: Bool
+        var closed = false
+    }
+
+    /// The sparse data file; frame i is at i * frameSize. For passthrough reads and `cp`.
+    public var dataFilePath: String { layout.dataPath }
+
+    /// Opens the entry for `key` under `root`, creating it if absent.
+    ///
+    /// An existing entry is used only if its bitmap header is intact (magic, version, checksum) and
+    /// matches `geometry`, the frame count and `key`, and its data and digest files have the right
+    /// size and content. Anything else is logged and the entry is reset to empty: a cache that
+    /// might lie is worth less than none.
+    ///
+    /// - Parameter holes: frames that are all zeros in the image; see `markHoles`.
+    public static func open(
+        root: String, key: CacheKey, geometry: DiskGeometry, frameDigests: [Digest],
+        imageReference: String, holes: [Int] = [], logger: Logger
+    ) throws(CacheError) -> FrameCache {
+        guard frameDigests.count == geometry.frameCount else {
+            throw .digestCountMismatch(expected: geometry.frameCount, actual: frameDigests.count)
+        }
+        let layout = CacheLayout(root: root, key: key)
+        try makeDirectories(layout.directory)
+        let expected = BitmapFormat.Header(
+            flags: 0, frameSize: UInt64(geometry.frameSize), diskSize: geometry.diskSize,
+            frameCount: UInt64(geometry.frameCount), key: key.digest.bytes)
+
+        let lockFile = try FileDescriptor.open(layout.lockPath, O_RDWR | O_CREAT)
+        let cache: FrameCache
+        do throws(CacheError) {
+            if try lockFile.tryLock(LOCK_EX) {
+                // No one else has the entry open: it may be checked and, if need be, reset.
+                if let problem = try inspect(layout, expected: expected, frameDigests: frameDigests) {
+                    if fileExists(layout.bitmapPath) {
+                        logger.warning("cache entry is invalid, resetting it", metadata: [
+                            "entry": "\(layout.directory)", "reason": "\(problem)"])
+                    }
+                    try reset(layout, header: expected, frameDigests: frameDigests)
+                }
+                // Not atomic: eviction may slip in between. It can only clear bits, and the
+                // bitmap is loaded below, after the shared lock is held.
+                try lockFile.lock(LOCK_SH)
+            } else {
+                // Another process has it open (or is evicting; this waits for that to finish).
+                try lockFile.lock(LOCK_SH)
+                if let problem = try inspect(layout, expected: expected, frameDigests: frameDigests) {
+                    throw CacheError.entryInUse(path: layout.directory, reason: problem)
+                }
+            }
+            cache = try load(layout, lockFile: lockFile, expected: expected, geometry: geometry,
+                             key: key, imageReference: imageReference, logger: logger)
+        } catch {
+            lockFile.close()
+            throw error
+        }
+        if !holes.isEmpty {
+            do { try cache.markHoles(holes) } catch {
+                cache.close()
+                throw error
+            }
+        }
+        cache.touchMeta()
+        return cache
+    }
+
+    private init(layout: CacheLayout, data: FileDescriptor, bitmap: FileDescriptor, lockFile: FileDescriptor,
+                 header: BitmapFormat.Header, state: State, geometry: DiskGeometry, key: CacheKey,
+                 imageReference: String, logger: Logger) {
+        self.layout = layout
+        self.data = data
+        self.bitmap = bitmap
+        self.lockFile = lockFile
+        self.header = header
+        self.state = Mutex(state)
+        self.geometry = geometry
+        self.key = key
+        self.imageReference = imageReference
+        self.logger = logger
+    }
+
+    deinit {
+        if !state.withLock({ $0.closed }) { closeFiles() }
+    }
+
+    /// Releases the files and the shared lock (the entry counts as unmounted from then on).
+    public func close() {
+        let wasOpen = state.withLock { s in
+            defer { s.closed = true }
+            return !s.closed
+        }
+        guard wasOpen else { return }
+        touchMeta()
+        closeFiles()
+    }
+
+    private func closeFiles() {
+        data.close()
+        bitmap.close()
+        lockFile.close()  // releases the flock
+    }
+
+    /// True if frame `frame`'s verified bytes (or, for a hole, its zeros) are in the cache.
+    public func contains(_ frame: Int) -> Bool {
+        guard frame >= 0, frame < geometry.frameCount else { return false }
+        return state.withLock { BitmapFormat.isSet($0.bits, frame) }
+    }
+
+    public var presentCount: Int { state.withLock { $0.presentCount } }
+
+    /// Every frame is present: the whole disk can be served without the network.
+    public var allPresent: Bool { state.withLock { $0.presentCount == geometry.frameCount } }
+
+    public func stats() -> CacheStats {
+        let (count, lastPresent) = state.withLock { s in
+            (s.presentCount, geometry.frameCount > 0 && BitmapFormat.isSet(s.bits, geometry.frameCount - 1))
+        }
+        var bytes = UInt64(count) * UInt64(geometry.frameSize)
+        if lastPresent {
+            bytes -= UInt64(geometry.frameSize - geometry.length(ofFrame: geometry.frameCount - 1))
+        }
+        return CacheStats(presentFrames: count, totalFrames: geometry.frameCount, presentBytes: bytes,
+                          diskSize: geometry.diskSize)
+    }
+
+    /// Records the last use in meta.json (advisory: eviction sorts by it).
+    func touchMeta() {
+        let meta = CacheMeta(key: key.digest.hex, diskSize: geometry.diskSize, frameSize: geometry.frameSize,
+                             imageReference: imageReference, lastUsed: currentTime())
+        do { try meta.save(layout.metaPath) } catch {
+            logger.debug("could not update cache metadata", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func checkFrame(_ frame: Int) throws(CacheError) {
+        guard frame >= 0, frame < geometry.frameCount else {
+            throw .frameOutOfRange(frame: frame, frameCount: geometry.frameCount)
+        }
+    }
+}
+
+// MARK: - Opening, validating and resetting an entry
+
+extension FrameCache {
+    /// Why the entry on disk cannot be used as it is, or nil if it can.
+    static func inspect(_ layout: CacheLayout, expected: BitmapFormat.Header, frameDigests: [Digest]) throws(CacheError) -> String? {
+        guard fileExists(layout.bitmapPath) else { return "no bitmap" }
+        let frames = Int(expected.frameCount)
+        let bitmap = try FileDescriptor.open(layout.bitmapPath, O_RDONLY)
+        defer { bitmap.close() }
+        let size = UInt64(try bitmap.status().st_size)
+        guard size == BitmapFormat.fileSize(frames: frames) else {
+            return "bitmap is \(size) bytes, expected \(BitmapFormat.fileSize(frames: frames))"
+        }
+        switch BitmapFormat.Header.decode(try bitmap.read(count: BitmapFormat.headerSize, at: 0)) {
+        case .failure(let problem):
+            return problem.description
+        case .success(var found):
+            found.allPresent = false
+            guard found == expected else {
+                return "header (frame size \(found.frameSize), disk size \(found.diskSize), \(found.frameCount) frames) does not match the image (frame size \(expected.frameSize), disk size \(expected.diskSize), \(expected.frameCount) frames) or its key"
+            }
+        }
+        guard fileExists(layout.dataPath) else { return "no data file" }
+        let data = try FileDescriptor.open(layout.dataPath, O_RDONLY)
+        let dataSize = UInt64(try data.status().st_size)
+        data.close()
+        guard dataSize == expected.diskSize else { return "data file is \(dataSize) bytes, expected \(expected.diskSize)" }
+
+        guard fileExists(layout.digestsPath) else { return "no frame digest list" }
+        let digests = try FileDescriptor.open(layout.digestsPath, O_RDONLY)
+        defer { digests.close() }
+        let digestsSize = Int(try digests.status().st_size)
+        guard digestsSize == frames * 32 else { return "frame digest list is \(digestsSize) bytes, expected \(frames * 32)" }
+        let stored = try digests.read(count: digestsSize, at: 0)
+        guard stored == digestListBytes(frameDigests) else { return "frame digest list differs from the image's" }
+        return nil
+    }
+
+    static func digestListBytes(_ digests: [Digest]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(digests.count * 32)
+        for d in digests { out += d.bytes }
+        return out
+    }
+
+    /// Empties the entry and writes a fresh one. Caller holds the exclusive lock.
+    ///
+    /// The bitmap is invalidated durably first: from then on no bit vouches for any byte of the
+    /// data file, so a crash at any later step leaves an entry the next open resets again. The
+    /// header is written last; it is the commit point of the new entry.
+    static func reset(_ layout: CacheLayout, header: BitmapFormat.Header, frameDigests: [Digest]) throws(CacheError) {
+        let frames = Int(header.frameCount)
+        let bitmap = try FileDescriptor.open(layout.bitmapPath, O_RDWR | O_CREAT)
+        defer { bitmap.close() }
+        try bitmap.truncate(to: 0)
+        try bitmap.sync()
+
+        let data = try FileDescriptor.open(layout.dataPath, O_RDWR | O_CREAT)
+        defer { data.close() }
+        try data.truncate(to: 0)
+        try data.truncate(to: header.diskSize)
+        try data.sync()
+
+        try writeFileAtomically(layout.digestsPath, digestListBytes(frameDigests), durable: true)
+
+        try bitmap.truncate(to: BitmapFormat.fileSize(frames: frames))  // all bits clear
+        try bitmap.write(header.encoded(), at: 0)
+        try bitmap.sync()
+        try FileDescriptor.syncDirectory(layout.directory)
+    }
+
+    /// Opens the data and bitmap files and reads the bits. Caller holds the shared lock.
+    static func load(_ layout: CacheLayout, lockFile: FileDescriptor, expected: BitmapFormat.Header,
+                     geometry: DiskGeometry, key: CacheKey, imageReference: String, logger: Logger) throws(CacheError) -> FrameCache {
+        let data = try FileDescriptor.open(layout.dataPath, O_RDWR)
+        let bitmap: FileDescriptor
+        do { bitmap = try FileDescriptor.open(layout.bitmapPath, O_RDWR) } catch {
+            data.close()
+            throw error
+        }
+        do throws(CacheError) {
+            let frames = geometry.frameCount
+            guard case .success(let header) = BitmapFormat.Header.decode(try bitmap.read(count: BitmapFormat.headerSize, at: 0)),
+                  header.frameCount == expected.frameCount, header.key == expected.key,
+                  header.frameSize == expected.frameSize, header.diskSize == expected.diskSize else {
+                throw CacheError.entryInUse(path: layout.directory, reason: "bitmap header changed while opening")
+            }
+            var bits = try bitmap.read(count: BitmapFormat.byteCount(frames: frames), at: UInt64(BitmapFormat.headerSize))
+            BitmapFormat.maskTail(&bits, frames: frames)
+            let present = BitmapFormat.popcount(bits)
+            let cache = FrameCache(
+                layout: layout, data: data, bitmap: bitmap, lockFile: lockFile, header: expected,
+                state: State(bits: bits, presentCount: present, allPresentOnDisk: header.allPresent),
+                geometry: geometry, key: key, imageReference: imageReference, logger: logger)
+            // The flag is derived from the bits; the bits win if the two disagree.
+            if header.allPresent != (present == frames) {
+                logger.info("bitmap all-present flag disagrees with its bits, rewriting it", metadata: [
+                    "entry": "\(layout.directory)", "present": "\(present)", "frames": "\(frames)"])
+                try cache.writeHeader(allPresent: present == frames)
+                cache.state.withLock { $0.allPresentOnDisk = present == frames }
+            }
+            return cache
+        } catch {
+            data.close()
+            bitmap.close()
+            throw error
+        }
+    }
+
+    func writeHeader(allPresent: Bool) throws(CacheError) {
+        var h = header
+        h.allPresent = allPresent
+        try bitmap.write(h.encoded(), at: 0)
+        try bitmap.dataSync()
+    }
+}

@@ -21,3 +21,9 @@ func writeStandardError(_ text: String) {
         }
     }
 }
+
+/// A command-line mistake found after parsing (a size or reference that does not parse).
+struct UsageError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

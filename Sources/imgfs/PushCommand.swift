@@ -51,9 +51,17 @@ struct PushCommand: ParsableCommand {
     @OptionGroup var registry: RegistryOptionGroup
 
     func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func execute() throws {
         let reference = try parseReference(reference)
         guard reference.digest == nil else {
-            throw ValidationError("push needs a tag, not a digest: '\(self.reference)'")
+            throw UsageError("push needs a tag, not a digest: '\(self.reference)'")
         }
         var options = PushOptions()
         options.singleLayer = singleLayer
@@ -92,8 +100,6 @@ struct PushCommand: ParsableCommand {
                 }
                 print(result.manifestDigest)
             }
-        } catch {
-            throw fail(error)
         }
     }
 }
@@ -109,7 +115,7 @@ func parseSize(_ text: String, option: String) throws -> UInt64 {
         digits = digits.dropLast()
     }
     guard let value = UInt64(digits), value > 0, value <= UInt64.max / multiplier else {
-        throw ValidationError("\(option): '\(text)' is not a size (examples: 65536, 64K, 1M, 512M)")
+        throw UsageError("\(option): '\(text)' is not a size (examples: 65536, 64K, 1M, 512M)")
     }
     return value * multiplier
 }

@@ -33,11 +33,7 @@ struct RegistryOptionGroup: ParsableArguments {
     }
 }
 
-/// Parses a reference typed by the user, as an ArgumentParser validation error when malformed.
+/// Parses a reference typed by the user; the error names the string and what is wrong with it.
 func parseReference(_ text: String) throws -> Reference {
-    do {
-        return try Reference(parsing: text)
-    } catch {
-        throw ValidationError("\(error)")
-    }
+    try Reference(parsing: text)
 }

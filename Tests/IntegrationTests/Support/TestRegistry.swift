@@ -1,0 +1,43 @@
+import Foundation
+
+/// A real registry (Debian's docker-registry) on loopback.
+struct TestRegistry: Sendable {
+    /// host:port
+    var address: String
+    /// The registry's storage directory (for tampering tests) and its request log.
+    var storageDirectory: String
+    var logFile: String
+
+    /// The registry `contrib/test/run` started (`IMGFS_TEST_REGISTRY`, `IMGFS_TEST_REGISTRY_DIR`),
+    /// or one started for this test process and stopped when it exits.
+    static func shared() throws -> TestRegistry {
+        try sharedRegistry.get()
+    }
+
+    /// The registry's storage path of a blob's bytes.
+    func blobDataPath(_ digest: String) -> String {
+        let hex = digest.replacingOccurrences(of: "sha256:", with: "")
+        return "\(storageDirectory)/docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data"
+    }
+}
+
+private let sharedRegistry = Result<TestRegistry, any Error> {
+    let env = TestEnvironment.environment
+    if let address = env["IMGFS_TEST_REGISTRY"], let directory = env["IMGFS_TEST_REGISTRY_DIR"] {
+        return TestRegistry(address: address, storageDirectory: directory + "/storage", logFile: directory + "/registry.log")
+    }
+    let directory = try TestEnvironment.scratchDirectory("registry")
+    let script = TestEnvironment.repositoryRoot + "/contrib/test/registry.sh"
+    let result = try runCommand(script, ["start", directory], timeout: 60)
+    guard result.status == 0 else { throw ShellFailed(script: "registry.sh start", result: result) }
+    let address = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    registryToStop = directory
+    atexit {
+        if let directory = registryToStop {
+            _ = try? runCommand(TestEnvironment.repositoryRoot + "/contrib/test/registry.sh", ["stop", directory], timeout: 30)
+        }
+    }
+    return TestRegistry(address: address, storageDirectory: directory + "/storage", logFile: directory + "/registry.log")
+}
+
+nonisolated(unsafe) private var registryToStop: String?

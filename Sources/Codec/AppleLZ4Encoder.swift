@@ -8,7 +8,7 @@ import CLZ4
 /// Apple's own encoder does, which compresses a little better and gives tests streams that
 /// need the decoder's dictionary.
 public struct AppleLZ4Encoder: Sendable {
-    public static let blockSizes = 4096...(64 << 20)
+    public static let blockSizes = 256...(64 << 20)
     public static let defaultBlockSize = 1 << 20
 
     public let blockSize: Int

@@ -23,7 +23,8 @@ public final class FuseMount: @unchecked Sendable {
 
     private enum Phase {
         case mounted
-        case running
+        /// Serving on this thread (the loop's main thread, parked in `sem_wait`).
+        case running(pthread_t)
         /// `stop()` came first: `run()` returns at once.
         case stopRequested
         case finished
@@ -64,11 +65,17 @@ public final class FuseMount: @unchecked Sendable {
         }
         self.session = session
         phase = Mutex(.mounted)
+        if options.maxReadahead > 128 << 10, let device = MountTable.fuseMount(at: mountpoint)?.device {
+            state.readaheadSetting.withLock { $0 = "/sys/class/bdi/\(device)/read_ahead_kb" }
+        }
         logger.info("mounted", metadata: ["mountpoint": "\(mountpoint)", "files": "\(state.entries.count)", "options": "\(optionString)"])
     }
 
     deinit {
-        let neverRan = phase.withLock { phase in phase != .finished }
+        let neverRan = phase.withLock { phase -> Bool in
+            if case .finished = phase { return false }
+            return true
+        }
         if neverRan {
             fuse_session_unmount(session)
         }
@@ -81,7 +88,7 @@ public final class FuseMount: @unchecked Sendable {
     public func run() throws(FuseError) {
         let start = phase.withLock { phase -> Phase in
             let before = phase
-            if phase == .mounted { phase = .running }
+            if case .mounted = phase { phase = .running(pthread_self()) }
             return before
         }
         switch start {
@@ -102,9 +109,24 @@ public final class FuseMount: @unchecked Sendable {
         fuse_loop_cfg_set_idle_threads(config, UInt32(max(1, state.options.maxThreads / 2)))
         fuse_loop_cfg_set_clone_fd(config, state.options.cloneFD ? 1 : 0)
 
+        // stop() wakes this thread with LoopWaker.signal; callers often run on threads
+        // that block signals (libdispatch workers and threads they spawn), so unblock it
+        // here for the loop. libfuse's workers block all signals themselves.
+        LoopWaker.installHandler()
+        var wake = sigset_t()
+        sigemptyset(&wake)
+        sigaddset(&wake, LoopWaker.signal)
+        var previousMask = sigset_t()
+        pthread_sigmask(SIG_UNBLOCK, &wake, &previousMask)
+        defer { pthread_sigmask(SIG_SETMASK, &previousMask, nil) }
+
         state.logger.debug("serving", metadata: ["mountpoint": "\(mountpoint)", "maxThreads": "\(state.options.maxThreads)"])
         let result = fuse_session_loop_mt(session, config)
-        fuse_session_unmount(session)
+        // After stop() or an external umount there is nothing left to unmount, and
+        // libfuse would complain on stderr; the descriptor is closed by fuse_session_destroy.
+        if MountTable.isFuseMount(mountpoint) {
+            fuse_session_unmount(session)
+        }
         phase.withLock { $0 = .finished }
         state.logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "result": "\(result)"])
         // A positive result is the signal that ended the loop; -EINTR/-ENODEV are normal ends.
@@ -115,13 +137,24 @@ public final class FuseMount: @unchecked Sendable {
 
     /// Ends ``run()``: marks the session exited and lazily unmounts, so the workers blocked
     /// on `/dev/fuse` wake up. Safe from any thread, any number of times.
+    ///
+    /// Files still open keep a lazily detached mount's connection alive, so the workers
+    /// may never wake; the loop's main thread, parked in `sem_wait`, is woken with a
+    /// signal instead (repeated briefly, in case it was sent just before the wait), and
+    /// libfuse then cancels the workers. Open files then fail with ENOTCONN.
     public func stop() {
-        let current = phase.withLock { phase -> Phase in
-            let before = phase
-            if phase == .mounted { phase = .stopRequested }
-            return before
+        let wasRunning = phase.withLock { phase -> Bool in
+            switch phase {
+            case .mounted:
+                phase = .stopRequested
+                return false
+            case .running:
+                return true
+            case .stopRequested, .finished:
+                return false
+            }
         }
-        guard current == .running else { return }
+        guard wasRunning else { return }
         fuse_session_exit(session)
         do {
             try Daemon.unmount(mountpoint, lazy: true)
@@ -130,6 +163,24 @@ public final class FuseMount: @unchecked Sendable {
             if error.reason != .notMounted {
                 state.logger.warning("stop: lazy unmount failed", metadata: ["error": "\(error)"])
             }
+        }
+        guard wakeLoop() else { return }
+        _ = startThread { [self] in
+            for _ in 0..<100 {
+                usleep(50_000)
+                guard wakeLoop() else { return }
+            }
+            state.logger.warning("stop: the session loop did not end after 5 s", metadata: ["mountpoint": "\(mountpoint)"])
+        }
+    }
+
+    /// Signals the thread in `run()` if it is still there. The phase lock keeps the
+    /// thread from leaving `run()` (and ending) while it is signalled.
+    private func wakeLoop() -> Bool {
+        phase.withLock { phase -> Bool in
+            guard case .running(let thread) = phase else { return false }
+            pthread_kill(thread, LoopWaker.signal)
+            return true
         }
     }
 
@@ -175,4 +226,29 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafeMutablePointer<UnsafeMu
         pointers.deallocate()
     }
     return body(pointers)
+}
+
+/// The signal that interrupts the session loop's `sem_wait` (never restarted after a
+/// handler, whatever SA_RESTART says). Its handler does nothing.
+enum LoopWaker {
+    static let signal = SIGUSR2
+    private static let installed = Mutex(false)
+
+    static func installHandler() {
+        installed.withLock { installed in
+            guard !installed else { return }
+            installed = true
+            var current = sigaction()
+            sigaction(signal, nil, &current)
+            // Keep an application's own handler: it interrupts sem_wait just as well.
+            let handler = current.__sigaction_handler.sa_handler
+            let isDefaultOrIgnored = handler == nil || unsafeBitCast(handler, to: Int.self) == 1
+            guard isDefaultOrIgnored else { return }
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, nil)
+        }
+    }
 }

@@ -270,6 +270,7 @@ enum FuseOperations {
             reply(req, state, .invalid("open without file info"), "open", inode: inode)
             return
         }
+        state.applyReadaheadOnce()
         let entry = state.entries[index]
         let flags = info.pointee.flags
         let wantsWrite = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0

@@ -31,6 +31,9 @@ final class FuseSessionState: Sendable {
     let readBuffers: ThreadLocalBuffer
     /// The kernel's lookup count per inode (index = inode); see `forget`.
     let lookupCounts: Mutex<[UInt64]>
+    /// `/sys/class/bdi/<major:minor>/read_ahead_kb` of this mount, set by FuseMount after
+    /// mounting; applied once, after INIT (which would otherwise cap it at 128 KiB).
+    let readaheadSetting = Mutex<String?>(nil)
 
     init(backend: any FileSystemBackend, options: FuseMountOptions, logger: Logger) throws(FileSystemError) {
         self.backend = backend
@@ -126,6 +129,29 @@ final class FuseSessionState: Sendable {
         }
         if underflow {
             logger.warning("kernel forgot more lookups than it made", metadata: ["inode": "\(inode)", "count": "\(count)"])
+        }
+    }
+
+    /// Raises the kernel's readahead for this mount to `options.maxReadahead`. The INIT
+    /// reply can only lower the kernel's default (128 KiB), so this writes the bdi's
+    /// `read_ahead_kb` on the first open, which always follows INIT. Needs root; best effort.
+    func applyReadaheadOnce() {
+        guard let path = readaheadSetting.withLock({ setting -> String? in
+            defer { setting = nil }
+            return setting
+        }) else { return }
+        let kilobytes = "\(options.maxReadahead / 1024)\n"
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            logger.debug("cannot raise readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
+            return
+        }
+        defer { close(fd) }
+        let written = kilobytes.withCString { write(fd, $0, strlen($0)) }
+        if written < 0 {
+            logger.debug("cannot raise readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
+        } else {
+            logger.debug("readahead raised", metadata: ["path": "\(path)", "kilobytes": "\(options.maxReadahead / 1024)"])
         }
     }
 

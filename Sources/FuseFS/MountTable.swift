@@ -10,6 +10,8 @@ enum MountTable {
         var mountpoint: String
         var fsType: String
         var source: String
+        /// "major:minor" of the mounted file system (its backing-dev-info name).
+        var device: String
     }
 
     static func mounts() -> [Mount] {
@@ -23,7 +25,12 @@ enum MountTable {
             // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
             let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 10, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
-            result.append(Mount(mountpoint: unescape(fields[4]), fsType: String(fields[dash + 1]), source: String(fields[dash + 2])))
+            result.append(Mount(
+                mountpoint: unescape(fields[4]),
+                fsType: String(fields[dash + 1]),
+                source: String(fields[dash + 2]),
+                device: String(fields[2])
+            ))
         }
         return result
     }
@@ -32,6 +39,12 @@ enum MountTable {
     static func isFuseMount(_ path: String) -> Bool {
         let resolved = realPath(path) ?? path
         return mounts().contains { $0.mountpoint == resolved && ($0.fsType == "fuse" || $0.fsType.hasPrefix("fuse.")) }
+    }
+
+    /// The FUSE mount at `path`, if any (the last one: mounts stack).
+    static func fuseMount(at path: String) -> Mount? {
+        let resolved = realPath(path) ?? path
+        return mounts().last { $0.mountpoint == resolved && ($0.fsType == "fuse" || $0.fsType.hasPrefix("fuse.")) }
     }
 
     static func realPath(_ path: String) -> String? {

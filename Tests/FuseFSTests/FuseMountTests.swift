@@ -32,6 +32,13 @@ struct FuseMountTests {
 
             #expect(throws: POSIXFailure.self) { try POSIX.status(running.directory + "/missing") }
             #expect(running.mount.kernelReferences(file: 0) >= 1)
+
+            // The first open raises the kernel's readahead past the 128 KiB INIT allows.
+            if geteuid() == 0, let device = MountTable.fuseMount(at: running.directory)?.device {
+                _ = try POSIX.readAll(running.directory + "/config.json")
+                let readahead = try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
+                #expect(readahead.trimmingCharacters(in: .whitespacesAndNewlines) == "\(FuseMountOptions().maxReadahead / 1024)")
+            }
         }
     }
 

@@ -43,7 +43,9 @@ enum MountHarness {
 
         /// Waits for `run()` to return; false on timeout.
         func waitForRunToEnd(seconds: Double = 20) -> Bool {
-            finished.wait(timeout: .now() + seconds) == .success
+            guard finished.wait(timeout: .now() + seconds) == .success else { return false }
+            finished.signal()  // so later waits (in defers) return at once
+            return true
         }
     }
 
@@ -63,6 +65,9 @@ enum MountHarness {
         defer {
             mount.stop()
             if !running.waitForRunToEnd() {
+                if ProcessInfo.processInfo.environment["FUSEFS_TEST_GDB"] != nil {
+                    _ = try? POSIX.shell("gdb -p \(getpid()) -batch -ex 'thread apply all bt 14' > /tmp/fusefs-stacks.txt 2>&1")
+                }
                 Issue.record("run() did not return after stop()")
             }
             if MountTable.isFuseMount(directory) {

@@ -24,7 +24,7 @@ struct TestRegistry: Sendable {
 private let sharedRegistry = Result<TestRegistry, any Error> {
     let env = TestEnvironment.environment
     if let address = env["IMGFS_TEST_REGISTRY"], let directory = env["IMGFS_TEST_REGISTRY_DIR"] {
-        return TestRegistry(address: address, storageDirectory: directory + "/storage", logFile: directory + "/registry.log")
+        return TestRegistry(address: address, storageDirectory: directory + "/data", logFile: directory + "/registry.log")
     }
     let directory = try TestEnvironment.scratchDirectory("registry")
     let script = TestEnvironment.repositoryRoot + "/contrib/test/registry.sh"
@@ -37,7 +37,7 @@ private let sharedRegistry = Result<TestRegistry, any Error> {
             _ = try? runCommand(TestEnvironment.repositoryRoot + "/contrib/test/registry.sh", ["stop", directory], timeout: 30)
         }
     }
-    return TestRegistry(address: address, storageDirectory: directory + "/storage", logFile: directory + "/registry.log")
+    return TestRegistry(address: address, storageDirectory: directory + "/data", logFile: directory + "/registry.log")
 }
 
 nonisolated(unsafe) private var registryToStop: String?

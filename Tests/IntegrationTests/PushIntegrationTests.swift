@@ -120,6 +120,18 @@ import Testing
         #expect(accepted.status == 0, "\(accepted)")
         #expect(accepted.stdout.hasPrefix("sha256:"))
 
+        // `imgfs login` checks the password before storing it, and what it stores is what push reads.
+        let loginConfig = scratch + "/login"
+        let refusedLogin = try runCommand(TestEnvironment.imgfs, ["login", "-u", user, "--password-stdin", registry.address],
+                                          environment: ["DOCKER_CONFIG": loginConfig], timeout: 60, standardInput: "wrong\n")
+        #expect(refusedLogin.status != 0, "\(refusedLogin)")
+        #expect(!FileManager.default.fileExists(atPath: loginConfig + "/config.json"))
+        let login = try runCommand(TestEnvironment.imgfs, ["login", "-u", user, "--password-stdin", registry.address],
+                                   environment: ["DOCKER_CONFIG": loginConfig], timeout: 60, standardInput: password + "\n")
+        #expect(login.status == 0, "\(login)")
+        let afterLogin = try imgfs(["push", "--quiet", scratch + "/disk.img", reference], environment: ["DOCKER_CONFIG": loginConfig], timeout: 60)
+        #expect(afterLogin.status == 0, "\(afterLogin)")
+
         let bad = try registry.dockerConfig(user: user, password: "wrong-" + password, in: scratch + "/bad")
         for environment in [["DOCKER_CONFIG": bad], ["DOCKER_CONFIG": scratch + "/none"]] {
             let refused = try imgfs(["push", "--quiet", scratch + "/disk.img", reference], environment: environment, timeout: 60)

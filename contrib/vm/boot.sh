@@ -8,7 +8,8 @@
 # beside the disk (--config to name another); without one, the defaults below and the
 # expected-marker file beside the disk are used.
 #
-# qemu runs with -accel tcg unless --accel or IMGFS_VM_ACCEL says kvm; the disk is attached as
+# qemu runs with -accel tcg unless --accel or IMGFS_VM_ACCEL says kvm (with -cpu host, or
+# IMGFS_VM_CPU); the disk is attached as
 # virtio with snapshot=on, so the guest writes to a temporary overlay and never to DISK_PATH
 # (which may be a read-only mount). Exit status 0 only if the expected marker appeared within the
 # timeout (default 180 s). Prints "boot: ok <seconds> s" (or the failure and the console's tail) on
@@ -67,7 +68,7 @@ if [[ -z $expect && -f $dir/expected-marker ]]; then expect=$(< "$dir/expected-m
 
 case $accel in
     tcg) accel_args=(-accel tcg) ;;
-    kvm) accel_args=(-accel kvm -cpu host) ;;
+    kvm) accel_args=(-accel kvm -cpu "${IMGFS_VM_CPU:-host}") ;;
     *) echo "boot.sh: --accel must be tcg or kvm" >&2; exit 2 ;;
 esac
 

@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+/// Issue 4's VM boot test: a small Debian-kernel VM (contrib/vm/build-disk.sh) is pushed to the
+/// real registry, mounted with the real `imgfs` binary and booted with qemu from
+/// `MOUNTPOINT/disk.img`, first with an empty cache directory (cold), then again with the same
+/// one (warm). contrib/vm/run-boot-test.sh does the work and unmounts everything it mounted even
+/// when it fails; this test gives it the test registry, binary and scratch directory.
+@Suite(.serialized, .enabled(if: BootSupport.canRun || TestEnvironment.isCI, "needs qemu-system-x86_64, debugfs, busybox-static, /dev/fuse and fusermount3"))
+struct BootIntegrationTests {
+    @Test func vmBootsFromALazyMountColdAndWarm() throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("boot")
+        defer { TestEnvironment.remove(scratch) }
+        let result = try runCommand(TestEnvironment.repositoryRoot + "/contrib/vm/run-boot-test.sh", [],
+                                    environment: ["IMGFS_BIN": TestEnvironment.imgfs,
+                                                  "IMGFS_TEST_REGISTRY": registry.address,
+                                                  "IMGFS_TEST_SCRATCH": scratch],
+                                    timeout: 900)
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("boot-test: cold boot: ok") }, "\(result)")
+        #expect(lines.contains { $0.hasPrefix("boot-test: warm boot: ok") }, "\(result)")
+    }
+}
+
+enum BootSupport {
+    static var canRun: Bool {
+        let fm = FileManager.default
+        let tools = ["/usr/bin/qemu-system-x86_64", "/usr/sbin/debugfs", "/bin/busybox", "/usr/bin/fusermount3"]
+        return tools.allSatisfy { fm.isExecutableFile(atPath: $0) } && fm.fileExists(atPath: "/dev/fuse")
+    }
+}

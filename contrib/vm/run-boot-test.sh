@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# contrib/vm/run-boot-test.sh
+#
+# The VM boot test of issue 4: builds the test VM (contrib/vm/cached-vm.sh: build-disk.sh, cached
+# between runs under IMGFS_VM_CACHE, keyed by the hash of the scripts that make it), pushes it to
+# the test registry, mounts it with a fresh cache directory and boots the VM from
+# MOUNTPOINT/disk.img (cold), unmounts, mounts again with the same cache directory and boots
+# again (warm). Exit status 0 only if both boots print the expected marker. Every mount is
+# unmounted, and a registry this script started is stopped, even on failure.
+#
+# Environment: IMGFS_BIN (default .build/release/imgfs), IMGFS_TEST_REGISTRY (host:port; without
+# it a registry is started and stopped here), IMGFS_TEST_SCRATCH (scratch parent, default
+# /var/tmp), IMGFS_VM_ACCEL (tcg or kvm), IMGFS_VM_TIMEOUT (per boot, seconds, default 180).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+imgfs=${IMGFS_BIN:-$root/.build/release/imgfs}
+
+log() { echo "boot-test: $*" >&2; }
+die() { echo "boot-test: FAILED: $*" >&2; exit 1; }
+
+[[ -x $imgfs ]] || die "no imgfs binary at $imgfs (swift build -c release --product imgfs, or set IMGFS_BIN)"
+"$imgfs" mount --help >/dev/null 2>&1 || die "$imgfs has no mount command"
+for tool in qemu-system-x86_64 debugfs mkfs.ext4 fusermount3; do
+    command -v "$tool" >/dev/null || die "$tool missing (contrib/test/install-deps.sh)"
+done
+
+work=$(mktemp -d "${IMGFS_TEST_SCRATCH:-/var/tmp}/imgfs-boot-test.XXXXXX")
+mounted=()
+started_registry=
+cleanup() {
+    local m
+    for m in "${mounted[@]}"; do
+        if grep -qF " $m " /proc/mounts; then
+            "$imgfs" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" 2>/dev/null || true
+        fi
+    done
+    if [[ -n $started_registry ]]; then "$root/contrib/test/registry.sh" stop "$started_registry" >/dev/null 2>&1 || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- The VM directory (built once per version of the scripts that make it).
+vm=$("$here/cached-vm.sh")
+
+# --- Push.
+registry=${IMGFS_TEST_REGISTRY:-}
+if [[ -z $registry ]]; then
+    started_registry="$work/registry"
+    registry=$("$root/contrib/test/registry.sh" start "$started_registry")
+fi
+ref="$registry/it/boot-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n'):latest"
+t0=$(date +%s)
+"$imgfs" push --quiet "$vm" "$ref" >/dev/null || die "imgfs push $vm $ref"
+log "pushed $ref in $(( $(date +%s) - t0 )) s"
+
+# --- Cold, then warm: the same cache directory, mounted twice.
+cache="$work/cache"
+mnt="$work/mnt"
+mkdir -p "$cache" "$mnt"
+mounted+=("$mnt")
+for pass in cold warm; do
+    "$imgfs" mount --cache-dir "$cache" --log-file "$work/mount-$pass.log" "$ref" "$mnt" \
+        || die "$pass: imgfs mount $ref $mnt"
+    [[ -f $mnt/disk.img && -f $mnt/config.json ]] || die "$pass: the mount has no disk.img or config.json"
+    status=0
+    seconds=$("$here/boot.sh" "$mnt/disk.img" --log "$work/console-$pass.log") || status=$?
+    "$imgfs" status --json "$mnt" > "$work/status-$pass.json" 2>/dev/null || true
+    "$imgfs" umount "$mnt" || die "$pass: imgfs umount $mnt"
+    if ((status != 0)); then
+        log "daemon log ($pass, last 30 lines):"
+        tail -n 30 "$work/mount-$pass.log" >&2 || true
+        die "$pass boot from $mnt/disk.img"
+    fi
+    fetched=$(python3 - "$work/status-$pass.json" <<'PY' 2>/dev/null || echo "?"
+import json, sys
+s = json.load(open(sys.argv[1]))
+s = s[0] if isinstance(s, list) else s
+def find(o, names):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k in names and isinstance(v, (int, float)): return v
+            r = find(v, names)
+            if r is not None: return r
+    if isinstance(o, list):
+        for v in o:
+            r = find(v, names)
+            if r is not None: return r
+print("%.1f MB" % (find(s, ("fetchedBytes", "bytesFetched", "fetched")) / 1e6))
+PY
+)
+    log "$pass boot: ok in $seconds s (fetched from the registry: $fetched)"
+done
+log "passed"

@@ -13,8 +13,9 @@ final class ChunkSpool: @unchecked Sendable {
 
     init(directory: String) throws(PushError) {
         var template = Array((directory + "/imgfs-push-XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkostemp($0, O_CLOEXEC) } ?? -1 }
+        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkstemp($0) } ?? -1 }
         guard fd >= 0 else { throw .io(path: directory, operation: "create spool file", offset: nil, errno: errno) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let path = String(cString: template)
         unlink(path)
         self.fd = fd
@@ -24,17 +25,21 @@ final class ChunkSpool: @unchecked Sendable {
     deinit { close(fd) }
 
     func append(_ bytes: [UInt8]) throws(PushError) {
-        try bytes.withUnsafeBytes { (buffer) throws(PushError) in
-            guard let base = buffer.baseAddress else { return }
+        let failure: (offset: Int, errno: Int32)? = bytes.withUnsafeBytes { buffer in
+            guard let base = buffer.baseAddress else { return nil }
             var done = 0
             while done < buffer.count {
                 let n = pwrite(fd, base + done, buffer.count - done, off_t(size) + off_t(done))
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw .io(path: directory, operation: "write spool file", offset: UInt64(size) + UInt64(done), errno: errno)
+                    return (done, errno)
                 }
                 done += n
             }
+            return nil
+        }
+        if let failure {
+            throw .io(path: directory, operation: "write spool file", offset: UInt64(size) + UInt64(failure.offset), errno: failure.errno)
         }
         size += Int64(bytes.count)
     }

@@ -40,10 +40,10 @@ final class FrameEncoder {
             return EncodedFrame(index: job.index, length: job.length, digest: zero.digest, isZero: true,
                                 member: storeZeroFrames ? zero.member : nil, buffer: job.buffer)
         }
-        let (digest, member) = try buffer.withUnsafeBytes { (raw) throws(PushError) in
+        let (digest, member) = try buffer.withBytes { (raw) throws(PushError) in
             let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<job.length])
             let digest = SHA256Hasher.digest(bytes)
-            do {
+            do throws(CodecError) {
                 return (digest, try compressor.compress(bytes))
             } catch {
                 throw .compression(frame: job.index, error)
@@ -89,15 +89,15 @@ final class ZeroFrames: Sendable {
         do { compressor = try GzipFrameCompressor(level: level) } catch { throw .compression(frame: -1, error) }
         func make(_ length: Int) throws(PushError) -> Frame {
             let zeros = [UInt8](repeating: 0, count: length)
-            do {
-                let member = try zeros.withUnsafeBytes { (bytes) throws(CodecError) in try compressor.compress(bytes) }
+            do throws(CodecError) {
+                let member = try compressor.compress(zeros)
                 return Frame(digest: SHA256Hasher.digest(zeros), member: member)
             } catch {
                 throw .compression(frame: -1, error)
             }
         }
-        fullLength = frameSize
-        lastLength = lastLength
+        self.fullLength = frameSize
+        self.lastLength = lastLength
         full = try make(frameSize)
         last = lastLength == frameSize ? full : try make(max(lastLength, 0))
     }

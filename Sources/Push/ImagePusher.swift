@@ -64,7 +64,7 @@ public final class ImagePusher: Sendable {
         }
 
         let encoded: (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest)
-        do {
+        do throws(PushError) {
             encoded = try encodeFrames(disk: disk, extents: extents, geometry: geometry, layout: layout, assembler: assembler, failure: failure)
         } catch {
             failure.record(error)
@@ -149,8 +149,8 @@ public final class ImagePusher: Sendable {
                     continue
                 }
                 guard var buffer = freeBuffers.pop() else { return }
-                do {
-                    try buffer.withUnsafeMutableBytes { (raw) throws(PushError) in
+                do throws(PushError) {
+                    try buffer.withMutableBytes { (raw) throws(PushError) in
                         try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<length]), at: offset)
                     }
                 } catch {
@@ -166,12 +166,12 @@ public final class ImagePusher: Sendable {
         let workers = (0..<threads).map { i in
             WorkerThread(name: "push-encode-\(i)") {
                 let encoder: FrameEncoder
-                do { encoder = try FrameEncoder(level: level, zeroFrames: zeroFrames, storeZeroFrames: storeZeros) } catch {
+                do throws(PushError) { encoder = try FrameEncoder(level: level, zeroFrames: zeroFrames, storeZeroFrames: storeZeros) } catch {
                     failure.record(error)
                     return
                 }
                 while let job = jobs.pop() {
-                    do {
+                    do throws(PushError) {
                         results.put(try encoder.encode(job), at: job.index)
                     } catch {
                         failure.record(error)
@@ -185,7 +185,7 @@ public final class ImagePusher: Sendable {
             workers.forEach { $0.join() }
         }
 
-        do {
+        do throws(PushError) {
             for index in 0..<frameCount {
                 guard let frame = results.take(index) else { break }
                 try assembler.add(frame)

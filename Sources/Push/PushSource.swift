@@ -116,7 +116,7 @@ final class SourceFile: Sendable {
             throw .sourceNotUsable(path: path, reason: "\(file.size) bytes is larger than the \(limit)-byte limit for this file")
         }
         var bytes = [UInt8](repeating: 0, count: Int(file.size))
-        try bytes.withUnsafeMutableBytes { (buffer) throws(PushError) in try file.read(into: buffer, at: 0) }
+        try bytes.withMutableBytes { (buffer) throws(PushError) in try file.read(into: buffer, at: 0) }
         return bytes
     }
 }

@@ -5,7 +5,7 @@ import Verity
 /// many threads at once and must not block forever (their timeouts bound every call).
 public protocol BlobSource: Sendable {
     /// The manifest (or image index) `reference` (a tag or `sha256:` digest) names, as received.
-    func manifest(_ reference: String) throws(SourceError) -> FetchedManifest
+    func manifest(_ reference: String) throws(SourceError) -> SourceManifest
     /// A whole small blob. The caller checks its digest; `maxSize` bounds what is read.
     func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8]
     /// Exactly the bytes `range` of a blob, unverified (the caller verifies each frame).
@@ -13,7 +13,7 @@ public protocol BlobSource: Sendable {
 }
 
 /// A manifest's bytes as the registry sent them, and the media type it declared.
-public struct FetchedManifest: Sendable {
+public struct SourceManifest: Sendable {
     public var bytes: [UInt8]
     public var mediaType: String?
 

@@ -137,7 +137,7 @@ public struct ImageResolver: Sendable {
     /// A manifest by digest, checked against it and stored.
     func fetchManifest(_ digest: Digest, locator: ImageLocator, offline: Bool) throws(MountError) -> [UInt8] {
         if let bytes = store.blob(digest, limit: Self.manifestLimit) { return bytes }
-        let fetched: FetchedManifest
+        let fetched: SourceManifest
         do { fetched = try source.manifest(digest.description) } catch {
             if error.kind == .unreachable { throw .offline(reference: locator.description, cause: error) }
             throw .source(operation: "fetching manifest \(digest)", error)

@@ -122,14 +122,14 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     var manifestCalls: Int { lock.withLock { _manifestCalls } }
     func resetCounts() { lock.withLock { _rangeCalls = []; _blobCalls = []; _manifestCalls = 0 } }
 
-    func manifest(_ reference: String) throws(SourceError) -> FetchedManifest {
+    func manifest(_ reference: String) throws(SourceError) -> SourceManifest {
         let result: [UInt8]? = lock.withLock {
             _manifestCalls += 1
             return offline ? nil : manifests[reference]
         }
         if isOffline { throw SourceError(.unreachable, "connection refused") }
         guard let result else { throw SourceError(.notFound, "manifest unknown: \(reference)") }
-        return FetchedManifest(bytes: result, mediaType: MediaType.ociManifest.rawValue)
+        return SourceManifest(bytes: result, mediaType: MediaType.ociManifest.rawValue)
     }
 
     func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8] {

@@ -72,10 +72,11 @@ public final class MountSession: Sendable {
     public var cacheComplete: Bool { disk.cache.allPresent }
 
     /// The status record `imgfs status` shows.
-    public func status(pid: Int32, mountpoint: String, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
+    /// - Parameter reference: the reference as the user typed it (default: the resolved locator).
+    public func status(pid: Int32, mountpoint: String, reference: String? = nil, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
         let stats = disk.cache.stats()
         return MountStatus(
-            pid: pid, mountpoint: mountpoint, reference: resolved.locator.description,
+            pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
             manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
             logFile: logFile, diskSize: stats.diskSize, totalFrames: stats.totalFrames, cachedFrames: stats.presentFrames,
             bytesCached: stats.presentBytes, offline: resolved.offline, prefetch: prefetcher != nil,

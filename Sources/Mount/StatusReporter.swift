@@ -7,15 +7,17 @@ import Threading
 public final class StatusReporter: Sendable {
     let session: MountSession
     let mountpoint: String
+    let reference: String?
     let logFile: String?
     let logger: Logger
     let startedAt: Double
     let stopped = Atomic<Bool>(false)
     let thread = Mutex<WorkerThread?>(nil)
 
-    public init(session: MountSession, mountpoint: String, logFile: String?, logger: Logger) {
+    public init(session: MountSession, mountpoint: String, reference: String? = nil, logFile: String?, logger: Logger) {
         self.session = session
         self.mountpoint = mountpoint
+        self.reference = reference
         self.logFile = logFile
         self.logger = logger
         self.startedAt = wallClock()
@@ -44,7 +46,7 @@ public final class StatusReporter: Sendable {
     }
 
     func writeOnce() {
-        let status = session.status(pid: getpid(), mountpoint: mountpoint, logFile: logFile, startedAt: startedAt, now: wallClock())
+        let status = session.status(pid: getpid(), mountpoint: mountpoint, reference: reference, logFile: logFile, startedAt: startedAt, now: wallClock())
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }

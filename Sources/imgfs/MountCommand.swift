@@ -137,7 +137,7 @@ struct MountCommand: ParsableCommand {
         }
         try fuse.installSignalHandlers()
         session.start()
-        let reporter = StatusReporter(session: session, mountpoint: mountpoint, logFile: logFile, logger: logger)
+        let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile, logger: logger)
         reporter.start()
         logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.resolved.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])

@@ -113,7 +113,7 @@ extension LazyDisk {
     /// One range request, then each member decompressed to its exact length and verified.
     func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int) -> [(Int, Result<VerifiedFrame, MountError>)] {
         let layer = index.layers[group.layer]
-        statistics.requestsInFlight.add(1, ordering: .relaxed)
+        statistics.requestStarted()
         if purpose == .demand { statistics.demandRequestsInFlight.add(1, ordering: .relaxed) }
         defer {
             statistics.requestsInFlight.subtract(1, ordering: .relaxed)

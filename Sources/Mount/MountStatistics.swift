@@ -19,6 +19,8 @@ public final class MountStatistics: Sendable {
     let verificationFailures = Atomic<Int64>(0)
     /// Range requests being sent or received right now.
     let requestsInFlight = Atomic<Int>(0)
+    /// The most range requests ever in flight at once: evidence that readers are served in parallel.
+    let peakRequestsInFlight = Atomic<Int>(0)
     /// Range requests on behalf of a reader waiting right now (prefetch yields to these).
     let demandRequestsInFlight = Atomic<Int>(0)
     /// Reads answered with an error.
@@ -28,6 +30,17 @@ public final class MountStatistics: Sendable {
     let prefetchedFrames = Atomic<Int64>(0)
 
     public init() {}
+
+    /// Counts a range request starting; returns after recording the new peak.
+    func requestStarted() {
+        let now = requestsInFlight.add(1, ordering: .relaxed).newValue
+        var peak = peakRequestsInFlight.load(ordering: .relaxed)
+        while now > peak {
+            let (exchanged, original) = peakRequestsInFlight.compareExchange(expected: peak, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            peak = original
+        }
+    }
 
     public func snapshot() -> Snapshot {
         Snapshot(
@@ -39,6 +52,7 @@ public final class MountStatistics: Sendable {
             sharedFrames: sharedFrames.load(ordering: .relaxed),
             verificationFailures: verificationFailures.load(ordering: .relaxed),
             requestsInFlight: requestsInFlight.load(ordering: .relaxed),
+            peakRequestsInFlight: peakRequestsInFlight.load(ordering: .relaxed),
             readErrors: readErrors.load(ordering: .relaxed),
             readaheadFrames: readaheadFrames.load(ordering: .relaxed),
             prefetchedFrames: prefetchedFrames.load(ordering: .relaxed))
@@ -53,6 +67,7 @@ public final class MountStatistics: Sendable {
         public var sharedFrames: Int64
         public var verificationFailures: Int64
         public var requestsInFlight: Int
+        public var peakRequestsInFlight: Int
         public var readErrors: Int64
         public var readaheadFrames: Int64
         public var prefetchedFrames: Int64

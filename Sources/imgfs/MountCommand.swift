@@ -113,6 +113,7 @@ struct MountCommand: ParsableCommand {
         if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
         if allowOther { arguments.append("--allow-other") }
         arguments += registry.passThroughArguments()
+        closeInheritedDescriptorsOnExec()
         let child = try Daemon.spawnSelf(arguments: arguments, logFile: logFile)
         try Daemon.waitForReady(child, timeout: .seconds(60))
         if resolved.offline {
@@ -183,6 +184,23 @@ struct MountCommand: ParsableCommand {
             throw MountError.invalidArgument("\(path): mount point is not a directory")
         }
         return absolute
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so that the daemon, which outlives this
+/// command, does not hold what the caller passed down: a harness's pipe or socket kept open by
+/// the daemon makes `$(imgfs mount …)` or a test runner wait until the daemon exits.
+func closeInheritedDescriptorsOnExec() {
+    guard let directory = opendir("/proc/self/fd") else { return }
+    var descriptors: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let fd = Int32(name), fd > 2, fd != dirfd(directory) { descriptors.append(fd) }
+    }
+    closedir(directory)
+    for fd in descriptors {
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
     }
 }
 

@@ -116,6 +116,12 @@ final class MountedImage {
 
     var logFile: String { (try? status().logFile) ?? "" }
 
+    /// The status after the daemon's next once-a-second write, so it includes what just happened.
+    func settledStatus() throws -> MountStatusJSON {
+        usleep(1_300_000)
+        return try status()
+    }
+
     func status() throws -> MountStatusJSON {
         let result = try imgfs(["status", "--json", mountpoint], timeout: 60)
         guard result.status == 0 else { throw ShellFailed(script: "imgfs status", result: result) }
@@ -262,7 +268,12 @@ final class PrivateRegistry {
 
     init(directory: String) throws {
         self.directory = directory
-        let result = try runCommand(TestEnvironment.repositoryRoot + "/contrib/test/registry.sh", ["start", directory], timeout: 60)
+        // Through Python's subprocess with close_fds: the registry must not inherit this test
+        // process's descriptors (Foundation's Process waits until every holder of its socket exits).
+        let result = try runCommand("/usr/bin/python3", [
+            "-c", "import subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, close_fds=True); sys.stdout.write(r.stdout.decode()); sys.exit(r.returncode)",
+            TestEnvironment.repositoryRoot + "/contrib/test/registry.sh", "start", directory,
+        ], timeout: 60)
         guard result.status == 0 else { throw ShellFailed(script: "registry.sh start", result: result) }
         address = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -24,7 +24,7 @@ struct MountIntegrationTests {
         let allocated = try shell("du -k \(copy) | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect((Int(allocated) ?? .max) * 1024 < Int(image.diskSize))
 
-        let status = try mount.status()
+        let status = try mount.settledStatus()
         #expect(status.manifestDigest == image.manifestDigest)
         #expect(status.bytesCached == image.diskSize)
         #expect(status.statistics.verificationFailures == 0)
@@ -44,7 +44,7 @@ struct MountIntegrationTests {
 
         let bytes = try MountSupport.read(mount.disk, offset: offset, count: 4096)
         #expect(bytes == (try MountSupport.read(image.source, offset: offset, count: 4096)))
-        usleep(300_000)
+        let status = try mount.settledStatus()
         let requests = log.requests(since: mark, repository: image.repository)
         let chunkGets = requests.filter { $0.method == "GET" && image.chunkDigests.contains($0.digest ?? "") }
         let otherBlobGets = requests.filter { $0.method == "GET" && $0.isBlob && !image.chunkDigests.contains($0.digest ?? "") }
@@ -52,7 +52,6 @@ struct MountIntegrationTests {
         #expect(chunkGets.count == 1, "one range request for one frame: \(requests)")
         #expect(manifestGets.count == 1, "\(requests)")
         #expect(otherBlobGets.count <= 2, "config and frame index only: \(requests)")
-        let status = try mount.status()
         #expect(status.statistics.framesFetched == 1)
         #expect(status.statistics.bytesFetched <= Int64(image.frameSize) + 4096)
     }
@@ -97,7 +96,7 @@ struct MountIntegrationTests {
         }
         let victimFrames = Array(Int(victim.offset) / image.frameSize..<Int(victim.offset + victim.length) / image.frameSize)
         #expect(failed == victimFrames)
-        let status = try mount.status()
+        let status = try mount.settledStatus()
         #expect(status.statistics.verificationFailures >= Int64(victimFrames.count))
         let log = try String(contentsOfFile: mount.logFile, encoding: .utf8)
         #expect(log.contains(victim.digest), "the log names the blob")
@@ -137,7 +136,7 @@ struct MountIntegrationTests {
         let before = try second.status()
         #expect(before.cachedFrames > image.holeFrames, "frames fetched before the kill are still cached")
         try shell("cmp \(image.source) \(second.disk)", timeout: 1800)
-        let after = try second.status()
+        let after = try second.settledStatus()
         #expect(after.statistics.framesFetched < Int64(dataFrames), "the remount fetched only what was missing")
         #expect(after.statistics.verificationFailures == 0)
     }
@@ -162,7 +161,7 @@ struct MountIntegrationTests {
         let mount = try MountedImage(image.reference, scratch: scratch, cache: cache)
         defer { mount.unmount() }
         try shell("cmp \(source) \(mount.disk)", timeout: 1800)
-        let status = try mount.status()
+        let status = try mount.settledStatus()
         #expect(status.offline)
         #expect(status.statistics.framesFetched == 0)
         #expect(status.statistics.readErrors == 0)
@@ -191,7 +190,7 @@ struct MountIntegrationTests {
         let mount = try MountedImage(second.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
         defer { mount.unmount() }
         try shell("cmp \(edited) \(mount.disk)", timeout: 1800)
-        let status = try mount.status()
+        let status = try mount.settledStatus()
         #expect(status.statistics.framesFetched == 1)
         #expect(status.statistics.bytesFetched <= Int64(image.frameSize) + 4096)
         let requests = log.requests(since: mark, repository: second.repository)
@@ -221,7 +220,7 @@ struct MountIntegrationTests {
             let expected = try shell("python3 -c \"import hashlib,sys; f=open(sys.argv[1],'rb'); f.seek(\(UInt64(i) * step)); print(hashlib.sha256(f.read(\(regionSize))).hexdigest())\" \(image.source)")
             #expect(try String(contentsOfFile: "\(scratch)/mounted.\(i)", encoding: .utf8) == expected, "region \(i)")
         }
-        let status = try mount.status()
+        let status = try mount.settledStatus()
         #expect(status.statistics.peakRequestsInFlight >= 4, "8 readers, \(String(format: "%.1f", seconds)) s, peak \(status.statistics.peakRequestsInFlight) requests at once")
         #expect(status.statistics.readErrors == 0)
     }

@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"]),
+        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),

@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
-        .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat"]),
+        .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat", "Codec"]),
         // The sparse local cache of verified frames.
         .target(name: "Cache", dependencies: ["ImageFormat", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The libfuse3 low-level daemon, generic over a read-only file tree.
@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.

@@ -1,0 +1,8 @@
+import Testing
+@testable import Formats
+import OCI
+import Verity
+
+struct LayoutTests {
+    @Test func placeholder() {}
+}

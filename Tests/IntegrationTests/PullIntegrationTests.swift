@@ -146,4 +146,50 @@ import Testing
         #expect(message.split(separator: "\n").count == 1, "one line: \(message)")
         #expect(!FileManager.default.fileExists(atPath: scratch + "/vm/disk.img"))
     }
+
+    @Test(arguments: PeerFormat.allCases)
+    func convertToImgfsGivesTheSameBytes(_ format: PeerFormat) throws {
+        let registry = try TestRegistry.shared()
+        let source = try Self.sharedDisk.get()
+        let repository = TestEnvironment.repository("convert-\(format.rawValue)")
+        try PeerImageFixtures(registry: registry).push(format, disk: source, repository: repository, tag: "v1", partSize: Self.partSize)
+        let converted = try imgfs(["convert", "--quiet", "--chunk-size", "16M", "\(registry.address)/\(repository):v1", "\(registry.address)/\(repository):imgfs"])
+        try #require(converted.status == 0, "\(converted)")
+        let raw = try shell("skopeo inspect --raw --tls-verify=false docker://\(registry.address)/\(repository):imgfs")
+        #expect(raw.contains("application/vnd.imgfs.config.v1+json"))
+        // The peers' metadata annotations are kept.
+        if format == .lumeChunked { #expect(raw.contains("org.trycua.lume.cpu-count")) }
+
+        let scratch = try TestEnvironment.scratchDirectory("convert-\(format)")
+        defer { TestEnvironment.remove(scratch) }
+        let (result, summary) = try pull("\(registry.address)/\(repository):imgfs", scratch + "/vm")
+        try #require(result.status == 0, "\(result)")
+        #expect(summary?.format == "imgfs")
+        try expectSameDisk(source, scratch + "/vm/disk.img")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch + "/vm/nvram.bin")) == Data(PeerImageFixtures.nvram))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch + "/vm/config.json")) == Data(PeerImageFixtures.vmConfig))
+    }
+
+    @Test(arguments: ["lume", "tart"])
+    func convertOutOfImgfsRoundTrips(_ target: String) throws {
+        let registry = try TestRegistry.shared()
+        let source = try Self.sharedDisk.get()
+        let repository = TestEnvironment.repository("out-\(target)")
+        let base = "\(registry.address)/\(repository)"
+        let pushed = try imgfs(["push", "--quiet", "--chunk-size", "16M", source, "\(base):imgfs"])
+        try #require(pushed.status == 0, "\(pushed)")
+        let out = try imgfs(["convert", "--quiet", "--format", target, "\(base):imgfs", "\(base):\(target)"])
+        try #require(out.status == 0, "\(out)")
+        let back = try imgfs(["convert", "--quiet", "--chunk-size", "16M", "\(base):\(target)", "\(base):back"])
+        try #require(back.status == 0, "\(back)")
+        // Same disk, same frames: the round trip reproduces the original imgfs manifest exactly.
+        #expect(back.stdout == pushed.stdout, "imgfs → \(target) → imgfs gives the original manifest")
+
+        let scratch = try TestEnvironment.scratchDirectory("out-\(target)")
+        defer { TestEnvironment.remove(scratch) }
+        let (result, summary) = try pull("\(base):\(target)", scratch + "/vm")
+        try #require(result.status == 0, "\(result)")
+        #expect(summary?.format == (target == "lume" ? "lume-oci" : "tart"))
+        try expectSameDisk(source, scratch + "/vm/disk.img")
+    }
 }

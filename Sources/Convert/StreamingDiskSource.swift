@@ -164,7 +164,7 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
         if let fetch = error as? FetchError, let inner = fetch.underlying { return describe(inner) }
         if let segment = error as? SegmentError, case .output(let inner) = segment.kind, !(inner is SourceCancelled) { return describe(inner) }
         if let frame = error as? FrameVerificationError { return "source frame check failed: \(frame)" }
-        return (error as? CustomStringConvertible)?.description ?? "\(error)"
+        return String(describing: error)
     }
 }
 

@@ -3,7 +3,10 @@
 #ifndef IMGFS_CFUSE3_SHIM_H
 #define IMGFS_CFUSE3_SHIM_H
 #define FUSE_USE_VERSION 312
-#define _FILE_OFFSET_BITS 64
+/* No _FILE_OFFSET_BITS here: on LP64 glibc off_t is 64-bit already (fuse_common.h
+ * static-asserts it), and defining it makes Clang build struct flock / struct statvfs
+ * with __off64_t typedefs that conflict with SwiftGlibc's ("has different definitions
+ * in different modules"), so Swift could not use fuse_lowlevel_ops at all. */
 #include <fuse3/fuse_lowlevel.h>
 #include <fuse3/fuse_opt.h>
 #endif

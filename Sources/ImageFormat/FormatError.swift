@@ -28,7 +28,7 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
         case .unsupportedIndexVersion(let v): "frame index version \(v) is not supported (this imgfs reads version 1)"
         case .indexFrameCountMismatch(let declared, let expected): "frame index declares \(declared) frames, disk size and frame size need \(expected)"
         case .frameOutOfBounds(let frame, let layer, let offset, let length, let layerSize):
-            "frame \(frame): bytes \(offset)..<\(offset + UInt64(length)) lie outside layer \(layer) of \(layerSize) bytes"
+            "frame \(frame): \(length) bytes at offset \(offset) lie outside layer \(layer) of \(layerSize) bytes"
         case .frameLayerOutOfRange(let frame, let layer, let count): "frame \(frame) names layer \(layer), but the index lists \(count) layers"
         case .frameTooLarge(let frame, let length, let limit): "frame \(frame): compressed length \(length) exceeds the limit \(limit)"
         case .layerMissingFromManifest(let digest): "the frame index names layer \(digest), which the manifest does not list"

@@ -83,7 +83,7 @@ final class BlobUploader: Sendable {
                 progress.uploadedBytes.add(job.size, ordering: .relaxed)
             case .spool(let spool):
                 let progress = self.progress
-                try client.uploadBlob(repository, digest: job.digest, size: job.size, body: .reader { offset, buffer in
+                try client.uploadBlob(repository, digest: job.digest, size: job.size, body: .reader(size: job.size) { offset, buffer in
                     let n = try spool.read(at: offset, into: buffer)
                     progress.uploadedBytes.add(Int64(n), ordering: .relaxed)
                     return n

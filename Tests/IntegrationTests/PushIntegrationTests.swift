@@ -108,6 +108,41 @@ import Testing
         #expect(v1.config.digest == v2.config.digest)
     }
 
+    @Test func credentialsComeFromTheDockerConfigAndWrongOnesFailFast() throws {
+        let (registry, user, password) = try TestRegistry.sharedWithAuth()
+        let scratch = try TestEnvironment.scratchDirectory("auth")
+        defer { TestEnvironment.remove(scratch) }
+        try shell("truncate -s 4M \(scratch)/disk.img && head -c 100000 /dev/urandom | dd of=\(scratch)/disk.img conv=notrunc status=none")
+        let reference = "\(registry.address)/it/auth:1"
+
+        let good = try registry.dockerConfig(user: user, password: password, in: scratch + "/good")
+        let accepted = try imgfs(["push", "--quiet", scratch + "/disk.img", reference], environment: ["DOCKER_CONFIG": good], timeout: 60)
+        #expect(accepted.status == 0, "\(accepted)")
+        #expect(accepted.stdout.hasPrefix("sha256:"))
+
+        // `imgfs login` checks the password before storing it, and what it stores is what push reads.
+        let loginConfig = scratch + "/login"
+        let refusedLogin = try runCommand(TestEnvironment.imgfs, ["login", "-u", user, "--password-stdin", registry.address],
+                                          environment: ["DOCKER_CONFIG": loginConfig], timeout: 60, standardInput: "wrong\n")
+        #expect(refusedLogin.status != 0, "\(refusedLogin)")
+        #expect(!FileManager.default.fileExists(atPath: loginConfig + "/config.json"))
+        let login = try runCommand(TestEnvironment.imgfs, ["login", "-u", user, "--password-stdin", registry.address],
+                                   environment: ["DOCKER_CONFIG": loginConfig], timeout: 60, standardInput: password + "\n")
+        #expect(login.status == 0, "\(login)")
+        let afterLogin = try imgfs(["push", "--quiet", scratch + "/disk.img", reference], environment: ["DOCKER_CONFIG": loginConfig], timeout: 60)
+        #expect(afterLogin.status == 0, "\(afterLogin)")
+
+        let bad = try registry.dockerConfig(user: user, password: "wrong-" + password, in: scratch + "/bad")
+        for environment in [["DOCKER_CONFIG": bad], ["DOCKER_CONFIG": scratch + "/none"]] {
+            let refused = try imgfs(["push", "--quiet", scratch + "/disk.img", reference], environment: environment, timeout: 60)
+            #expect(refused.status != 0, "\(refused)")
+            #expect(refused.seconds < 30)
+            #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+            #expect(refused.stderr.contains(registry.address), "\(refused.stderr)")
+            #expect(refused.stderr.contains("401"), "\(refused.stderr)")
+        }
+    }
+
     @Test func badInputFailsFastWithOneLine() throws {
         let registry = try TestRegistry.shared()
         let scratch = try TestEnvironment.scratchDirectory("errors")

@@ -1,0 +1,91 @@
+import Glibc
+
+/// How a `RegistryClient` talks to its registry. Every limit has a default that keeps a
+/// request from hanging forever, since FUSE reads wait on these requests.
+public struct RegistryOptions: Sendable {
+    /// nil = automatic: plain HTTP for loopback registries (as docker does), TLS for every other host.
+    public var plainHTTP: Bool?
+    public var connectTimeout: Duration
+    /// A transfer that moves less than 1 KiB/s for this long is aborted (and retried).
+    public var lowSpeedTimeout: Duration
+    /// Attempts per request, counting the first; retried on 5xx, 429 and dropped connections.
+    public var maxAttempts: Int
+    /// First backoff delay; doubled per attempt, with jitter.
+    public var retryBaseDelay: Duration
+    /// Upper bound for one backoff sleep, including a registry's Retry-After.
+    public var maxRetryDelay: Duration
+    /// Mirrors ("host:port") tried first for pulls (manifest and blob GET/HEAD), e.g. a pull-through cache.
+    public var mirrors: [String]
+    public var userAgent: String
+    /// A PEM file of CA certificates to trust instead of the system's.
+    public var caBundle: String?
+    public var insecureSkipTLSVerify: Bool
+    /// Blobs larger than this are uploaded in chunks (PATCH) rather than one PUT.
+    public var chunkedUploadThreshold: Int64
+    public var chunkSize: Int64
+    /// Manifests larger than this are refused (the OCI distribution spec suggests 4 MiB).
+    public var maxManifestSize: Int
+    /// Idle libcurl handles kept for reuse; each keeps its connections alive.
+    public var maxIdleHandles: Int
+
+    public init(
+        plainHTTP: Bool? = nil,
+        connectTimeout: Duration = .seconds(10),
+        lowSpeedTimeout: Duration = .seconds(30),
+        maxAttempts: Int = 5,
+        retryBaseDelay: Duration = .milliseconds(200),
+        maxRetryDelay: Duration = .seconds(30),
+        mirrors: [String] = RegistryOptions.environmentMirrors(),
+        userAgent: String = "imgfs/0.1",
+        caBundle: String? = nil,
+        insecureSkipTLSVerify: Bool = false,
+        chunkedUploadThreshold: Int64 = 64 << 20,
+        chunkSize: Int64 = 16 << 20,
+        maxManifestSize: Int = 4 << 20,
+        maxIdleHandles: Int = 16
+    ) {
+        self.plainHTTP = plainHTTP
+        self.connectTimeout = connectTimeout
+        self.lowSpeedTimeout = lowSpeedTimeout
+        self.maxAttempts = max(1, maxAttempts)
+        self.retryBaseDelay = retryBaseDelay
+        self.maxRetryDelay = maxRetryDelay
+        self.mirrors = mirrors
+        self.userAgent = userAgent
+        self.caBundle = caBundle
+        self.insecureSkipTLSVerify = insecureSkipTLSVerify
+        self.chunkedUploadThreshold = chunkedUploadThreshold
+        self.chunkSize = max(1, chunkSize)
+        self.maxManifestSize = maxManifestSize
+        self.maxIdleHandles = max(1, maxIdleHandles)
+    }
+
+    /// `IMGFS_REGISTRY_MIRRORS`, comma-separated `host:port` entries.
+    public static func environmentMirrors() -> [String] {
+        guard let value = environment("IMGFS_REGISTRY_MIRRORS") else { return [] }
+        return value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+    }
+}
+
+func environment(_ name: String) -> String? {
+    guard let value = getenv(name) else { return nil }
+    let text = String(cString: value)
+    return text.isEmpty ? nil : text
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String { self[...].trimmingSpaces() }
+}
+
+extension Duration {
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One regular file in the flat root directory that a ``FuseMount`` serves.
+public struct FileEntry: Sendable, Equatable {
+    /// The file's name in the root directory: no `/`, not `.` or `..`, at most 255 bytes.
+    public var name: String
+    /// The file's logical size in bytes.
+    public var size: UInt64
+    /// Whether writes reach the backend. Other files answer `EROFS` to any write.
+    public var writable: Bool
+    /// Permission bits (`0o444`, `0o644`, ...); the file-type bits are added by FuseFS.
+    public var mode: UInt32
+    /// Modification time, seconds since the epoch.
+    public var modificationTime: Int64
+    /// Immutable files never change while mounted: the kernel may keep their pages cached
+    /// across opens and cache their attributes for a long time.
+    public var immutable: Bool
+
+    public init(
+        name: String,
+        size: UInt64,
+        writable: Bool = false,
+        mode: UInt32? = nil,
+        modificationTime: Int64 = 0,
+        immutable: Bool? = nil
+    ) {
+        self.name = name
+        self.size = size
+        self.writable = writable
+        self.mode = mode ?? (writable ? 0o644 : 0o444)
+        self.modificationTime = modificationTime
+        self.immutable = immutable ?? !writable
+    }
+}
+
+/// Which boundary an `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` asks for.
+public enum SeekWhence: Sendable, Equatable {
+    case data
+    case hole
+}
+
+/// What a backend reports when it cannot serve a request. FuseFS turns it into an errno in
+/// exactly one place (``FileSystemError/errno``) and logs the message.
+public enum FileSystemError: Error, Sendable, Equatable {
+    /// The bytes could not be produced (network, verification, cache): `EIO`.
+    case io(String)
+    /// `ENOENT`.
+    case notFound
+    /// `EROFS`.
+    case readOnly
+    /// `EINVAL`, with a reason for the log.
+    case invalid(String)
+    /// Any other errno, with a reason for the log.
+    case posix(Int32, String)
+}
+
+/// The data behind a mount. FuseFS owns the directory, inodes, attributes and permission
+/// checks; the backend only moves bytes.
+///
+/// Every method may be called concurrently from many libfuse worker threads; none is ever
+/// called on the main actor.
+public protocol FileSystemBackend: Sendable {
+    /// The root directory. Read once at mount to fix names and inode numbers
+    /// (inode = index + 2); afterwards only the sizes of non-immutable entries may change.
+    func entries() -> [FileEntry]
+
+    /// Reads into `buffer` from `offset` of file `file` (an index into ``entries()``).
+    /// Returns the number of bytes produced: `buffer.count` unless the read reaches the end
+    /// of the file.
+    func read(file: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileSystemError) -> Int
+
+    /// `SEEK_DATA` / `SEEK_HOLE`: the first data (or hole) offset at or after `offset`,
+    /// or `nil` when there is none (`ENXIO`). The end of the file counts as a hole.
+    func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64?
+
+    /// Writes `data` at `offset`. Only called for writable entries. Returns bytes written.
+    func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int
+
+    /// Makes earlier writes to `file` durable (`fsync`, and `flush` on close).
+    func flush(file: Int) throws(FileSystemError)
+
+    /// Changes the size of a writable file (`truncate`, `O_TRUNC`).
+    /// The default refuses with `EPERM`.
+    func truncate(file: Int, size: UInt64) throws(FileSystemError)
+}
+
+extension FileSystemBackend {
+    public func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int {
+        throw .readOnly
+    }
+
+    public func flush(file: Int) throws(FileSystemError) {}
+
+    public func truncate(file: Int, size: UInt64) throws(FileSystemError) {
+        throw .posix(EPERM, "this file system does not resize files")
+    }
+}

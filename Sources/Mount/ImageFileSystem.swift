@@ -8,25 +8,29 @@ import Logging
 /// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`.
 public final class ImageFileSystem: FileSystemBackend {
     enum Content: Sendable {
-        case disk(LazyDisk)
+        case disk(any VirtualDisk)
         case bytes([UInt8])
     }
 
     let files: [(entry: FileEntry, content: Content)]
     let logger: Logger
 
-    public init(session: MountSession, logger: Logger) {
-        let resolved = session.resolved
+    public convenience init(session: MountSession, logger: Logger) {
+        self.init(disk: session.disk, nvram: session.resolved.nvram, vmConfig: session.resolved.vmConfig, logger: logger)
+    }
+
+    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, logger: Logger) {
         let time = Int64(time(nil))
+        // A writable disk changes under the kernel, so it must not be cached as immutable.
         var files: [(FileEntry, Content)] = [
-            (FileEntry(name: "disk.img", size: resolved.index.geometry.diskSize, writable: false, mode: 0o444,
-                       modificationTime: time, immutable: true), .disk(session.disk)),
+            (FileEntry(name: "disk.img", size: disk.size, writable: disk.isWritable, mode: disk.isWritable ? 0o644 : 0o444,
+                       modificationTime: time, immutable: !disk.isWritable), .disk(disk)),
         ]
-        if let nvram = resolved.nvram {
+        if let nvram {
             files.append((FileEntry(name: "nvram.bin", size: UInt64(nvram.count), writable: false, mode: 0o444,
                                     modificationTime: time, immutable: true), .bytes(nvram)))
         }
-        if let config = resolved.vmConfig {
+        if let config = vmConfig {
             files.append((FileEntry(name: "config.json", size: UInt64(config.count), writable: false, mode: 0o444,
                                     modificationTime: time, immutable: true), .bytes(config)))
         }
@@ -55,8 +59,6 @@ public final class ImageFileSystem: FileSystemBackend {
         }
     }
 
-    /// Holes at frame granularity, from the index's hole flags: what `cp --sparse=always` and
-    /// `qemu-img map` use to skip zeros without reading them.
     public func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64? {
         guard files.indices.contains(file) else { throw .notFound }
         let size = files[file].entry.size
@@ -64,21 +66,21 @@ public final class ImageFileSystem: FileSystemBackend {
         guard case .disk(let disk) = files[file].content else {
             return whence == .data ? offset : size
         }
-        let frames = disk.index.frames
-        let geometry = disk.index.geometry
-        var frame = geometry.frame(containing: offset)
-        while frame < frames.count {
-            let isHole = frames[frame].isHole
-            if (whence == .data && !isHole) || (whence == .hole && isHole) {
-                return max(offset, geometry.offset(ofFrame: frame))
-            }
-            frame += 1
-        }
-        // No more data: ENXIO. No more holes: the end of the file is one.
-        return whence == .data ? nil : size
+        return disk.seek(from: offset, whence: whence)
     }
 
     public func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int {
-        throw .readOnly
+        guard files.indices.contains(file) else { throw .notFound }
+        guard case .disk(let disk) = files[file].content, disk.isWritable else { throw .readOnly }
+        do { return try disk.write(at: offset, data: data) } catch {
+            throw .io(error.description)
+        }
+    }
+
+    public func flush(file: Int) throws(FileSystemError) {
+        guard files.indices.contains(file), case .disk(let disk) = files[file].content, disk.isWritable else { return }
+        do { try disk.flush() } catch {
+            throw .io(error.description)
+        }
     }
 }

@@ -11,6 +11,8 @@ public enum MountError: Error, CustomStringConvertible {
     case source(operation: String, SourceError)
     /// The registry is unreachable and nothing usable is cached for `reference`.
     case offline(reference: String, cause: SourceError)
+    /// A write to a read-only disk.
+    case readOnly
     /// The manifest or index is not a usable imgfs image.
     case format(FormatError)
     /// A manifest's bytes do not hash to the digest it was asked for.
@@ -38,6 +40,7 @@ public enum MountError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .readOnly: "the disk is read-only (mount with --writable for a copy-on-write disk)"
         case .source(let operation, let error): "\(operation): \(error)"
         case .offline(let reference, let cause):
             "\(reference): the registry is unreachable (\(cause)) and the image is not in the local cache"

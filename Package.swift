@@ -33,17 +33,24 @@ let package = Package(
         .target(name: "Fetch", dependencies: ["CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The imgfs image format: frame index, media types, annotations, verified frames.
         .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
+        // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
+        // format-neutrally as disk segments; manifest builders for lume and tart.
+        .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat", "Codec"]),
         // The sparse local cache of verified frames.
         .target(name: "Cache", dependencies: ["ImageFormat", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The libfuse3 low-level daemon, generic over a read-only file tree.
         .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
         // The push pipeline: read, frame, compress, digest, upload.
         .target(name: "Push", dependencies: ["Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
+        // imgfs pull: any format to a sparse, verified, resumable local VM directory.
+        .target(name: "Pull", dependencies: ["Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
+        .target(name: "Convert", dependencies: ["Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
         .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
-            "Push", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
+            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -52,11 +59,13 @@ let package = Package(
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"]),
+        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]
 )

@@ -25,6 +25,8 @@ public struct StaticCredentials: CredentialProvider {
 public struct DockerConfigCredentials: CredentialProvider {
     /// Explicit config file; nil means the docker default location.
     public var configPath: String?
+    /// Helpers are run as `<helperPrefix><name>`, searched in PATH unless the prefix has a '/'.
+    var helperPrefix = "docker-credential-"
 
     public init(configPath: String? = nil) { self.configPath = configPath }
 
@@ -35,7 +37,7 @@ public struct DockerConfigCredentials: CredentialProvider {
         // Per-registry helpers first, as docker does, then the global store, then inline auths.
         if let helpers = config.credHelpers {
             for key in keys {
-                if let helper = helpers[key], let found = CredentialHelper.get(helper: helper, serverURL: key) { return found }
+                if let helper = helpers[key], let found = CredentialHelper.get(helper: helperPrefix + helper, serverURL: key) { return found }
             }
         }
         if let entry = keys.lazy.compactMap({ config.auths?[$0] }).first, let found = entry.credentials {
@@ -43,7 +45,7 @@ public struct DockerConfigCredentials: CredentialProvider {
         }
         if let store = config.credsStore {
             for key in keys {
-                if let found = CredentialHelper.get(helper: store, serverURL: key) { return found }
+                if let found = CredentialHelper.get(helper: helperPrefix + store, serverURL: key) { return found }
             }
         }
         return nil
@@ -95,8 +97,9 @@ struct DockerConfig: Decodable {
 
 /// Runs `docker-credential-<name> get` with the server URL on stdin, as docker does.
 enum CredentialHelper {
+    /// `helper` is the full executable name, `docker-credential-<name>`.
     static func get(helper: String, serverURL: String) -> Credentials? {
-        guard let output = run(executable: "docker-credential-" + helper, arguments: ["get"], input: Array(serverURL.utf8)) else {
+        guard let output = run(executable: helper, arguments: ["get"], input: Array(serverURL.utf8)) else {
             return nil
         }
         struct Reply: Decodable { var Username: String?; var Secret: String? }

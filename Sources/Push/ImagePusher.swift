@@ -44,6 +44,12 @@ public final class ImagePusher: Sendable {
         let disk = try SourceFile(path: source.diskPath)
         let nvram = try source.nvramPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
         let vmConfig = try source.vmConfigPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
+        return try push(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag)
+    }
+
+    /// Pushes any disk source (a file, or another image decoded as it streams) with its small
+    /// files; `annotations` are added to the manifest (convert keeps the peers' metadata).
+    public func push(disk: any DiskSource, nvram: [UInt8]?, vmConfig: [UInt8]?, tag: String, annotations: [String: String] = [:]) throws(PushError) -> PushResult {
         try checkRegistry()
 
         let geometry: DiskGeometry
@@ -51,7 +57,7 @@ public final class ImagePusher: Sendable {
         let extents = try disk.dataExtents()
         progress.diskSize.store(Int64(disk.size), ordering: .relaxed)
         progress.dataBytes.store(Int64(extents.reduce(0) { $0 + $1.count }), ordering: .relaxed)
-        logger.info("pushing disk", metadata: ["path": "\(disk.path)", "size": "\(disk.size)", "data": "\(progress.dataBytes.load(ordering: .relaxed))"])
+        logger.info("pushing disk", metadata: ["size": "\(disk.size)", "data": "\(progress.dataBytes.load(ordering: .relaxed))"])
 
         let failure = PipelineFailure()
         let uploader = BlobUploader(client: client, repository: repository, threads: options.uploadThreads,
@@ -67,6 +73,11 @@ public final class ImagePusher: Sendable {
         do throws(PushError) {
             encoded = try encodeFrames(disk: disk, extents: extents, geometry: geometry, layout: layout, assembler: assembler, failure: failure)
         } catch {
+            failure.record(error)
+            _ = try? uploader.finish()
+            throw error
+        }
+        do throws(PushError) { try disk.finish() } catch {
             failure.record(error)
             _ = try? uploader.finish()
             throw error
@@ -93,10 +104,14 @@ public final class ImagePusher: Sendable {
         let vmConfigDescriptor = smallLayer(vmConfig, .imgfsVMConfig, "config.json")
         try uploader.finish()
 
-        let manifest = ImgfsImage.makeManifest(
+        var manifest = ImgfsImage.makeManifest(
             config: config, fsverityDigest: encoded.fsverity, configDescriptor: configDescriptor,
             index: ImgfsImage.titled(.imgfsIndex, digest: indexDigest, size: Int64(indexBytes.count), title: "disk.img.index"),
             chunks: encoded.chunks, nvram: nvramDescriptor, vmConfig: vmConfigDescriptor, bootProfile: nil)
+        if !annotations.isEmpty {
+            // imgfs's own keys win: they describe this encoding, the extra ones the VM.
+            manifest.annotations = (manifest.annotations ?? [:]).merging(annotations) { own, _ in own }
+        }
         let manifestBytes = ManifestEncoding.encode(manifest)
         let manifestDigest: Digest
         do {
@@ -122,7 +137,7 @@ public final class ImagePusher: Sendable {
         }
     }
 
-    private func encodeFrames(disk: SourceFile, extents: [Range<UInt64>], geometry: DiskGeometry, layout: FrameIndex.Layout,
+    private func encodeFrames(disk: any DiskSource, extents: [Range<UInt64>], geometry: DiskGeometry, layout: FrameIndex.Layout,
                               assembler: ChunkAssembler, failure: PipelineFailure) throws(PushError) -> (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest) {
         let threads = options.compressionThreads
         let poolSize = threads * 2 + 2

@@ -12,6 +12,8 @@ public enum PushError: Error, CustomStringConvertible {
     case compression(frame: Int, CodecError)
     case format(FormatError)
     case invalidOption(String)
+    /// A streaming source (convert) failed: its own error, rendered as is.
+    case source(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum PushError: Error, CustomStringConvertible {
         case .compression(let frame, let error): "compressing frame \(frame): \(error)"
         case .format(let error): "\(error)"
         case .invalidOption(let message): message
+        case .source(let message): message
         }
     }
 }

@@ -38,8 +38,22 @@ public struct PushSource: Sendable {
     }
 }
 
+/// Where the push pipeline reads a disk from: a local file (`SourceFile`) or a stream decoded
+/// from another image (`imgfs convert`).
+///
+/// The pipeline calls `dataExtents()` once, then `read(into:at:)` from one thread with offsets
+/// that never decrease, only for frames that overlap an extent (bytes outside the extents are
+/// zeros), then `finish()` before it publishes anything: a streaming source throws there if
+/// any byte it delivered failed verification afterwards.
+public protocol DiskSource: Sendable {
+    var size: UInt64 { get }
+    func dataExtents() throws(PushError) -> [Range<UInt64>]
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(PushError)
+    func finish() throws(PushError)
+}
+
 /// A read-only source file with sparse-aware reads. Safe to read from several threads (pread).
-final class SourceFile: Sendable {
+final class SourceFile: DiskSource {
     let path: String
     let size: UInt64
     private let fd: Int32
@@ -108,6 +122,8 @@ final class SourceFile: Sendable {
             done += n
         }
     }
+
+    func finish() throws(PushError) {}
 
     /// The whole file, for the small nvram and config layers.
     static func readAll(_ path: String, limit: Int64) throws(PushError) -> [UInt8] {

@@ -4,7 +4,7 @@ import Glibc
 /// Renders an error once, as one line on stderr, and exits non-zero.
 /// Library errors carry their own context (file, offset, blob, HTTP status) in `description`.
 func fail(_ error: any Error) -> ExitCode {
-    let message = (error as? CustomStringConvertible)?.description ?? "\(error)"
+    let message = String(describing: error)
     writeStandardError("imgfs: error: \(message)\n")
     return ExitCode(1)
 }

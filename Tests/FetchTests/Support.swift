@@ -105,14 +105,16 @@ final class FixtureProxy {
         }
         host = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard host.hasPrefix("127.0.0.1:") else {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
             throw TestRegistry.Unavailable(description: "proxy.py did not start: \(host)")
         }
     }
 
     func stop() {
+        // SIGKILL: children of Foundation's Process may start with SIGTERM blocked.
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
     }

@@ -1,0 +1,95 @@
+import Fetch
+import Formats
+import Logging
+import OCI
+import Push
+import Synchronization
+import Verity
+
+/// Counters for the command line's progress display.
+public final class ConvertProgress: Sendable {
+    public let diskSize = Atomic<Int64>(0)
+    public let diskBytesDone = Atomic<Int64>(0)
+    public let uploadedBytes = Atomic<Int64>(0)
+    public init() {}
+}
+
+/// What a conversion did, for `--json`.
+public struct ConvertResult: Sendable, Codable {
+    public var source: String
+    public var sourceFormat: String
+    public var destination: String
+    public var format: String
+    public var manifestDigest: Digest
+    public var diskSize: UInt64
+}
+
+/// The output format of `imgfs convert`.
+public enum ConvertTarget: String, Sendable, CaseIterable {
+    case imgfs, lume, tart
+}
+
+/// `imgfs convert`: registry to registry, streaming. The source is read with its format's reader
+/// (`Formats`) and decoded as it streams (`StreamingDiskSource`); the imgfs format is written by
+/// the push pipeline, lume and tart by `PeerImageWriter`. Config and nvram are carried over, and
+/// the source manifest's metadata annotations are kept.
+public struct ImageConverter: Sendable {
+    public var source: RegistryClient
+    public var sourceRepository: String
+    public var destination: RegistryClient
+    public var destinationRepository: String
+    public var target: ConvertTarget
+    public var pushOptions: PushOptions
+    public var partSize: UInt64 = LumeOCIFormat.defaultPartSize
+    public var logger: Logger
+    public let progress = ConvertProgress()
+
+    public init(source: RegistryClient, sourceRepository: String, destination: RegistryClient, destinationRepository: String,
+                target: ConvertTarget, pushOptions: PushOptions, logger: Logger) {
+        self.source = source
+        self.sourceRepository = sourceRepository
+        self.destination = destination
+        self.destinationRepository = destinationRepository
+        self.target = target
+        self.pushOptions = pushOptions
+        self.logger = logger
+    }
+
+    public func convert(image: VMImage, sourceName: String, tag: String, destinationName: String) throws(ConvertError) -> ConvertResult {
+        progress.diskSize.store(Int64(image.layout.diskSize), ordering: .relaxed)
+        let nvram = try smallFile(image.nvram)
+        let vmConfig = try smallFile(image.vmConfig)
+        let disk = StreamingDiskSource(image: image, client: source, repository: sourceRepository, logger: logger)
+        defer { disk.cancel() }
+        let digest: Digest
+        switch target {
+        case .imgfs:
+            let pusher: ImagePusher
+            do { pusher = try ImagePusher(client: destination, repository: destinationRepository, options: pushOptions, logger: logger) } catch { throw .push(error) }
+            let sampler = pusher.progress
+            let progress = self.progress
+            let watch = ProgressForwarder {
+                progress.diskBytesDone.store(sampler.diskBytesDone.load(ordering: .relaxed), ordering: .relaxed)
+                progress.uploadedBytes.store(sampler.uploadedBytes.load(ordering: .relaxed), ordering: .relaxed)
+            }
+            defer { watch.stop() }
+            do {
+                digest = try pusher.push(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag, annotations: image.metadataAnnotations).manifestDigest
+            } catch {
+                throw .push(error)
+            }
+        case .lume, .tart:
+            let writer = PeerImageWriter(client: destination, repository: destinationRepository, target: target == .lume ? .lume : .tart,
+                                         partSize: target == .tart ? TartFormat.pieceSize : partSize,
+                                         spoolDirectory: pushOptions.spoolDirectory, progress: progress, logger: logger)
+            digest = try writer.write(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag, annotations: image.metadataAnnotations)
+        }
+        return ConvertResult(source: sourceName, sourceFormat: image.kind.rawValue, destination: destinationName, format: target.rawValue,
+                             manifestDigest: digest, diskSize: image.layout.diskSize)
+    }
+
+    private func smallFile(_ descriptor: Descriptor?) throws(ConvertError) -> [UInt8]? {
+        guard let descriptor else { return nil }
+        do { return try source.blob(sourceRepository, digest: descriptor.digest, maxSize: FormatsLimits.maximumSmallBlobSize) } catch { throw .registry(error) }
+    }
+}

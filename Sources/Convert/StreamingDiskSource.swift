@@ -1,0 +1,173 @@
+import Codec
+import Fetch
+import Formats
+import ImageFormat
+import Logging
+import Push
+import Synchronization
+import Threading
+import Verity
+
+/// The disk of a registry image as a `DiskSource`, decoded as it streams: a producer thread
+/// fetches the segments in disk order (whole layers for lume and tart, coalesced frame ranges
+/// for imgfs), decodes and checks them, and hands decoded pieces over a bounded queue; `read`
+/// copies them out, zero-filling the holes between segments. Memory is bounded by the queue;
+/// nothing touches the local disk.
+///
+/// Decoded bytes reach the pipeline before their layer's digest is checked (a layer is checked
+/// when it ends), so `finish()` throws unless every segment verified: the pusher calls it before
+/// it writes the manifest, and a bad layer never becomes a published image.
+public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
+    struct Piece {
+        var offset: UInt64
+        var bytes: [UInt8]
+        var end: UInt64 { offset + UInt64(bytes.count) }
+    }
+
+    public let size: UInt64
+    private let extents: [Range<UInt64>]
+    /// What the producer thread shares with the reader; a class of its own so the thread does
+    /// not keep the source alive.
+    final class Shared: Sendable {
+        let queue = BoundedQueue<Piece>(capacity: 64)
+        let failure = Mutex<String?>(nil)
+        let completed = Atomic<Bool>(false)
+    }
+
+    private let shared = Shared()
+    private var queue: BoundedQueue<Piece> { shared.queue }
+    private var producer: WorkerThread?
+    // Touched only by the one thread that calls `read` (the push pipeline's reader).
+    private var current: Piece?
+
+    public init(image: VMImage, client: RegistryClient, repository: String, logger: Logger) {
+        self.size = image.layout.diskSize
+        if let index = image.imgfs?.index {
+            var ranges = [Range<UInt64>]()
+            for (frame, entry) in index.frames.enumerated() where !entry.isHole {
+                let start = index.geometry.offset(ofFrame: frame), end = start + UInt64(index.geometry.length(ofFrame: frame))
+                if let last = ranges.last, last.upperBound == start { ranges[ranges.count - 1] = last.lowerBound..<end } else { ranges.append(start..<end) }
+            }
+            extents = ranges
+        } else {
+            extents = image.layout.segments.map(\.diskRange).filter { !$0.isEmpty }
+        }
+        let shared = self.shared
+        producer = WorkerThread(name: "convert-source") {
+            let queue = shared.queue
+            do {
+                if let index = image.imgfs?.index {
+                    try Self.produceFrames(index, client: client, repository: repository, queue: queue)
+                } else {
+                    try Self.produceSegments(image.layout, client: client, repository: repository, queue: queue, logger: logger)
+                }
+                shared.completed.store(true, ordering: .releasing)
+                queue.close()
+            } catch {
+                shared.failure.withLock { if $0 == nil { $0 = Self.describe(error) } }
+                queue.cancel()
+            }
+        }
+    }
+
+    deinit {
+        queue.cancel()
+        producer?.join()
+    }
+
+    public func dataExtents() throws(PushError) -> [Range<UInt64>] { extents }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(PushError) {
+        guard let base = buffer.baseAddress else { return }
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count)
+        let end = offset + UInt64(buffer.count)
+        while true {
+            if current == nil {
+                current = queue.pop()
+                if current == nil { break }
+            }
+            guard let piece = current else { break }
+            if piece.end <= offset { current = nil; continue }
+            if piece.offset >= end { break }
+            let from = max(piece.offset, offset), to = min(piece.end, end)
+            piece.bytes.withUnsafeBytes { raw in
+                guard let source = raw.baseAddress else { return }
+                (base + Int(from - offset)).copyMemory(from: source + Int(from - piece.offset), byteCount: Int(to - from))
+            }
+            if piece.end <= end { current = nil } else { break }
+        }
+        if let message = shared.failure.withLock({ $0 }) { throw .source(message) }
+    }
+
+    public func finish() throws(PushError) {
+        producer?.join()
+        producer = nil
+        if let message = shared.failure.withLock({ $0 }) { throw .source(message) }
+        guard shared.completed.load(ordering: .acquiring) else { throw .source("the source image ended before its last layer was verified") }
+    }
+
+    /// Stops the producer early (the pipeline failed).
+    public func cancel() { queue.cancel() }
+
+    // MARK: - Producers
+
+    private static func produceSegments(_ layout: DiskLayout, client: RegistryClient, repository: String, queue: BoundedQueue<Piece>, logger: Logger) throws {
+        for segment in layout.segments {
+            let decoder = try SegmentDecoder(segment: segment)
+            logger.debug("streaming layer", metadata: ["digest": "\(segment.blob.digest)", "offset": "\(segment.diskOffset)"])
+            try client.blob(repository, digest: segment.blob.digest, range: nil) { buffer in
+                try decoder.feed(buffer) { offset, bytes in
+                    guard queue.push(Piece(offset: offset, bytes: Array(bytes))) else { throw SourceCancelled() }
+                }
+            }
+            try decoder.finish()
+        }
+    }
+
+    /// imgfs: frames in disk order, consecutive stored members fetched with one range request.
+    private static func produceFrames(_ index: FrameIndex, client: RegistryClient, repository: String, queue: BoundedQueue<Piece>) throws {
+        let decompressor = try GzipFrameDecompressor()
+        let maximumRun: Int64 = 16 * 1024 * 1024
+        var frame = 0
+        while frame < index.frames.count {
+            guard let first = index.frames[frame].location, !index.frames[frame].isHole else { frame += 1; continue }
+            // Extend the run while the next frame's member follows this one's in the same layer.
+            var frames = [frame]
+            var range = first.compressedRange
+            var next = frame + 1
+            while next < index.frames.count, let location = index.frames[next].location, !index.frames[next].isHole,
+                  location.layer == first.layer, location.compressedRange.lowerBound == range.upperBound,
+                  location.compressedRange.upperBound - range.lowerBound <= maximumRun {
+                range = range.lowerBound..<location.compressedRange.upperBound
+                frames.append(next)
+                next += 1
+            }
+            var blob = [UInt8]()
+            blob.reserveCapacity(range.count)
+            let layer = index.layers[first.layer].digest
+            try client.blob(repository, digest: layer, range: range) { blob.append(contentsOf: $0) }
+            for member in frames {
+                guard let location = index.frames[member].location else { continue }
+                let start = Int(location.compressedRange.lowerBound - range.lowerBound)
+                let length = index.geometry.length(ofFrame: member)
+                let bytes = try blob.withUnsafeBytes { raw in
+                    try decompressor.decompress(UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.compressedLength)]), expectedSize: length)
+                }
+                let verified = try VerifiedFrame.verify(frame: member, bytes: bytes, expectedLength: length, expectedDigest: index.frames[member].digest)
+                guard queue.push(Piece(offset: index.geometry.offset(ofFrame: member), bytes: verified.bytes)) else { throw SourceCancelled() }
+            }
+            frame = next
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let fetch = error as? FetchError, let inner = fetch.underlying { return describe(inner) }
+        if let segment = error as? SegmentError, case .output(let inner) = segment.kind, !(inner is SourceCancelled) { return describe(inner) }
+        if let frame = error as? FrameVerificationError { return "source frame check failed: \(frame)" }
+        return String(describing: error)
+    }
+}
+
+struct SourceCancelled: Error, CustomStringConvertible {
+    var description: String { "cancelled" }
+}

@@ -1,0 +1,52 @@
+import OCI
+import Verity
+
+// Strict annotation parsing shared by the format readers: a value that is present must parse,
+// and the error names the layer and key.
+
+func layerName(_ index: Int, _ layer: Descriptor) -> String { "layer \(index) (\(layer.digest))" }
+
+func decimal(_ annotations: [String: String]?, _ key: String, where layer: String) throws(ImageLayoutError) -> UInt64? {
+    guard let text = annotations?[key] else { return nil }
+    guard let value = UInt64(text), text.allSatisfy(\.isASCIIDigit) else { throw .badAnnotation(layer: layer, key: key, value: text) }
+    return value
+}
+
+func requiredDecimal(_ annotations: [String: String]?, _ key: String, where layer: String) throws(ImageLayoutError) -> UInt64 {
+    guard let value = try decimal(annotations, key, where: layer) else { throw .missingAnnotation(layer: layer, key: key) }
+    return value
+}
+
+func digestAnnotation(_ annotations: [String: String]?, _ key: String, where layer: String) throws(ImageLayoutError) -> Digest? {
+    guard let text = annotations?[key] else { return nil }
+    // tart writes the digest as `sha256:<hex>`; accept bare hex too, as some writers omit the prefix.
+    let full = text.hasPrefix("sha256:") ? text : "sha256:" + text
+    guard let digest = try? Digest(parsing: full) else { throw .badAnnotation(layer: layer, key: key, value: text) }
+    return digest
+}
+
+extension MediaType {
+    /// The media type without parameters (`a/b;part.number=1` → `a/b`), lowercased.
+    var base: String {
+        String(rawValue.prefix { $0 != ";" }).trimmingCharacters(in: " ").lowercased()
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+func checkSmall(_ layer: Descriptor, _ name: String, limit: Int64 = FormatsLimits.maximumSmallBlobSize) throws(ImageLayoutError) {
+    guard layer.size >= 0, layer.size <= limit else {
+        throw .badLayer(layer: name, reason: "\(layer.size) bytes is outside the limit of \(limit) for this layer")
+    }
+}

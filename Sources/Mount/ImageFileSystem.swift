@@ -1,0 +1,86 @@
+import FuseFS
+import Glibc
+import ImageFormat
+import Logging
+
+/// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable), and
+/// `nvram.bin` and `config.json` when the image has them. FuseFS owns inodes and attributes;
+/// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`.
+public final class ImageFileSystem: FileSystemBackend {
+    enum Content: Sendable {
+        case disk(any VirtualDisk)
+        case bytes([UInt8])
+    }
+
+    let files: [(entry: FileEntry, content: Content)]
+    let logger: Logger
+
+    public convenience init(session: MountSession, logger: Logger) {
+        self.init(disk: session.disk, nvram: session.resolved.nvram, vmConfig: session.resolved.vmConfig, logger: logger)
+    }
+
+    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, logger: Logger) {
+        let time = Int64(time(nil))
+        // A writable disk changes under the kernel, so it must not be cached as immutable.
+        var files: [(FileEntry, Content)] = [
+            (FileEntry(name: "disk.img", size: disk.size, writable: disk.isWritable, mode: disk.isWritable ? 0o644 : 0o444,
+                       modificationTime: time, immutable: !disk.isWritable), .disk(disk)),
+        ]
+        if let nvram {
+            files.append((FileEntry(name: "nvram.bin", size: UInt64(nvram.count), writable: false, mode: 0o444,
+                                    modificationTime: time, immutable: true), .bytes(nvram)))
+        }
+        if let config = vmConfig {
+            files.append((FileEntry(name: "config.json", size: UInt64(config.count), writable: false, mode: 0o444,
+                                    modificationTime: time, immutable: true), .bytes(config)))
+        }
+        self.files = files
+        self.logger = logger
+    }
+
+    public func entries() -> [FileEntry] { files.map(\.entry) }
+
+    public func read(file: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileSystemError) -> Int {
+        guard files.indices.contains(file) else { throw .notFound }
+        switch files[file].content {
+        case .disk(let disk):
+            do { return try disk.read(at: offset, into: buffer) } catch {
+                // LazyDisk has logged the details (blob, frame, digests); the message names the cause.
+                throw .io(error.description)
+            }
+        case .bytes(let bytes):
+            guard offset < UInt64(bytes.count) else { return 0 }
+            let start = Int(offset)
+            let count = min(buffer.count, bytes.count - start)
+            bytes.withUnsafeBytes { source in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[start..<start + count]))
+            }
+            return count
+        }
+    }
+
+    public func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64? {
+        guard files.indices.contains(file) else { throw .notFound }
+        let size = files[file].entry.size
+        guard offset < size else { return nil }
+        guard case .disk(let disk) = files[file].content else {
+            return whence == .data ? offset : size
+        }
+        return disk.seek(from: offset, whence: whence)
+    }
+
+    public func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int {
+        guard files.indices.contains(file) else { throw .notFound }
+        guard case .disk(let disk) = files[file].content, disk.isWritable else { throw .readOnly }
+        do { return try disk.write(at: offset, data: data) } catch {
+            throw .io(error.description)
+        }
+    }
+
+    public func flush(file: Int) throws(FileSystemError) {
+        guard files.indices.contains(file), case .disk(let disk) = files[file].content, disk.isWritable else { return }
+        do { try disk.flush() } catch {
+            throw .io(error.description)
+        }
+    }
+}

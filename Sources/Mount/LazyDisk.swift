@@ -1,0 +1,171 @@
+import Cache
+import Glibc
+import ImageFormat
+import Logging
+import Synchronization
+import Threading
+import Verity
+
+/// Tunables of the read path.
+public struct LazyDiskOptions: Sendable {
+    /// The largest range request; adjacent missing frames are coalesced up to this size.
+    public var maxRequestBytes: Int64 = 16 * 1024 * 1024
+    /// Tries per frame before a read fails (a frame that fails verification is fetched again).
+    public var fetchAttempts = 3
+    /// The longest a read waits for its frames before it fails with EIO.
+    public var readTimeout: Double = 30
+    /// Readahead window, in frames, once reads look sequential.
+    public var readaheadMaxFrames = 32
+    /// Threads fetching readahead in the background (0 disables readahead).
+    public var readaheadThreads = 2
+
+    public init() {}
+}
+
+/// The logical disk of a mounted image: serves any byte range, fetching, verifying and caching
+/// the frames it needs. Safe to call from many FUSE threads at once.
+///
+/// A read of `[offset, offset + size)`:
+/// 1. holes are served as zeros, never fetched;
+/// 2. frames whose bit is set in the `FrameCache` are read from it;
+/// 3. the rest are claimed in the single-flight `FlightTable`; frames another reader is fetching
+///    are waited for; owned frames are copied from another image's cache entry if one has the same
+///    digest, else fetched in coalesced range requests, each member decompressed to its exact size
+///    and verified (`VerifiedFrame.verify`) before it is stored or served.
+///
+/// Verification or fetch failures are retried `fetchAttempts` times per frame, then the read fails;
+/// other frames are unaffected.
+public final class LazyDisk: Sendable {
+    public let index: FrameIndex
+    public let cache: FrameCache
+    public let statistics: MountStatistics
+    var geometry: DiskGeometry { index.geometry }
+    let source: any BlobSource
+    let shared: SharedFrameLocator?
+    let options: LazyDiskOptions
+    let logger: Logger
+    let flights = FlightTable()
+    let streams: StreamDetector
+    let readaheadJobs: JobQueue<[Int]>
+    let readaheadThreads = Mutex<[WorkerThread]>([])
+    let stopping = Atomic<Bool>(false)
+
+    /// Why a batch of frames is wanted: readers wait, background work does not.
+    enum Purpose: Sendable { case demand, readahead, prefetch }
+
+    public init(index: FrameIndex, cache: FrameCache, source: any BlobSource, shared: SharedFrameLocator?,
+                statistics: MountStatistics = MountStatistics(), options: LazyDiskOptions = LazyDiskOptions(), logger: Logger) {
+        self.index = index
+        self.cache = cache
+        self.source = source
+        self.shared = shared
+        self.statistics = statistics
+        self.options = options
+        self.logger = logger
+        self.streams = StreamDetector(frameCount: index.frames.count, maxWindow: max(1, options.readaheadMaxFrames))
+        // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
+        // rather than queued, since the reader will have asked for those frames itself by then.
+        self.readaheadJobs = JobQueue(capacity: 8)
+    }
+
+    /// Starts the readahead threads.
+    public func start() {
+        guard options.readaheadThreads > 0 else { return }
+        let threads = (0..<options.readaheadThreads).map { i in
+            WorkerThread(name: "readahead-\(i)") { [self] in
+                while let frames = readaheadJobs.pop() {
+                    do { _ = try obtain(frames, purpose: .readahead) } catch {
+                        logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+        readaheadThreads.withLock { $0 = threads }
+    }
+
+    /// Stops background work and waits for it. Readers that are still waiting get errors.
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        readaheadJobs.close()
+        let threads = readaheadThreads.withLock { threads in
+            defer { threads = [] }
+            return threads
+        }
+        for thread in threads { thread.join() }
+    }
+
+    public var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    // MARK: - Reading
+
+    /// Fills `buffer` with disk bytes from `offset`; returns how many (fewer only at the end of the disk).
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(MountError) -> Int {
+        guard offset < geometry.diskSize, buffer.count > 0 else { return 0 }
+        let length = Int(min(UInt64(buffer.count), geometry.diskSize - offset))
+        let frames = geometry.frames(covering: offset, length: length)
+        scheduleReadahead(after: frames)
+
+        var missing: [Int] = []
+        for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) { missing.append(frame) }
+        statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
+        statistics.cacheMisses.add(Int64(missing.count), ordering: .relaxed)
+
+        do throws(MountError) {
+            let fetched = missing.isEmpty ? [:] : try obtain(missing, purpose: .demand)
+            var done = 0
+            var position = offset
+            for frame in frames {
+                let within = Int(position - geometry.offset(ofFrame: frame))
+                let count = min(geometry.length(ofFrame: frame) - within, length - done)
+                let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
+                if index.frames[frame].isHole {
+                    destination.initializeMemory(as: UInt8.self, repeating: 0)
+                } else if let verified = fetched[frame] {
+                    verified.bytes.withUnsafeBytes { source in
+                        destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<within + count]))
+                    }
+                } else {
+                    let n: Int
+                    do { n = try cache.read(frame: frame, offset: within, into: destination) } catch { throw MountError.cache(error) }
+                    guard n == count else { throw MountError.cache(.frameNotPresent(frame: frame, path: cache.dataFilePath)) }
+                }
+                done += count
+                position += UInt64(count)
+            }
+            return done
+        } catch {
+            statistics.readErrors.add(1, ordering: .relaxed)
+            logger.error("read failed", metadata: ["offset": "\(offset)", "size": "\(length)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// Makes `frames` present (fetching those that are missing) without reading them; for
+    /// background prefetch. Does not wait for frames other threads are fetching.
+    func prefetch(_ frames: [Int]) throws(MountError) {
+        _ = try obtain(frames.filter { !index.frames[$0].isHole }, purpose: .prefetch)
+    }
+
+    // MARK: - Readahead
+
+    func scheduleReadahead(after frames: Range<Int>) {
+        guard options.readaheadThreads > 0, let ahead = streams.note(frames) else { return }
+        // Batches of a few frames, so that a reader who catches up with readahead waits for one
+        // small batch, not for the whole window.
+        var batch: [Int] = []
+        for frame in ahead where !index.frames[frame].isHole && !cache.contains(frame) {
+            batch.append(frame)
+            if batch.count == 8 {
+                _ = readaheadJobs.offer(batch)
+                batch = []
+            }
+        }
+        if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
+    }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

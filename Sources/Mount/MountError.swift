@@ -1,0 +1,65 @@
+import Cache
+import Codec
+import Glibc
+import ImageFormat
+import Verity
+
+/// Why a mount, or one read of a mounted disk, failed: which image, blob, frame or file, and why.
+/// The command line renders it once (`description`); the FUSE backend logs it and answers EIO.
+public enum MountError: Error, CustomStringConvertible {
+    /// The registry answered or could not be reached (`SourceError` says which).
+    case source(operation: String, SourceError)
+    /// The registry is unreachable and nothing usable is cached for `reference`.
+    case offline(reference: String, cause: SourceError)
+    /// A write to a read-only disk.
+    case readOnly
+    /// The manifest or index is not a usable imgfs image.
+    case format(FormatError)
+    /// A manifest's bytes do not hash to the digest it was asked for.
+    case manifestDigestMismatch(expected: Digest, actual: Digest)
+    /// The manifest JSON cannot be decoded.
+    case badManifest(digest: Digest, reason: String)
+    /// An OCI index has no entry this machine can use.
+    case noMatchingPlatform(digest: Digest, available: String)
+    /// The local cache failed.
+    case cache(CacheError)
+    /// The local metadata store failed.
+    case io(operation: String, path: String, errno: Int32)
+    /// A frame's member could not be decompressed to its exact length.
+    case corruptFrame(blob: Digest, frame: Int, reason: String)
+    /// A frame's bytes did not match the index (after `attempts` tries).
+    case verification(blob: Digest, frame: Int, expected: Digest, actual: Digest?, attempts: Int)
+    /// A range of a layer could not be fetched.
+    case fetch(blob: Digest, frame: Int, range: Range<Int64>, SourceError)
+    /// A read gave up waiting for a frame that another reader is fetching.
+    case timedOut(frame: Int, seconds: Double)
+    /// The disk is shutting down.
+    case stopped
+    /// A bad command-line value (mountpoint, cache directory, size).
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case .readOnly: "the disk is read-only (mount with --writable for a copy-on-write disk)"
+        case .source(let operation, let error): "\(operation): \(error)"
+        case .offline(let reference, let cause):
+            "\(reference): the registry is unreachable (\(cause)) and the image is not in the local cache"
+        case .format(let error): "\(error)"
+        case .manifestDigestMismatch(let expected, let actual):
+            "manifest digest mismatch: asked for \(expected), the bytes received hash to \(actual)"
+        case .badManifest(let digest, let reason): "manifest \(digest) is not valid: \(reason)"
+        case .noMatchingPlatform(let digest, let available):
+            "image index \(digest) has no linux/amd64 entry (it has: \(available))"
+        case .cache(let error): "cache: \(error)"
+        case .io(let operation, let path, let code): "\(operation) \(path): \(String(cString: strerror(code)))"
+        case .corruptFrame(let blob, let frame, let reason): "frame \(frame) of blob \(blob) is corrupt: \(reason)"
+        case .verification(let blob, let frame, let expected, let actual, let attempts):
+            "frame \(frame) of blob \(blob) failed verification \(attempts) time(s): expected \(expected), got \(actual.map { "\($0)" } ?? "bytes of the wrong length")"
+        case .fetch(let blob, let frame, let range, let error):
+            "fetching frame \(frame) (bytes \(range.lowerBound)..<\(range.upperBound) of blob \(blob)): \(error)"
+        case .timedOut(let frame, let seconds): "frame \(frame) did not arrive within \(Int(seconds)) s"
+        case .stopped: "the mount is shutting down"
+        case .invalidArgument(let message): message
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import FuseFS
+
+/// The disk a mount shows as `disk.img`: anything that serves byte ranges and knows its holes.
+/// `LazyDisk` (imgfs frames) is one; a copy-on-write overlay and whole-layer disks of other
+/// formats are others. `ImageFileSystem` speaks only this protocol.
+public protocol VirtualDisk: Sendable {
+    /// Logical size in bytes.
+    var size: UInt64 { get }
+    /// Whether `write` and `flush` are supported (the mount then shows disk.img writable).
+    var isWritable: Bool { get }
+    /// Fills `buffer` from `offset`; short only at the end of the disk. Only verified bytes.
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(MountError) -> Int
+    /// The next data (or hole) offset at or after `offset`; nil when there is no more data.
+    func seek(from offset: UInt64, whence: SeekWhence) -> UInt64?
+    func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int
+    /// Makes written data durable (fsync of disk.img).
+    func flush() throws(MountError)
+}
+
+extension VirtualDisk {
+    public var isWritable: Bool { false }
+    public func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int { throw .readOnly }
+    public func flush() throws(MountError) {}
+}
+
+extension LazyDisk: VirtualDisk {
+    public var size: UInt64 { index.geometry.diskSize }
+
+    /// Holes at frame granularity, from the index's hole flags: what `cp --sparse=always` and
+    /// `qemu-img map` use to skip zeros without reading them.
+    public func seek(from offset: UInt64, whence: SeekWhence) -> UInt64? {
+        guard offset < size else { return nil }
+        let frames = index.frames
+        var frame = geometry.frame(containing: offset)
+        while frame < frames.count {
+            let isHole = frames[frame].isHole
+            if (whence == .data && !isHole) || (whence == .hole && isHole) {
+                return max(offset, geometry.offset(ofFrame: frame))
+            }
+            frame += 1
+        }
+        // No more data: ENXIO. No more holes: the end of the file is one.
+        return whence == .data ? nil : size
+    }
+}

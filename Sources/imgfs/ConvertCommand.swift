@@ -1,0 +1,108 @@
+import ArgumentParser
+import Convert
+import Foundation
+import Pull
+import Push
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert a VM image between formats, registry to registry.",
+        discussion: """
+        SRC-REF may be in any format imgfs reads (imgfs, lume OCI, lume legacy, tart). The image \
+        is converted as it streams from one registry to the other: no local copy of the disk is \
+        made (disk space is bounded by the chunks in flight). Every source digest is checked; the \
+        destination manifest is written only after the last source layer verified. config.json \
+        and nvram.bin are carried over, and the source manifest's metadata annotations are kept.
+
+        --format imgfs (default) writes the imgfs format (multi-layer, or --single-layer); \
+        --format lume writes lume's OCI format (512 MiB gzip parts) and --format tart tart's \
+        (512 MiB LZ4 pieces), so an image can always go back to the tools it came from.
+
+        Examples:
+          imgfs convert ghcr.io/cirruslabs/ubuntu:latest localhost:5000/vm/ubuntu:imgfs
+          imgfs convert --single-layer localhost:5000/lume/macos:15 localhost:5000/vm/macos:15
+          imgfs convert --format tart localhost:5000/vm/debian:12 localhost:5000/tart/debian:12
+        """
+    )
+
+    @Argument(help: "The image to read: registry/repository[:tag|@sha256:…].")
+    var source: String
+
+    @Argument(help: "Where to write: registry/repository[:tag].")
+    var destination: String
+
+    @Option(help: "Output format: imgfs, lume or tart.")
+    var format: String = "imgfs"
+
+    @Flag(help: "imgfs format: the whole disk in one gzip layer (still indexed).")
+    var singleLayer = false
+
+    @Option(help: ArgumentHelp("imgfs format: uncompressed bytes per chunk layer (suffixes K, M, G).", valueName: "size"))
+    var chunkSize: String = "512M"
+
+    @Option(help: ArgumentHelp("imgfs format: uncompressed bytes per frame.", valueName: "size"))
+    var frameSize: String = "1M"
+
+    @Option(help: "Compression threads for the imgfs format (default: every core).")
+    var threads: Int?
+
+    @Flag(name: .shortAndLong, help: "No progress display.")
+    var quiet = false
+
+    @Flag(help: "Print a JSON summary on stdout instead of the manifest digest.")
+    var json = false
+
+    @OptionGroup var registry: RegistryOptionGroup
+
+    func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func execute() throws {
+        let sourceReference = try parseReference(source)
+        let destinationReference = try parseReference(destination)
+        guard destinationReference.digest == nil else { throw UsageError("convert needs a destination tag, not a digest: '\(destination)'") }
+        guard let target = ConvertTarget(rawValue: format) else { throw UsageError("--format: '\(format)' is not one of imgfs, lume, tart") }
+        if singleLayer && target != .imgfs { throw UsageError("--single-layer applies to --format imgfs only") }
+        var options = PushOptions()
+        options.singleLayer = singleLayer
+        options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
+        options.frameSize = Int(try parseSize(frameSize, option: "--frame-size"))
+        if let threads { options.compressionThreads = threads }
+
+        let logger = registry.makeLogger()
+        let sourceClient = registry.client(for: sourceReference, logger: logger)
+        let destinationClient = registry.client(for: destinationReference, logger: logger)
+        let (image, _) = try ImagePuller.open(client: sourceClient, repository: sourceReference.repository, reference: sourceReference.manifestReference)
+        let converter = ImageConverter(source: sourceClient, sourceRepository: sourceReference.repository,
+                                       destination: destinationClient, destinationRepository: destinationReference.repository,
+                                       target: target, pushOptions: options, logger: logger)
+        let progress = converter.progress
+        let display = ProgressDisplay(label: "convert", quiet: quiet) {
+            .init(done: progress.diskBytesDone.load(ordering: .relaxed), total: progress.diskSize.load(ordering: .relaxed),
+                  detail: "uploaded \(formatBytes(progress.uploadedBytes.load(ordering: .relaxed)))")
+        }
+        let result: ConvertResult
+        do {
+            result = try converter.convert(image: image, sourceName: sourceReference.description,
+                                           tag: destinationReference.tag ?? "latest", destinationName: destinationReference.description)
+        } catch {
+            display.stop()
+            throw error
+        }
+        display.stop()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            if !quiet { writeStandardError("converted \(sourceReference) (\(result.sourceFormat)) to \(destinationReference) (\(result.format))\n") }
+            print(result.manifestDigest)
+        }
+    }
+}

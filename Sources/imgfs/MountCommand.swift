@@ -1,0 +1,246 @@
+import ArgumentParser
+import Cache
+import Fetch
+import FuseFS
+import Glibc
+import Logging
+import Mount
+import OCI
+import Verity
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount an image from a registry as a directory (disk.img, nvram.bin, config.json).",
+        discussion: """
+        The image is resolved and its cache entry opened first, so a bad reference, an unreachable \
+        registry with nothing cached, or a missing mount point is reported here. Then a daemon \
+        serves MOUNTPOINT in the background: every frame read is fetched once, verified against \
+        its SHA-256 and kept in the cache; the rest of the image is prefetched at low priority.
+
+        An image mounted once can be mounted again with the registry unreachable.
+
+        Examples:
+          imgfs mount localhost:5000/vm/debian:12 /mnt/vm
+          imgfs mount --no-prefetch --cache-size 20G ghcr.io/org/img@sha256:… /mnt/vm
+          imgfs umount /mnt/vm
+        """
+    )
+
+    @Argument(help: "The image: registry/repository[:tag] or registry/repository@sha256:….")
+    var reference: String
+
+    @Argument(help: "An existing empty directory.")
+    var mountpoint: String
+
+    @Flag(help: "Serve in this process until unmounted, logging to stderr (or --log-file).")
+    var foreground = false
+
+    @Option(help: ArgumentHelp("The cache directory (default: $IMGFS_CACHE_DIR, $XDG_CACHE_HOME/imgfs, ~/.cache/imgfs; /var/cache/imgfs for root).", valueName: "dir"))
+    var cacheDir: String?
+
+    @Option(help: ArgumentHelp("Evict frames of unmounted images until the cache is at most this size (suffixes K, M, G, T).", valueName: "size"))
+    var cacheSize: String?
+
+    @Flag(help: "Do not prefetch the whole image in the background.")
+    var noPrefetch = false
+
+    @Option(help: ArgumentHelp("Bound background prefetch to this many bytes per second (suffixes K, M, G).", valueName: "rate"))
+    var prefetchRate: String?
+
+    @Option(help: ArgumentHelp("The daemon's log (default: <cache-dir>/logs/<mountpoint>.log).", valueName: "file"))
+    var logFile: String?
+
+    @Flag(help: "Let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root).")
+    var allowOther = false
+
+    @Option(help: .hidden)
+    var readyFd: Int32?
+
+    /// The manifest the parent resolved, so the daemon serves exactly that image without asking again.
+    @Option(help: .hidden)
+    var resolvedManifest: String?
+
+    @Flag(help: .hidden)
+    var resolvedOffline = false
+
+    @OptionGroup var registry: RegistryOptionGroup
+
+    func run() throws {
+        let reference = try parseReference(reference)
+        let rate = try prefetchRate.map { try Int64(clamping: parseSize($0, option: "--prefetch-rate")) }
+        let limit = try cacheSize.map { try parseSize($0, option: "--cache-size") }
+        let readyFd = readyFd
+        do {
+            let mountpoint = try Self.checkedMountpoint(self.mountpoint)
+            let cacheRoot = try absolute(cacheDir ?? defaultCacheDirectory())
+            let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(escapedFileName(mountpoint)).log"
+            if foreground {
+                // A daemon's stderr is its log file (Daemon.spawnSelf); a foreground mount logs to stderr.
+                try serve(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate,
+                          logFile: readyFd == nil ? nil : logFile)
+            } else {
+                try launch(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate, limit: limit, logFile: logFile)
+            }
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            if let readyFd { Daemon.signalFailure(fd: readyFd, message: "\(error)") }
+            throw fail(error)
+        }
+    }
+
+    /// The parent: resolve and open everything that can fail, then start the daemon and wait for it.
+    func launch(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, limit: UInt64?, logFile: String) throws {
+        let logger = registry.makeLogger()
+        let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: nil, offline: false, logger: logger)
+        if let limit {
+            // While this image's entry is open (and so spared): only unmounted images lose frames.
+            let report = try CacheEviction.evict(root: cacheRoot, limit: limit, logger: logger)
+            if report.framesEvicted > 0 {
+                logger.info("cache evicted", metadata: ["frames": "\(report.framesEvicted)", "bytesAfter": "\(report.bytesAfter)"])
+            }
+        }
+        let resolved = session.resolved
+        session.stop()
+        try LocalDirectories.make(parentOf: logFile)
+
+        var arguments = ["mount", self.reference, mountpoint, "--foreground", "--ready-fd", String(Daemon.childReadyFD),
+                         "--cache-dir", cacheRoot, "--log-file", logFile,
+                         "--resolved-manifest", resolved.manifestDigest.description]
+        if resolved.offline { arguments.append("--resolved-offline") }
+        if noPrefetch { arguments.append("--no-prefetch") }
+        if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
+        if allowOther { arguments.append("--allow-other") }
+        arguments += registry.passThroughArguments()
+        closeInheritedDescriptorsOnExec()
+        let child = try Daemon.spawnSelf(arguments: arguments, logFile: logFile)
+        try Daemon.waitForReady(child, timeout: .seconds(60))
+        if resolved.offline {
+            writeStandardError("imgfs: warning: the registry is unreachable; serving \(self.reference) from the cache (\(resolved.manifestDigest))\n")
+        }
+    }
+
+    /// The daemon (or a foreground mount): mount, report ready, serve until unmounted.
+    func serve(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, logFile: String?) throws {
+        let logger = registry.makeDaemonLogger(isDaemon: readyFd != nil)
+        let pinned = try resolvedManifest.map { (text) throws -> Digest in
+            do { return try Digest(parsing: text) } catch { throw ValidationError("--resolved-manifest: \(error)") }
+        }
+        let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: pinned, offline: resolvedOffline, logger: logger)
+        let fileSystem = ImageFileSystem(session: session, logger: logger)
+        var options = FuseMountOptions()
+        options.allowOther = allowOther
+        let fuse: FuseMount
+        do { fuse = try FuseMount(mountpoint: mountpoint, backend: fileSystem, options: options, logger: logger) } catch {
+            session.stop()
+            throw error
+        }
+        try fuse.installSignalHandlers()
+        session.start()
+        let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile, logger: logger)
+        reporter.start()
+        logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.resolved.manifestDigest)",
+                                          "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
+        if let readyFd { Daemon.signalReady(fd: readyFd) }
+        defer {
+            reporter.stop()
+            session.stop()
+            logger.info("stopped", metadata: ["mountpoint": "\(mountpoint)"])
+        }
+        try fuse.run()
+    }
+
+    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> MountSession {
+        var options = RegistryOptions()
+        if registry.plainHTTP { options.plainHTTP = true }
+        if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
+        // A FUSE read waits on these requests: fail within tens of seconds, never hang.
+        options.connectTimeout = .seconds(5)
+        options.lowSpeedTimeout = .seconds(10)
+        options.maxAttempts = 2
+        let client = RegistryClient(registry: reference.registry, options: options, logger: logger)
+        let source = RegistryBlobSource(client: client, repository: reference.repository)
+        let store = MetadataStore(root: cacheRoot, logger: logger)
+        let resolver = ImageResolver(source: source, store: store, logger: logger)
+        var resolved = try resolver.resolve(ImageLocator(registry: reference.registry, repository: reference.repository,
+                                                         tag: reference.tag, digest: pinned ?? reference.digest))
+        resolved.offline = resolved.offline || offline
+        var configuration = MountConfiguration(cacheRoot: cacheRoot)
+        configuration.prefetch = !noPrefetch
+        configuration.prefetchRate = rate
+        return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+    }
+
+    /// The mount point as an absolute path, checked to be an existing directory.
+    static func checkedMountpoint(_ path: String) throws -> String {
+        guard let resolved = realpath(path, nil) else {
+            throw MountError.invalidArgument("\(path): mount point does not exist")
+        }
+        defer { free(resolved) }
+        let absolute = String(cString: resolved)
+        var st = stat()
+        guard stat(absolute, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw MountError.invalidArgument("\(path): mount point is not a directory")
+        }
+        return absolute
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so that the daemon, which outlives this
+/// command, does not hold what the caller passed down: a harness's pipe or socket kept open by
+/// the daemon makes `$(imgfs mount …)` or a test runner wait until the daemon exits.
+func closeInheritedDescriptorsOnExec() {
+    guard let directory = opendir("/proc/self/fd") else { return }
+    var descriptors: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let fd = Int32(name), fd > 2, fd != dirfd(directory) { descriptors.append(fd) }
+    }
+    closedir(directory)
+    for fd in descriptors {
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+    }
+}
+
+/// `$IMGFS_CACHE_DIR`, else `$XDG_CACHE_HOME/imgfs`, else `~/.cache/imgfs`; `/var/cache/imgfs` for root.
+func defaultCacheDirectory() -> String {
+    if let dir = environmentValue("IMGFS_CACHE_DIR") { return dir }
+    if geteuid() == 0 { return "/var/cache/imgfs" }
+    if let xdg = environmentValue("XDG_CACHE_HOME") { return xdg + "/imgfs" }
+    if let home = environmentValue("HOME") { return home + "/.cache/imgfs" }
+    return "/tmp/imgfs-cache-\(geteuid())"
+}
+
+func environmentValue(_ name: String) -> String? {
+    guard let value = getenv(name), value.pointee != 0 else { return nil }
+    return String(cString: value)
+}
+
+func absolute(_ path: String) throws -> String {
+    if path.hasPrefix("/") { return path }
+    guard let cwd = getcwd(nil, 0) else { throw MountError.io(operation: "getcwd", path: path, errno: errno) }
+    defer { free(cwd) }
+    return String(cString: cwd) + "/" + path
+}
+
+/// A mount point as one file name: `/mnt/vm` → `mnt-vm` (dashes in names doubled so that
+/// distinct mount points stay distinct).
+func escapedFileName(_ mountpoint: String) -> String {
+    let trimmed = mountpoint.drop { $0 == "/" }
+    let name = String(trimmed).replacing("-", with: "--").replacing("/", with: "-")
+    return name.isEmpty ? "root" : name
+}
+
+enum LocalDirectories {
+    static func make(parentOf path: String) throws {
+        var current = ""
+        for component in path.split(separator: "/").dropLast() {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw MountError.io(operation: "mkdir", path: current, errno: errno)
+            }
+        }
+    }
+}

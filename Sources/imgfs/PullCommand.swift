@@ -1,0 +1,93 @@
+import ArgumentParser
+import Foundation
+import Pull
+
+struct PullCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull",
+        abstract: "Download a whole VM image (imgfs, lume or tart format) to a local directory.",
+        discussion: """
+        DIR receives disk.img (sparse: all-zero blocks are never written), nvram.bin and \
+        config.json. Layers (lume, tart) or frame runs (imgfs) are fetched and decompressed in \
+        parallel on every core; every digest the manifest gives is checked, and for imgfs images \
+        the fs-verity digest of the whole disk too. disk.img appears only once it is complete and \
+        verified; until then the data is in disk.img.partial, and .imgfs-pull.json records what is \
+        done, so re-running an interrupted pull fetches only what is missing. Frames that \
+        `imgfs mount` already cached locally are copied instead of downloaded.
+
+        Formats: imgfs; lume OCI (chunked or single-layer, application/vnd.trycua.lume.*); lume \
+        legacy (application/octet-stream+lz4 parts); tart (application/vnd.cirruslabs.tart.*).
+
+        Examples:
+          imgfs pull localhost:5000/vm/debian:12 ./debian
+          imgfs pull --enable-verity ghcr.io/org/macos@sha256:… /var/lib/vms/macos
+          imgfs pull --json ghcr.io/cirruslabs/ubuntu:latest ./ubuntu
+        """
+    )
+
+    @Argument(help: "The image: registry/repository[:tag|@sha256:…].")
+    var reference: String
+
+    @Argument(help: "The VM directory to write (created if missing).")
+    var directory: String
+
+    @Flag(help: "Turn on fs-verity for the pulled disk.img (the file becomes read-only; the filesystem must support it).")
+    var enableVerity = false
+
+    @Option(help: "Layers or frame runs fetched at once (default: cores + 2).")
+    var jobs: Int?
+
+    @Flag(help: "Do not copy frames from the local mount cache.")
+    var noCache = false
+
+    @Flag(name: .shortAndLong, help: "No progress display.")
+    var quiet = false
+
+    @Flag(help: "Print a JSON summary on stdout.")
+    var json = false
+
+    @OptionGroup var registry: RegistryOptionGroup
+
+    func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func execute() throws {
+        let reference = try parseReference(reference)
+        var options = PullOptions()
+        options.enableVerity = enableVerity
+        if let jobs { options.jobs = jobs }
+        if noCache { options.cacheRoot = nil }
+        let logger = registry.makeLogger()
+        let client = registry.client(for: reference, logger: logger)
+        let puller = try ImagePuller(client: client, repository: reference.repository, options: options, logger: logger)
+        let progress = puller.progress
+        let display = ProgressDisplay(label: "pull", quiet: quiet) {
+            .init(done: progress.doneBytes.load(ordering: .relaxed), total: progress.totalBytes.load(ordering: .relaxed),
+                  detail: "downloaded \(formatBytes(progress.downloadedBytes.load(ordering: .relaxed)))")
+        }
+        let result: PullResult
+        do {
+            result = try puller.pull(reference: reference.manifestReference, displayName: reference.description, into: directory)
+        } catch {
+            display.stop()
+            throw error
+        }
+        display.stop()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            if !quiet {
+                let note = result.alreadyComplete ? " (already complete)" : ""
+                writeStandardError("pulled \(reference) (\(result.format)) to \(directory)\(note): \(formatBytes(Int64(result.diskSize))) disk, \(formatBytes(result.bytesDownloaded)) downloaded, \(result.framesFromCache) frames from the local cache\n")
+            }
+            print(result.manifestDigest)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import Fetch
+import Mount
+import OCI
+import Verity
+
+/// The registry as the mount's `BlobSource`: one repository of one `RegistryClient`, with
+/// `FetchError`s classified so the mount can tell "offline" from "refused".
+struct RegistryBlobSource: BlobSource {
+    let client: RegistryClient
+    let repository: String
+
+    func manifest(_ reference: String) throws(SourceError) -> SourceManifest {
+        do {
+            let fetched = try client.manifest(repository, reference: reference, accept: MediaType.acceptedManifests)
+            return SourceManifest(bytes: fetched.bytes, mediaType: fetched.mediaType.rawValue)
+        } catch {
+            throw Self.classify(error)
+        }
+    }
+
+    func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8] {
+        do { return try client.blob(repository, digest: digest, maxSize: maxSize) } catch { throw Self.classify(error) }
+    }
+
+    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(range.count))
+        let limit = Int(range.count)
+        do {
+            try client.blob(repository, digest: digest, range: range) { chunk in
+                // Never more than asked for, whatever the server sends.
+                bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
+            }
+        } catch {
+            throw Self.classify(error)
+        }
+        return bytes
+    }
+
+    static func classify(_ error: FetchError) -> SourceError {
+        let kind: SourceError.Kind = switch error.kind {
+        case .connection, .timeout, .transport: .unreachable
+        case .httpStatus: (error.status ?? 0) >= 500 || error.status == 429 ? .unreachable : .other
+        case .notFound: .notFound
+        case .unauthorized, .authenticationRequired, .forbidden, .credentials: .denied
+        default: .other
+        }
+        return SourceError(kind, error.description)
+    }
+}

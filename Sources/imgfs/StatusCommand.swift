@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import Mount
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show what imgfs mounts have cached, fetched and in flight.",
+        discussion: """
+        One line per mount: the image, its manifest digest, bytes cached of the disk, bytes \
+        fetched from the network, frames fetched, the cache hit ratio of reads, frames that \
+        failed verification and range requests in flight. --json prints the daemons' full status.
+
+        Examples:
+          imgfs status
+          imgfs status /mnt/vm --json
+        """
+    )
+
+    @Argument(help: "Show only this mount.")
+    var mountpoint: String?
+
+    @Flag(help: "Print JSON (an array of mounts) instead of a table.")
+    var json = false
+
+    func run() throws {
+        var statuses = MountStatusFiles.all()
+        if let mountpoint {
+            let path = realpath(mountpoint, nil).map { pointer in
+                defer { free(pointer) }
+                return String(cString: pointer)
+            } ?? mountpoint
+            statuses = statuses.filter { $0.mountpoint == path }
+            if statuses.isEmpty {
+                throw fail(MountError.invalidArgument("\(mountpoint) is not an imgfs mount (no running daemon reports it)"))
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(statuses), as: UTF8.self))
+            return
+        }
+        guard !statuses.isEmpty else {
+            print("no imgfs mounts")
+            return
+        }
+        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "HIT", "VERIFY-FAIL", "IN-FLIGHT"]]
+        for s in statuses {
+            let percent = s.diskSize == 0 ? 100 : Int(Double(s.bytesCached) / Double(s.diskSize) * 100)
+            rows.append([
+                s.mountpoint,
+                s.reference + (s.offline ? " (offline)" : ""),
+                String(s.manifestDigest.prefix(19)),
+                "\(formatBytes(Int64(s.bytesCached)))/\(formatBytes(Int64(s.diskSize))) \(percent)%",
+                formatBytes(s.statistics.bytesFetched),
+                String(s.statistics.framesFetched),
+                String(format: "%.1f%%", s.statistics.hitRatio * 100),
+                String(s.statistics.verificationFailures),
+                String(s.statistics.requestsInFlight),
+            ])
+        }
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            let cells = row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+            }
+            print(cells.joined(separator: "  "))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import FuseFS
+import Glibc
+import Mount
+
+struct UmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umount",
+        abstract: "Unmount an imgfs mount and wait for its daemon to exit.",
+        discussion: """
+        Fails if MOUNTPOINT is not an imgfs mount, or is busy (files open); --lazy detaches it \
+        at once and lets the daemon exit when the last file is closed.
+
+        Example:
+          imgfs umount /mnt/vm
+        """
+    )
+
+    @Argument(help: "Where the image is mounted.")
+    var mountpoint: String
+
+    @Flag(help: "Detach now even if files are open.")
+    var lazy = false
+
+    @Option(help: "Seconds to wait for the daemon to exit.")
+    var timeout: Double = 30
+
+    func run() throws {
+        do {
+            guard let resolved = realpath(mountpoint, nil) else {
+                throw MountError.invalidArgument("\(mountpoint): no such directory")
+            }
+            let path = String(cString: resolved)
+            free(resolved)
+            guard let type = MountInfo.fsType(at: path) else {
+                throw MountError.invalidArgument("\(path) is not mounted")
+            }
+            guard type == "fuse.imgfs" else {
+                throw MountError.invalidArgument("\(path) is not an imgfs mount (it is \(type))")
+            }
+            let status = MountStatusFiles.read(MountStatusFiles.path(forMountpoint: path))
+            try Daemon.unmount(path, lazy: lazy)
+            // The daemon finishes its cache writes and exits once the kernel lets go.
+            if let pid = status?.pid, !lazy {
+                let deadline = monotonicSeconds() + timeout
+                while MountStatusFiles.isAlive(pid), monotonicSeconds() < deadline { usleep(20_000) }
+                if MountStatusFiles.isAlive(pid) {
+                    writeStandardError("imgfs: warning: unmounted \(path), but its daemon (pid \(pid)) is still running after \(Int(timeout)) s\n")
+                }
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import ImageFormat
+@testable import Mount
+import Synchronization
+import Testing
+import Threading
+import Verity
+
+@Suite struct LazyDiskTests {
+    let frameSize = TestImage.frameSize
+
+    @Test func readsMatchTheDiskAndAdjacentMissingFramesGoOutAsOneRangeRequest() throws {
+        let image = try TestImage.make(frames: 16)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+
+        // Frames 2 and 3, from the middle of 2 to the middle of 3.
+        let offset = UInt64(2 * frameSize + 100)
+        let bytes = try session.disk.bytes(at: offset, count: frameSize)
+        #expect(bytes == Array(image.disk[Int(offset)..<Int(offset) + frameSize]))
+        let calls = registry.rangeCalls
+        #expect(calls.count == 1)
+        let first = try #require(image.index.frames[2].location)
+        let second = try #require(image.index.frames[3].location)
+        #expect(calls.first?.range == first.compressedRange.lowerBound..<second.compressedRange.upperBound)
+        #expect(session.disk.statistics.snapshot().framesFetched == 2)
+
+        // Served again from the cache: no new request.
+        _ = try session.disk.bytes(at: offset, count: frameSize)
+        #expect(registry.rangeCalls.count == 1)
+    }
+
+    @Test func rangeRequestsAreCappedAndSplitAtLayerBoundaries() throws {
+        let image = try TestImage.make(frames: 16, chunkFrames: 8)
+        let all = Array(0..<16)
+        let groups = FetchPlan.groups(for: all, index: image.index, maxBytes: 1 << 40)
+        #expect(groups.count == 2, "two chunk layers, one request each")
+        let one = try #require(image.index.frames[0].location).compressedLength
+        let capped = FetchPlan.groups(for: Array(0..<8), index: image.index, maxBytes: Int64(one) * 2 + 10)
+        #expect(capped.count >= 3)
+        #expect(capped.flatMap(\.frames).sorted() == Array(0..<8))
+    }
+
+    @Test func eightReadersOfOneFrameWaitForOneFetch() throws {
+        let image = try TestImage.make(frames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        registry.rangeDelay = 0.3
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+        let disk = session.disk
+        let expected = Array(image.frame(5))
+        let correct = Atomic<Int>(0)
+        WorkerThread.run(count: 8, name: "reader") { i in
+            let offset = UInt64(5 * TestImage.frameSize + i * 1000)
+            if let bytes = try? disk.bytes(at: offset, count: 4096), bytes == Array(expected[i * 1000..<i * 1000 + 4096]) {
+                correct.add(1, ordering: .relaxed)
+            }
+        }
+        #expect(correct.load(ordering: .relaxed) == 8)
+        #expect(registry.rangeCalls.count == 1)
+        #expect(disk.statistics.snapshot().framesFetched == 1)
+    }
+
+    @Test func aFrameThatFailsVerificationIsRetriedThenFailsWhileOtherFramesWork() throws {
+        let image = try TestImage.make(frames: 16, chunkFrames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let badLayer = image.index.layers[0].digest
+        registry.corrupt(badLayer)
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+
+        #expect(throws: MountError.self) { try session.disk.bytes(at: UInt64(frameSize), count: 4096) }
+        let calls = registry.rangeCalls.filter { $0.digest == badLayer }
+        #expect(calls.count == 3, "three attempts, then the read fails")
+        #expect(session.disk.statistics.snapshot().verificationFailures == 3)
+        #expect(!session.disk.cache.contains(1), "a frame that failed verification is never cached")
+
+        // Frames of the other layer are unaffected.
+        let good = try session.disk.bytes(at: UInt64(9 * frameSize), count: frameSize)
+        #expect(good == Array(image.frame(9)))
+
+        // A read spanning a good and a bad frame fails as a whole (no partial wrong data).
+        #expect(throws: MountError.self) { try session.disk.bytes(at: UInt64(7 * frameSize), count: 2 * frameSize) }
+    }
+
+    @Test func holesAreServedAsZerosWithoutFetching() throws {
+        let image = try TestImage.make(frames: 8, holes: [2, 3])
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+
+        let zeros = try session.disk.bytes(at: UInt64(2 * frameSize), count: 2 * frameSize)
+        #expect(zeros == [UInt8](repeating: 0, count: 2 * frameSize))
+        #expect(registry.rangeCalls.isEmpty)
+
+        // Frames 1 and 4 are contiguous in the layer (holes are not stored): one request.
+        let span = try session.disk.bytes(at: UInt64(frameSize), count: 4 * frameSize)
+        #expect(span == Array(image.disk[frameSize..<5 * frameSize]))
+        #expect(registry.rangeCalls.count == 1)
+    }
+
+    @Test func aReopenedCacheServesEverythingWithoutTheNetwork() throws {
+        let image = try TestImage.make(frames: 12, holes: [4])
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        do {
+            let session = try openSession(registry, root: directory.path)
+            defer { session.stop() }
+            #expect(try session.disk.bytes(at: 0, count: image.disk.count) == image.disk)
+            #expect(session.cacheComplete)
+        }
+        registry.resetCounts()
+        registry.setOffline(true)
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+        #expect(session.resolved.offline)
+        #expect(try session.disk.bytes(at: 0, count: image.disk.count) == image.disk)
+        #expect(registry.rangeCalls.isEmpty)
+        #expect(session.disk.statistics.snapshot().hitRatio == 1)
+    }
+
+    @Test func framesCachedForAnotherImageAreReusedInsteadOfFetched() throws {
+        let first = try TestImage.make(frames: 16, holes: [10])
+        let second = try TestImage.make(frames: 16, holes: [10], differing: [6])
+        #expect(first.indexDigest != second.indexDigest)
+        let registry = FakeRegistry()
+        registry.add(first, tag: "v1")
+        registry.add(second, tag: "v2")
+        let directory = TemporaryDirectory()
+        do {
+            let session = try openSession(registry, root: directory.path, tag: "v1")
+            defer { session.stop() }
+            _ = try session.disk.bytes(at: 0, count: first.disk.count)
+        }
+        registry.resetCounts()
+        let session = try openSession(registry, root: directory.path, tag: "v2")
+        defer { session.stop() }
+        #expect(try session.disk.bytes(at: 0, count: second.disk.count) == second.disk)
+        let calls = registry.rangeCalls
+        #expect(calls.count == 1, "only the frame that differs is fetched")
+        #expect(calls.first?.range == second.index.frames[6].location?.compressedRange)
+        #expect(session.disk.statistics.snapshot().sharedFrames == 14)
+    }
+
+    @Test func pinnedDigestsMountOfflineWithoutARefRecordAndUncachedTagsFailClearly() throws {
+        let image = try TestImage.make(frames: 4)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let store = MetadataStore(root: directory.path, logger: testLogger)
+        let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
+        let pinned = ImageLocator(registry: "fake:5000", repository: "vm/test", tag: nil, digest: SHA256Hasher.digest(image.manifestBytes))
+        _ = try resolver.resolve(pinned)
+
+        registry.setOffline(true)
+        registry.resetCounts()
+        let again = try resolver.resolve(pinned)
+        #expect(again.indexDigest == image.indexDigest)
+        #expect(registry.manifestCalls == 0, "a stored pinned manifest needs no registry")
+
+        #expect {
+            try resolver.resolve(ImageLocator(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil))
+        } throws: { error in
+            guard case .offline = error as? MountError else { return false }
+            return true
+        }
+    }
+
+    @Test func aDamagedStoredBlobIsDetectedAndFetchedAgain() throws {
+        let image = try TestImage.make(frames: 4)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let store = MetadataStore(root: directory.path, logger: testLogger)
+        let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
+        let locator = ImageLocator(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil)
+        _ = try resolver.resolve(locator)
+        let path = directory.path + "/blobs/sha256/" + image.indexDigest.hex
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: path))
+        registry.resetCounts()
+        let again = try resolver.resolve(locator)
+        #expect(again.index == image.index)
+        #expect(registry.blobCalls == [image.indexDigest])
+    }
+
+    @Test func sequentialReadsTriggerReadahead() throws {
+        let image = try TestImage.make(frames: 64, chunkFrames: 64)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        var options = LazyDiskOptions()
+        options.readaheadThreads = 1
+        let session = try openSession(registry, root: directory.path, options: options)
+        defer { session.stop() }
+        session.start()
+        for frame in 0..<4 {
+            _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
+        }
+        // Readahead runs in the background; give it a moment.
+        for _ in 0..<50 where session.disk.statistics.snapshot().readaheadFrames == 0 { usleep(20_000) }
+        #expect(session.disk.statistics.snapshot().readaheadFrames > 0)
+    }
+
+    @Test func prefetchFetchesTheWholeDiskWithinItsRate() throws {
+        let image = try TestImage.make(frames: 32, holes: [3], chunkFrames: 16)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path, prefetch: true)
+        defer { session.stop() }
+        session.start()
+        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
+        #expect(session.cacheComplete)
+        #expect(session.disk.statistics.snapshot().prefetchedFrames == 31)
+        registry.resetCounts()
+        #expect(try session.disk.bytes(at: 0, count: image.disk.count) == image.disk)
+        #expect(registry.rangeCalls.isEmpty)
+    }
+}

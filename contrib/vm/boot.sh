@@ -96,12 +96,13 @@ done
 extracted=$(now)
 
 # snapshot=on: writes go to a temporary overlay; file.locking=off: the disk may sit on a FUSE
-# mount that does not take locks, and nothing else opens it for writing.
+# mount that does not take locks, and nothing else opens it for writing. IMGFS_VM_DRIVE_OPTIONS
+# appends to -drive (e.g. cache=none, to read the disk with O_DIRECT).
 qemu-system-x86_64 "${accel_args[@]}" -m "$memory" -smp 1 \
     -nodefaults -no-user-config -display none -monitor none -no-reboot \
     -serial "file:$console_log" \
     -kernel "$work/kernel" -initrd "$work/initrd" -append "$cmdline" \
-    -drive "file=$disk,format=raw,if=virtio,snapshot=on,file.locking=off" \
+    -drive "file=$disk,format=raw,if=virtio,snapshot=on,file.locking=off${IMGFS_VM_DRIVE_OPTIONS:+,$IMGFS_VM_DRIVE_OPTIONS}" \
     > "$work/qemu.out" 2>&1 &
 qemu_pid=$!
 deadline=$(( $(date +%s) + timeout_s ))

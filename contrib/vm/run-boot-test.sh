@@ -65,6 +65,7 @@ for pass in cold warm; do
     [[ -f $mnt/disk.img && -f $mnt/config.json ]] || die "$pass: the mount has no disk.img or config.json"
     status=0
     seconds=$("$here/boot.sh" "$mnt/disk.img" --log "$work/console-$pass.log") || status=$?
+    sleep 1.2   # the daemon rewrites its status file every second
     "$imgfs" status --json "$mnt" > "$work/status-$pass.json" 2>/dev/null || true
     "$imgfs" umount "$mnt" || die "$pass: imgfs umount $mnt"
     if ((status != 0)); then

@@ -47,7 +47,7 @@ let package = Package(
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
         .target(name: "Convert", dependencies: ["Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
-        .testTarget(name: "MountTests", dependencies: ["Mount", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]

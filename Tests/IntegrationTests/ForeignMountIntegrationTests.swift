@@ -117,4 +117,28 @@ struct ForeignMountIntegrationTests {
         let cached = (try? FileManager.default.contentsOfDirectory(atPath: mount.cache + "/segments")) ?? []
         #expect(!cached.contains { $0.hasPrefix(hex) }, "nothing of the tampered layer is cached: \(cached)")
     }
+
+    @Test func withTheRegistryStoppedARemountServesTheCachedLayers() throws {
+        let scratch = try TestEnvironment.scratchDirectory("foreign-offline")
+        defer { TestEnvironment.remove(scratch) }
+        let registry = try PrivateRegistry(directory: scratch + "/registry")
+        defer { registry.stop() }
+        let source = try Self.sharedDisk.get()
+        let repository = TestEnvironment.repository("foreign-offline")
+        let peer = TestRegistry(address: registry.address, storageDirectory: registry.directory + "/data", logFile: registry.directory + "/registry.log")
+        try PeerImageFixtures(registry: peer).push(.lumeLegacy, disk: source, repository: repository, tag: "v1", partSize: Self.partSize)
+        let reference = "\(registry.address)/\(repository):v1"
+        let cache = scratch + "/cache"
+        do {
+            let mount = try MountedImage(reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+            defer { mount.unmount() }
+            try shell("cat \(mount.disk) > /dev/null", timeout: 600)
+        }
+        registry.stop()
+        // Manifest, legacy config blob, nvram and config.json from the metadata store; layers from the cache.
+        let mount = try MountedImage(reference, scratch: scratch, cache: cache)
+        defer { mount.unmount() }
+        try expectSameFiles(mount, source: source)
+        #expect(try mount.status().offline)
+    }
 }

@@ -160,7 +160,12 @@ public final class SegmentDisk: VirtualDisk {
         guard !isStopping else { throw .stopped }
         statistics.cacheMisses.add(1, ordering: .relaxed)
         let flight = flights.claim(segment, key: key, demand: true)
-        return try flights.wait(flight, timeout: options.readTimeout).get()
+        let file = try flights.wait(flight, timeout: options.readTimeout).get()
+        // A flight of another segment with this key verified another length claim: this one's is false.
+        guard file.length == segment.length else {
+            throw .foreign(.verification(SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: file.length)), attempts: 1))
+        }
+        return file
     }
 
     /// Fetches `segment` in the background unless it is cached, and waits for it (for prefetch).

@@ -221,7 +221,9 @@ import Verity
         let session = try openSession(registry, root: directory.path, prefetch: true)
         defer { session.stop() }
         session.start()
-        waitUntil { session.cacheComplete }
+        // The prefetcher stores a batch (setting its bits) before it counts it: the cache can be
+        // complete a moment before the counter says so. Wait for both.
+        waitUntil { session.cacheComplete && session.disk.statistics.snapshot().prefetchedFrames >= 31 }
         #expect(session.cacheComplete)
         #expect(session.disk.statistics.snapshot().prefetchedFrames == 31)
         registry.resetCounts()

@@ -57,6 +57,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Benchmark harness for contrib/bench: limits measured with imgfs's own libraries.
+        .executableTarget(name: "imgfs-bench", dependencies: ["ImageFormat", "Codec", "Verity", "Threading"]),
+
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),

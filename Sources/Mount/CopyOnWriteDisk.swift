@@ -229,7 +229,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    static func makeDirectory(_ path: String) throws(MountError) {
+    public static func makeDirectory(_ path: String) throws(MountError) {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component

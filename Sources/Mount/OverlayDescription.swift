@@ -12,13 +12,14 @@ public struct OverlayDescription: Codable, Sendable, Equatable {
     public var registry: String
     public var repository: String
     public var manifestDigest: String
-    public var indexDigest: String
+    /// The frame index digest (imgfs images only).
+    public var indexDigest: String?
     /// The reference as the user typed it (informational).
     public var reference: String
     public var diskSize: UInt64
     public var blockSize: Int
 
-    public init(registry: String, repository: String, manifestDigest: String, indexDigest: String, reference: String, diskSize: UInt64, blockSize: Int) {
+    public init(registry: String, repository: String, manifestDigest: String, indexDigest: String?, reference: String, diskSize: UInt64, blockSize: Int) {
         self.registry = registry
         self.repository = repository
         self.manifestDigest = manifestDigest

@@ -5,7 +5,7 @@ import Threading
 
 /// Writes a mount's status file once a second until stopped, then removes it.
 public final class StatusReporter: Sendable {
-    let session: MountSession
+    let session: any ServingSession
     let mountpoint: String
     let reference: String?
     let logFile: String?
@@ -15,7 +15,7 @@ public final class StatusReporter: Sendable {
     let stopped = Atomic<Bool>(false)
     let thread = Mutex<WorkerThread?>(nil)
 
-    public init(session: MountSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
+    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
         self.writableDirectory = writableDirectory
         self.session = session
         self.mountpoint = mountpoint

@@ -1,4 +1,5 @@
 import ImageFormat
+import SystemIO
 import Verity
 
 /// Puts encoded frames, in disk order, into chunk layers and the frame index.
@@ -9,7 +10,7 @@ import Verity
 final class ChunkAssembler {
     struct FinishedChunk {
         var layer: ChunkLayer
-        var spool: ChunkSpool
+        var spool: SpoolFile
     }
 
     private let geometry: DiskGeometry
@@ -28,7 +29,7 @@ final class ChunkAssembler {
 
     // The chunk being filled.
     private var chunkNumber = 0
-    private var spool: ChunkSpool?
+    private var spool: SpoolFile?
     private var compressedHasher = SHA256Hasher()
     private var uncompressedHasher = SHA256Hasher()
     private var uncompressedSize: UInt64 = 0
@@ -68,13 +69,17 @@ final class ChunkAssembler {
             entries.append((frame.digest, frame.isZero, number, stored.offset, stored.length))
             return
         }
-        let chunkSpool: ChunkSpool
-        if let spool { chunkSpool = spool } else {
-            chunkSpool = try ChunkSpool(directory: spoolDirectory)
-            spool = chunkSpool
+        let chunkSpool: SpoolFile
+        do throws(IOError) {
+            if let spool { chunkSpool = spool } else {
+                chunkSpool = try SpoolFile(directory: spoolDirectory, prefix: "imgfs-push")
+                spool = chunkSpool
+            }
+            try chunkSpool.append(member)
+        } catch {
+            throw PushError(error)
         }
-        let offset = UInt64(chunkSpool.size)
-        try chunkSpool.append(member)
+        let offset = UInt64(chunkSpool.size) - UInt64(member.count)
         compressedHasher.update(member)
         if frame.isZero {
             uncompressedHasher.updateZeros(count: frame.length)

@@ -110,10 +110,10 @@ struct MountCommand: ParsableCommand {
                 logger.info("cache evicted", metadata: ["frames": "\(report.framesEvicted)", "bytesAfter": "\(report.bytesAfter)"])
             }
         }
-        let resolved = session.resolved
+        let resolved = (manifestDigest: session.manifestDigest, offline: session.isOffline)
         if writable {
             // Refuse a layer written over another image here, where the user sees the message.
-            do { try Self.describeOverlay(directory: try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot), session: session, reference: self.reference) } catch {
+            do { try Self.describeOverlay(directory: try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot), session: session, reference: reference, typed: self.reference) } catch {
                 session.stop()
                 throw error
             }
@@ -147,11 +147,11 @@ struct MountCommand: ParsableCommand {
         }
         let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: pinned, offline: resolvedOffline, logger: logger)
         let stacked: StackedDisk
-        do { stacked = try stackedDisk(session: session, mountpoint: mountpoint, cacheRoot: cacheRoot, logger: logger) } catch {
+        do { stacked = try stackedDisk(session: session, reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, logger: logger) } catch {
             session.stop()
             throw error
         }
-        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.resolved.nvram, vmConfig: session.resolved.vmConfig, logger: logger)
+        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
         var options = FuseMountOptions()
         options.allowOther = allowOther
         let fuse: FuseMount
@@ -166,7 +166,7 @@ struct MountCommand: ParsableCommand {
         let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile,
                                       writableDirectory: stacked.writableDirectory, logger: logger)
         reporter.start()
-        logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.resolved.manifestDigest)",
+        logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
         if let readyFd { Daemon.signalReady(fd: readyFd) }
         defer {
@@ -178,7 +178,7 @@ struct MountCommand: ParsableCommand {
         try fuse.run()
     }
 
-    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> MountSession {
+    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> any ServingSession {
         var options = RegistryOptions()
         if registry.plainHTTP { options.plainHTTP = true }
         if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
@@ -190,13 +190,20 @@ struct MountCommand: ParsableCommand {
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)
         let resolver = ImageResolver(source: source, store: store, logger: logger)
-        var resolved = try resolver.resolve(ImageLocator(registry: reference.registry, repository: reference.repository,
-                                                         tag: reference.tag, digest: pinned ?? reference.digest))
-        resolved.offline = resolved.offline || offline
+        let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
+                                                               tag: reference.tag, digest: pinned ?? reference.digest))
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
-        return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        switch image {
+        case .imgfs(var resolved):
+            resolved.offline = resolved.offline || offline
+            return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        case .segments(var resolved):
+            // lume and tart images have no frame index: served whole layer by whole layer.
+            resolved.offline = resolved.offline || offline
+            return try SegmentSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        }
     }
 
     /// The mount point as an absolute path, checked to be an existing directory.

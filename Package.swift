@@ -23,6 +23,8 @@ let package = Package(
 
         // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
         .target(name: "Threading"),
+        // Small file-system helpers shared by the pipelines (spool files, typed errno errors).
+        .target(name: "SystemIO"),
         // Digests: SHA-256 and the fs-verity file digest.
         .target(name: "Verity", dependencies: ["COpenSSL"]),
         // Compression codecs: gzip members (libdeflate), streaming gunzip (zlib), Apple framed LZ4.
@@ -41,19 +43,22 @@ let package = Package(
         // The libfuse3 low-level daemon, generic over a read-only file tree.
         .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
         // The push pipeline: read, frame, compress, digest, upload.
-        .target(name: "Push", dependencies: ["Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Push", dependencies: ["SystemIO", "Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
         // imgfs pull: any format to a sparse, verified, resumable local VM directory.
         .target(name: "Pull", dependencies: ["Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
-        .target(name: "Convert", dependencies: ["Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Convert", dependencies: ["SystemIO", "Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        // Benchmark harness for contrib/bench: limits measured with imgfs's own libraries.
+        .executableTarget(name: "imgfs-bench", dependencies: ["ImageFormat", "Codec", "Verity", "Threading"]),
 
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
@@ -64,7 +69,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
-        .testTarget(name: "MountTests", dependencies: ["Mount", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]

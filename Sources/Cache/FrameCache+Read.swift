@@ -16,6 +16,19 @@ extension FrameCache {
         return count
     }
 
+    /// The data file's descriptor if every frame of `frames` is present (its bytes verified, or a
+    /// hole), else nil: then `[offset, end)` of the disk over those frames can be read from the
+    /// descriptor at the same offset. One lock for the whole range; for the read hit path.
+    /// The descriptor stays valid until `close()`.
+    public func presentDataDescriptor(frames: Range<Int>) -> Int32? {
+        guard frames.lowerBound >= 0, frames.upperBound <= geometry.frameCount else { return nil }
+        return state.withLock { s -> Int32? in
+            guard !s.closed else { return nil }
+            for frame in frames where !BitmapFormat.isSet(s.bits, frame) { return nil }
+            return data.rawValue
+        }
+    }
+
     /// The whole frame, or nil if it is not in the cache.
     public func readFrame(_ frame: Int) throws(CacheError) -> [UInt8]? {
         try checkFrame(frame)

@@ -2,6 +2,7 @@ import Codec
 import Fetch
 import Formats
 import Glibc
+import SystemIO
 import Logging
 import OCI
 import Push
@@ -67,7 +68,8 @@ struct PeerImageWriter {
 
     /// Reads, compresses, hashes and uploads one part.
     private func writePart(disk: any DiskSource, offset: UInt64, length: UInt64) throws(ConvertError) -> Part {
-        let spool = try Spool(directory: spoolDirectory)
+        let spool: SpoolFile
+        do { spool = try SpoolFile(directory: spoolDirectory, prefix: "imgfs-convert") } catch { throw .io(path: error.path, operation: error.operation, errno: error.errno) }
         let compressedHasher = SHA256Hasher(), uncompressedHasher = SHA256Hasher()
         let append: (UnsafeRawBufferPointer) throws -> Void = { bytes in
             compressedHasher.update(bytes)
@@ -105,6 +107,8 @@ struct PeerImageWriter {
             throw .push(error)
         } catch let error as ConvertError {
             throw error
+        } catch let error as IOError {
+            throw .io(path: error.path, operation: error.operation, errno: error.errno)
         } catch {
             throw .encode(offset: offset, "\(error)")
         }
@@ -135,51 +139,5 @@ struct PeerImageWriter {
             throw .registry(error)
         }
         return Descriptor(mediaType: .octetStream, digest: digest, size: Int64(bytes.count))
-    }
-}
-
-/// One compressed part on its way to the registry: an unlinked temporary file, so nothing is
-/// left behind on a crash and memory stays flat whatever the part size.
-final class Spool: @unchecked Sendable {
-    // Written by the one converting thread, then read by the uploader on the same thread.
-    private let fd: Int32
-    private(set) var size: Int64 = 0
-    let directory: String
-
-    init(directory: String) throws(ConvertError) {
-        var template = Array((directory + "/imgfs-convert-XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkstemp($0) } ?? -1 }
-        guard fd >= 0 else { throw .io(path: directory, operation: "create spool file", errno: errno) }
-        unlink(String(cString: template))
-        self.fd = fd
-        self.directory = directory
-    }
-
-    deinit { close(fd) }
-
-    func append(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, base + done, bytes.count - done, off_t(size) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ConvertError.io(path: directory, operation: "write spool file", errno: errno)
-            }
-            done += n
-        }
-        size += Int64(bytes.count)
-    }
-
-    func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        guard let base = buffer.baseAddress else { return 0 }
-        while true {
-            let n = pread(fd, base, min(buffer.count, Int(size - offset)), off_t(offset))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ConvertError.io(path: directory, operation: "read spool file", errno: errno)
-            }
-            return n
-        }
     }
 }

@@ -37,6 +37,21 @@ public struct FileEntry: Sendable, Equatable {
     }
 }
 
+/// A run of a file's bytes that lies, verbatim, in a local file the backend keeps open while
+/// mounted: FuseFS can then splice it to the kernel (page cache to `/dev/fuse`) instead of
+/// copying it through a buffer.
+public struct LocalExtent: Sendable, Equatable {
+    /// An open descriptor, valid until the mount ends. FuseFS only reads from it (`pread`, `splice`).
+    public var descriptor: Int32
+    /// Where the run starts in that descriptor's file.
+    public var offset: UInt64
+
+    public init(descriptor: Int32, offset: UInt64) {
+        self.descriptor = descriptor
+        self.offset = offset
+    }
+}
+
 /// Which boundary an `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` asks for.
 public enum SeekWhence: Sendable, Equatable {
     case data
@@ -73,6 +88,12 @@ public protocol FileSystemBackend: Sendable {
     /// of the file.
     func read(file: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FileSystemError) -> Int
 
+    /// Where all of `[offset, offset + count)` of an immutable `file` lies verbatim in a local
+    /// file, or nil to have FuseFS call ``read(file:offset:into:)``. Only bytes `read` would serve
+    /// may be named (for an image: verified frames). `count` never reaches past the end of the
+    /// file. Called on every read of an immutable file, so it must be cheap. The default is nil.
+    func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent?
+
     /// `SEEK_DATA` / `SEEK_HOLE`: the first data (or hole) offset at or after `offset`,
     /// or `nil` when there is none (`ENXIO`). The end of the file counts as a hole.
     func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64?
@@ -89,6 +110,8 @@ public protocol FileSystemBackend: Sendable {
 }
 
 extension FileSystemBackend {
+    public func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent? { nil }
+
     public func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int {
         throw .readOnly
     }

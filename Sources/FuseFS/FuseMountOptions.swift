@@ -22,6 +22,9 @@ public struct FuseMountOptions: Sendable, Equatable {
     public var immutableTimeout: Double = 86_400
     /// Attribute and entry cache lifetime for other files and the root, in seconds.
     public var mutableTimeout: Double = 1
+    /// Reply to reads of ``LocalExtent``s with `splice` (file to pipe to `/dev/fuse`), which
+    /// saves copying every byte through a user-space buffer.
+    public var spliceReplies: Bool = true
     /// Let one `/dev/fuse` descriptor per worker thread spread the request queue.
     public var cloneFD: Bool = true
     /// libfuse's own request trace, on stderr (`-d`).

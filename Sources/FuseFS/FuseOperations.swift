@@ -161,6 +161,12 @@ enum FuseOperations {
         if info.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
             info.want |= UInt32(FUSE_CAP_ASYNC_READ)
         }
+        // Replies from local files go file -> pipe -> /dev/fuse. Not SPLICE_MOVE: the pages
+        // belong to the cache file's page cache, and moving them buys nothing for reads.
+        if options.spliceReplies && info.capable & UInt32(FUSE_CAP_SPLICE_WRITE) != 0 {
+            info.want |= UInt32(FUSE_CAP_SPLICE_WRITE)
+        }
+        info.want &= ~UInt32(FUSE_CAP_SPLICE_MOVE)
         // Page-cache invalidation on size/mtime change only matters for mutable files;
         // immutable files never change, mutable ones change only through us.
         info.want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
@@ -311,6 +317,10 @@ enum FuseOperations {
                 return
             }
             count = Int(min(UInt64(size), entry.size - UInt64(offset)))
+            if count > 0, let extent = state.backend.localExtent(file: index, offset: UInt64(offset), count: count),
+               replyFromLocalFile(req, state, extent, count: count) {
+                return
+            }
         }
         state.readBuffers.withBuffer(count: count) { buffer in
             let produced: Int
@@ -325,6 +335,38 @@ enum FuseOperations {
                 return
             }
             fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), produced)
+        }
+    }
+
+    /// The fast path for bytes the backend has in a local file: large replies are spliced
+    /// (no copy through user space), small ones are one `pread` into this thread's buffer (libfuse
+    /// would not splice under two pages anyway, and would allocate a buffer for each).
+    /// Returns false, without replying, if the bytes could not be read; the caller then asks
+    /// the backend.
+    static func replyFromLocalFile(_ req: fuse_req_t, _ state: FuseSessionState, _ extent: LocalExtent, count: Int) -> Bool {
+        if count >= state.spliceMinimum && count <= state.spliceMaximum {
+            var vector = fuse_bufvec()
+            vector.count = 1
+            vector.idx = 0
+            vector.off = 0
+            vector.buf = fuse_buf(size: count, flags: fuse_buf_flags(rawValue: FUSE_BUF_IS_FD.rawValue | FUSE_BUF_FD_SEEK.rawValue),
+                                    mem: nil, fd: extent.descriptor, pos: off_t(extent.offset))
+            // fuse_reply_data replies exactly once either way: with the bytes, or with the
+            // errno of a failed read from the descriptor.
+            _ = fuse_reply_data(req, &vector, fuse_buf_copy_flags(rawValue: 0))
+            return true
+        }
+        return state.readBuffers.withBuffer(count: count) { buffer -> Bool in
+            guard let base = buffer.baseAddress else { return false }
+            var done = 0
+            while done < count {
+                let n = pread(extent.descriptor, base + done, count - done, off_t(extent.offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                done += n
+            }
+            fuse_reply_buf(req, base.assumingMemoryBound(to: CChar.self), count)
+            return true
         }
     }
 

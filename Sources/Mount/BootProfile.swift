@@ -1,10 +1,10 @@
 /// The boot profile layer (docs/FORMAT.md, "Boot profiles"): frame numbers in first-read order.
-enum BootProfile {
+public enum BootProfile {
     static let magic = Array("IMGFSPRF".utf8)
 
     /// The frames to prefetch first, without duplicates or numbers past `frameCount`;
     /// nil if the blob is not a version-1 profile.
-    static func decode(_ bytes: [UInt8], frameCount: Int) -> [Int]? {
+    public static func decode(_ bytes: [UInt8], frameCount: Int) -> [Int]? {
         guard bytes.count >= 16, Array(bytes[0..<8]) == magic, u32(bytes, 8) == 1 else { return nil }
         let count = Int(u32(bytes, 12))
         guard bytes.count == 16 + 4 * count else { return nil }

@@ -59,6 +59,11 @@ public final class ImageFileSystem: FileSystemBackend {
         }
     }
 
+    public func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent? {
+        guard files.indices.contains(file), case .disk(let disk) = files[file].content else { return nil }
+        return disk.localExtent(at: offset, count: count)
+    }
+
     public func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64? {
         guard files.indices.contains(file) else { throw .notFound }
         let size = files[file].entry.size

@@ -25,6 +25,8 @@ public enum MountError: Error, CustomStringConvertible {
     case cache(CacheError)
     /// The local metadata store failed.
     case io(operation: String, path: String, errno: Int32)
+    /// An image of another format (lume, tart), served layer by layer, could not be read.
+    case foreign(ForeignImageError)
     /// A frame's member could not be decompressed to its exact length.
     case corruptFrame(blob: Digest, frame: Int, reason: String)
     /// A frame's bytes did not match the index (after `attempts` tries).
@@ -52,6 +54,7 @@ public enum MountError: Error, CustomStringConvertible {
             "image index \(digest) has no linux/amd64 entry (it has: \(available))"
         case .cache(let error): "cache: \(error)"
         case .io(let operation, let path, let code): "\(operation) \(path): \(String(cString: strerror(code)))"
+        case .foreign(let error): "\(error)"
         case .corruptFrame(let blob, let frame, let reason): "frame \(frame) of blob \(blob) is corrupt: \(reason)"
         case .verification(let blob, let frame, let expected, let actual, let attempts):
             "frame \(frame) of blob \(blob) failed verification \(attempts) time(s): expected \(expected), got \(actual.map { "\($0)" } ?? "bytes of the wrong length")"

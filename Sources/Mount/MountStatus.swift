@@ -20,6 +20,8 @@ public struct MountStatus: Codable, Sendable {
     public var updatedAt: Double
     public var statistics: MountStatistics.Snapshot
     public var hitRatio: Double
+    /// The copy-on-write layer of a `--writable` mount (its `overlay.json` names the base image).
+    public var writableDirectory: String?
 
     public init(pid: Int32, mountpoint: String, reference: String, manifestDigest: String, cacheDirectory: String,
                 logFile: String?, diskSize: UInt64, totalFrames: Int, cachedFrames: Int, bytesCached: UInt64,

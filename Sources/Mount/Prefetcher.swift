@@ -57,6 +57,9 @@ public final class Prefetcher: Sendable {
             var bytes: Int64 = 0
             while cursor < order.count, batch.count < 64, bytes < batchBytes {
                 let frame = order[cursor]
+                // Profile frames go out in profile order: a batch is fetched in disk order, so it
+                // holds only an ascending run of them, and never mixes them with the sequential pass.
+                if let previous = batch.last, cursor <= profile.count, frame != previous + 1 { break }
                 cursor += 1
                 guard let location = index.frames[frame].location, !index.frames[frame].isHole,
                       !disk.cache.contains(frame), !disk.flights.isInFlight(frame) else { continue }

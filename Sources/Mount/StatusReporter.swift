@@ -5,16 +5,18 @@ import Threading
 
 /// Writes a mount's status file once a second until stopped, then removes it.
 public final class StatusReporter: Sendable {
-    let session: MountSession
+    let session: any ServingSession
     let mountpoint: String
     let reference: String?
     let logFile: String?
+    let writableDirectory: String?
     let logger: Logger
     let startedAt: Double
     let stopped = Atomic<Bool>(false)
     let thread = Mutex<WorkerThread?>(nil)
 
-    public init(session: MountSession, mountpoint: String, reference: String? = nil, logFile: String?, logger: Logger) {
+    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
+        self.writableDirectory = writableDirectory
         self.session = session
         self.mountpoint = mountpoint
         self.reference = reference
@@ -46,7 +48,8 @@ public final class StatusReporter: Sendable {
     }
 
     func writeOnce() {
-        let status = session.status(pid: getpid(), mountpoint: mountpoint, reference: reference, logFile: logFile, startedAt: startedAt, now: wallClock())
+        var status = session.status(pid: getpid(), mountpoint: mountpoint, reference: reference, logFile: logFile, startedAt: startedAt, now: wallClock())
+        status.writableDirectory = writableDirectory
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }

@@ -12,6 +12,9 @@ public protocol VirtualDisk: Sendable {
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(MountError) -> Int
     /// The next data (or hole) offset at or after `offset`; nil when there is no more data.
     func seek(from offset: UInt64, whence: SeekWhence) -> UInt64?
+    /// Where `[offset, offset + count)` lies verbatim in a local file, if all of it is verified
+    /// and cached, so FuseFS can splice it; nil sends the read through `read`.
+    func localExtent(at offset: UInt64, count: Int) -> LocalExtent?
     func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int
     /// Makes written data durable (fsync of disk.img).
     func flush() throws(MountError)
@@ -19,12 +22,25 @@ public protocol VirtualDisk: Sendable {
 
 extension VirtualDisk {
     public var isWritable: Bool { false }
+    public func localExtent(at offset: UInt64, count: Int) -> LocalExtent? { nil }
     public func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int { throw .readOnly }
     public func flush() throws(MountError) {}
 }
 
 extension LazyDisk: VirtualDisk {
     public var size: UInt64 { index.geometry.diskSize }
+
+    /// The cache hit path: one bitmap check under one lock. The cache's data file holds frame i
+    /// at the disk offset of frame i (holes punched), so a range whose frames all have their bit
+    /// set is served from the same offset of that file; a bit is set only after verification.
+    public func localExtent(at offset: UInt64, count: Int) -> LocalExtent? {
+        guard count > 0, offset < size, UInt64(count) <= size - offset else { return nil }
+        let frames = geometry.frames(covering: offset, length: count)
+        guard let descriptor = cache.presentDataDescriptor(frames: frames) else { return nil }
+        scheduleReadahead(after: frames)
+        statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
+        return LocalExtent(descriptor: descriptor, offset: offset)
+    }
 
     /// Holes at frame granularity, from the index's hole flags: what `cp --sparse=always` and
     /// `qemu-img map` use to skip zeros without reading them.

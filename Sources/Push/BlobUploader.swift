@@ -1,6 +1,7 @@
 import Fetch
 import Logging
 import Synchronization
+import SystemIO
 import Threading
 import Verity
 
@@ -8,7 +9,7 @@ import Verity
 final class BlobUploader: Sendable {
     enum Body: Sendable {
         case bytes([UInt8])
-        case spool(ChunkSpool)
+        case spool(SpoolFile)
     }
 
     struct Job: Sendable {

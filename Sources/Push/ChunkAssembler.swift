@@ -1,4 +1,5 @@
 import ImageFormat
+import SystemIO
 import Verity
 
 /// Puts encoded frames, in disk order, into chunk layers and the frame index.
@@ -9,7 +10,7 @@ import Verity
 final class ChunkAssembler {
     struct FinishedChunk {
         var layer: ChunkLayer
-        var spool: ChunkSpool
+        var spool: SpoolFile
     }
 
     private let geometry: DiskGeometry
@@ -18,6 +19,9 @@ final class ChunkAssembler {
     private let spoolDirectory: String
     private let fsverity = FSVerityHasher()
     private let onChunk: (FinishedChunk) throws(PushError) -> Void
+    private let base: PushBase?
+    /// Chunk layers taken unchanged from `base` (not handed to `onChunk`, so never uploaded).
+    private(set) var reusedChunks = [ChunkLayer]()
 
     /// Per frame: digest, hole flag, and (chunk number, offset, length) if stored.
     private var entries = [(digest: Digest, isHole: Bool, chunk: Int?, offset: UInt64, length: UInt32)]()
@@ -25,14 +29,15 @@ final class ChunkAssembler {
 
     // The chunk being filled.
     private var chunkNumber = 0
-    private var spool: ChunkSpool?
+    private var spool: SpoolFile?
     private var compressedHasher = SHA256Hasher()
     private var uncompressedHasher = SHA256Hasher()
     private var uncompressedSize: UInt64 = 0
     private var storedInChunk = [Digest: (offset: UInt64, length: UInt32)]()
 
     init(geometry: DiskGeometry, chunkSize: UInt64, layout: FrameIndex.Layout, spoolDirectory: String,
-         onChunk: @escaping (FinishedChunk) throws(PushError) -> Void) {
+         base: PushBase? = nil, onChunk: @escaping (FinishedChunk) throws(PushError) -> Void) {
+        self.base = base
         self.geometry = geometry
         self.layout = layout
         self.framesPerChunk = layout == .singleLayer ? max(1, geometry.frameCount) : Int(chunkSize / UInt64(geometry.frameSize))
@@ -64,13 +69,17 @@ final class ChunkAssembler {
             entries.append((frame.digest, frame.isZero, number, stored.offset, stored.length))
             return
         }
-        let chunkSpool: ChunkSpool
-        if let spool { chunkSpool = spool } else {
-            chunkSpool = try ChunkSpool(directory: spoolDirectory)
-            spool = chunkSpool
+        let chunkSpool: SpoolFile
+        do throws(IOError) {
+            if let spool { chunkSpool = spool } else {
+                chunkSpool = try SpoolFile(directory: spoolDirectory, prefix: "imgfs-push")
+                spool = chunkSpool
+            }
+            try chunkSpool.append(member)
+        } catch {
+            throw PushError(error)
         }
-        let offset = UInt64(chunkSpool.size)
-        try chunkSpool.append(member)
+        let offset = UInt64(chunkSpool.size) - UInt64(member.count)
         compressedHasher.update(member)
         if frame.isZero {
             uncompressedHasher.updateZeros(count: frame.length)
@@ -120,6 +129,23 @@ final class ChunkAssembler {
         let lastFrame = min(geometry.frameCount, firstFrame + framesPerChunk) - 1
         let diskOffset = geometry.offset(ofFrame: firstFrame)
         let diskEnd = geometry.offset(ofFrame: lastFrame) + UInt64(geometry.length(ofFrame: lastFrame))
+        if let base, let reused = base.reusableLayer(chunk: chunkNumber, frames: firstFrame..<lastFrame + 1,
+                                                     digest: { entries[$0].digest }, isHole: { entries[$0].isHole }) {
+            // Unchanged since the base: its members, not the ones just encoded (the compression
+            // level may differ), and no upload. The spool is dropped by the defer above.
+            for frame in firstFrame...lastFrame {
+                if let location = base.index.frames[frame].location {
+                    entries[frame].chunk = chunkNumber
+                    entries[frame].offset = location.compressedOffset
+                    entries[frame].length = location.compressedLength
+                } else {
+                    entries[frame].chunk = nil
+                }
+            }
+            chunks.append(reused)
+            reusedChunks.append(reused)
+            return
+        }
         let layer = ChunkLayer(number: chunkNumber, digest: compressedHasher.finalize(), compressedSize: spool.size,
                                diskOffset: diskOffset, diskLength: diskEnd - diskOffset,
                                uncompressedSize: uncompressedSize, uncompressedDigest: uncompressedHasher.finalize())

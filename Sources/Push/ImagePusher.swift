@@ -18,6 +18,8 @@ public struct PushResult: Sendable, Codable {
     public var blobsUploaded: Int
     public var blobsSkipped: Int
     public var bytesUploaded: Int64
+    /// Chunk layers re-used unchanged from the base image (push of a writable mount).
+    public var chunkLayersReused: Int = 0
 }
 
 /// `imgfs push`: reads a disk once, frames and compresses it on every core, and uploads
@@ -40,16 +42,20 @@ public final class ImagePusher: Sendable {
         self.logger = logger
     }
 
-    public func push(_ source: PushSource, tag: String) throws(PushError) -> PushResult {
+    /// - Parameters:
+    ///   - base: the image a written disk came from; its unchanged chunk layers are re-used.
+    ///   - bootProfile: a boot profile layer (docs/FORMAT.md, "Boot profiles") to store.
+    public func push(_ source: PushSource, tag: String, base: PushBase? = nil, bootProfile: [UInt8]? = nil) throws(PushError) -> PushResult {
         let disk = try SourceFile(path: source.diskPath)
         let nvram = try source.nvramPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
         let vmConfig = try source.vmConfigPath.map { (path) throws(PushError) in try SourceFile.readAll(path, limit: FormatLimits.maximumSmallBlobSize) }
-        return try push(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag)
+        return try push(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag, base: base, bootProfile: bootProfile)
     }
 
     /// Pushes any disk source (a file, or another image decoded as it streams) with its small
     /// files; `annotations` are added to the manifest (convert keeps the peers' metadata).
-    public func push(disk: any DiskSource, nvram: [UInt8]?, vmConfig: [UInt8]?, tag: String, annotations: [String: String] = [:]) throws(PushError) -> PushResult {
+    public func push(disk: any DiskSource, nvram: [UInt8]?, vmConfig: [UInt8]?, tag: String, annotations: [String: String] = [:],
+                     base: PushBase? = nil, bootProfile: [UInt8]? = nil) throws(PushError) -> PushResult {
         try checkRegistry()
 
         let geometry: DiskGeometry
@@ -64,7 +70,7 @@ public final class ImagePusher: Sendable {
                                     progress: progress, failure: failure, logger: logger)
         let layout: FrameIndex.Layout = options.singleLayer ? .singleLayer : .multiLayer
         let assembler = ChunkAssembler(geometry: geometry, chunkSize: options.chunkSize, layout: layout,
-                                       spoolDirectory: options.spoolDirectory) { chunk throws(PushError) in
+                                       spoolDirectory: options.spoolDirectory, base: base) { chunk throws(PushError) in
             uploader.submit(.init(digest: chunk.layer.digest, size: chunk.layer.compressedSize, body: .spool(chunk.spool)))
             try failure.check()
         }
@@ -102,12 +108,14 @@ public final class ImagePusher: Sendable {
         }
         let nvramDescriptor = smallLayer(nvram, .imgfsNVRAM, "nvram.bin")
         let vmConfigDescriptor = smallLayer(vmConfig, .imgfsVMConfig, "config.json")
+        let profileDescriptor = smallLayer(bootProfile, .imgfsBootProfile, "boot-profile")
         try uploader.finish()
+        if let base { try makePresent(assembler.reusedChunks, from: base) }
 
         var manifest = ImgfsImage.makeManifest(
             config: config, fsverityDigest: encoded.fsverity, configDescriptor: configDescriptor,
             index: ImgfsImage.titled(.imgfsIndex, digest: indexDigest, size: Int64(indexBytes.count), title: "disk.img.index"),
-            chunks: encoded.chunks, nvram: nvramDescriptor, vmConfig: vmConfigDescriptor, bootProfile: nil)
+            chunks: encoded.chunks, nvram: nvramDescriptor, vmConfig: vmConfigDescriptor, bootProfile: profileDescriptor)
         if !annotations.isEmpty {
             // imgfs's own keys win: they describe this encoding, the extra ones the VM.
             manifest.annotations = (manifest.annotations ?? [:]).merging(annotations) { own, _ in own }
@@ -125,7 +133,22 @@ public final class ImagePusher: Sendable {
             chunkLayers: encoded.chunks.count, fsverityDigest: encoded.fsverity,
             blobsUploaded: progress.blobsUploaded.load(ordering: .relaxed),
             blobsSkipped: progress.blobsSkipped.load(ordering: .relaxed),
-            bytesUploaded: progress.uploadedBytes.load(ordering: .relaxed))
+            bytesUploaded: progress.uploadedBytes.load(ordering: .relaxed),
+            chunkLayersReused: assembler.reusedChunks.count)
+    }
+
+    /// Re-used chunk layers must be in the target repository before the manifest names them:
+    /// already there when pushing to the base's repository, else mounted from it (no bytes move).
+    private func makePresent(_ layers: [ChunkLayer], from base: PushBase) throws(PushError) {
+        for layer in Set(layers.map(\.digest)) {
+            do {
+                if try client.blobSize(repository, digest: layer) != nil { continue }
+                if base.repository != repository, try client.mountBlob(repository, digest: layer, from: base.repository) { continue }
+            } catch {
+                throw .registry(error)
+            }
+            throw .source("chunk layer \(layer) of the base image is not in \(repository) and could not be mounted from \(base.repository)")
+        }
     }
 
     /// Fails fast, before the disk is read, when the registry is down or refuses the credentials.

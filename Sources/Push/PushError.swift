@@ -2,6 +2,7 @@ import Fetch
 import ImageFormat
 import Codec
 import Glibc
+import SystemIO
 
 /// Why a push failed, with the file, offset or blob at fault. Rendered once by the command line.
 public enum PushError: Error, CustomStringConvertible {
@@ -14,6 +15,10 @@ public enum PushError: Error, CustomStringConvertible {
     case invalidOption(String)
     /// A streaming source (convert) failed: its own error, rendered as is.
     case source(String)
+
+    init(_ error: IOError) {
+        self = .io(path: error.path, operation: error.operation, offset: error.offset, errno: error.errno)
+    }
 
     public var description: String {
         switch self {

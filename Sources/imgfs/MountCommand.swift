@@ -54,6 +54,15 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root).")
     var allowOther = false
 
+    @Flag(help: "Give the VM a copy-on-write disk.img: written blocks stay in a local layer (--writable-dir), unwritten ones come from the image. `imgfs push MOUNTPOINT REF` uploads the written disk, re-using the image's unchanged chunk layers.")
+    var writable = false
+
+    @Option(help: ArgumentHelp("The written disk's directory (default: <cache-dir>/writable/<mountpoint>); mounting the same image with it again continues that disk.", valueName: "dir"))
+    var writableDir: String?
+
+    @Option(help: ArgumentHelp("Record the order in which frames are first read to FILE (a boot profile for `imgfs push --profile`); written every few seconds and at unmount.", valueName: "file"))
+    var recordProfile: String?
+
     @Option(help: .hidden)
     var readyFd: Int32?
 
@@ -101,7 +110,14 @@ struct MountCommand: ParsableCommand {
                 logger.info("cache evicted", metadata: ["frames": "\(report.framesEvicted)", "bytesAfter": "\(report.bytesAfter)"])
             }
         }
-        let resolved = session.resolved
+        let resolved = (manifestDigest: session.manifestDigest, offline: session.isOffline)
+        if writable {
+            // Refuse a layer written over another image here, where the user sees the message.
+            do { try Self.describeOverlay(directory: try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot), session: session, reference: reference, typed: self.reference) } catch {
+                session.stop()
+                throw error
+            }
+        }
         session.stop()
         try LocalDirectories.make(parentOf: logFile)
 
@@ -112,6 +128,8 @@ struct MountCommand: ParsableCommand {
         if noPrefetch { arguments.append("--no-prefetch") }
         if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
         if allowOther { arguments.append("--allow-other") }
+        if writable { arguments += ["--writable", "--writable-dir", try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)] }
+        if let recordProfile { arguments += ["--record-profile", try absolute(recordProfile)] }
         arguments += registry.passThroughArguments()
         closeInheritedDescriptorsOnExec()
         let child = try Daemon.spawnSelf(arguments: arguments, logFile: logFile)
@@ -128,30 +146,39 @@ struct MountCommand: ParsableCommand {
             do { return try Digest(parsing: text) } catch { throw ValidationError("--resolved-manifest: \(error)") }
         }
         let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: pinned, offline: resolvedOffline, logger: logger)
-        let fileSystem = ImageFileSystem(session: session, logger: logger)
+        let stacked: StackedDisk
+        do { stacked = try stackedDisk(session: session, reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, logger: logger) } catch {
+            session.stop()
+            throw error
+        }
+        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
         var options = FuseMountOptions()
         options.allowOther = allowOther
         let fuse: FuseMount
         do { fuse = try FuseMount(mountpoint: mountpoint, backend: fileSystem, options: options, logger: logger) } catch {
+            stacked.stop()
             session.stop()
             throw error
         }
         try fuse.installSignalHandlers()
         session.start()
-        let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile, logger: logger)
+        stacked.start()
+        let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile,
+                                      writableDirectory: stacked.writableDirectory, logger: logger)
         reporter.start()
-        logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.resolved.manifestDigest)",
+        logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
         if let readyFd { Daemon.signalReady(fd: readyFd) }
         defer {
             reporter.stop()
+            stacked.stop()
             session.stop()
             logger.info("stopped", metadata: ["mountpoint": "\(mountpoint)"])
         }
         try fuse.run()
     }
 
-    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> MountSession {
+    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> any ServingSession {
         var options = RegistryOptions()
         if registry.plainHTTP { options.plainHTTP = true }
         if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
@@ -163,13 +190,20 @@ struct MountCommand: ParsableCommand {
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)
         let resolver = ImageResolver(source: source, store: store, logger: logger)
-        var resolved = try resolver.resolve(ImageLocator(registry: reference.registry, repository: reference.repository,
-                                                         tag: reference.tag, digest: pinned ?? reference.digest))
-        resolved.offline = resolved.offline || offline
+        let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
+                                                               tag: reference.tag, digest: pinned ?? reference.digest))
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
-        return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        switch image {
+        case .imgfs(var resolved):
+            resolved.offline = resolved.offline || offline
+            return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        case .segments(var resolved):
+            // lume and tart images have no frame index: served whole layer by whole layer.
+            resolved.offline = resolved.offline || offline
+            return try SegmentSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+        }
     }
 
     /// The mount point as an absolute path, checked to be an existing directory.

@@ -8,7 +8,9 @@ struct PushCommand: ParsableCommand {
         abstract: "Upload a VM image to a registry in the imgfs format.",
         discussion: """
         SOURCE is a VM directory (disk.img, and optionally nvram.bin and config.json) or one raw \
-        disk image file. The disk is read once: holes and all-zero frames are skipped, frames are \
+        disk image file. SOURCE may be the mount point of an `imgfs mount --writable`: the written \
+        disk is pushed cut as its base image was, and chunk layers without changes are re-used \
+        from the base image instead of being uploaded. The disk is read once: holes and all-zero frames are skipped, frames are \
         compressed on every core, and chunk layers upload while the disk is still being read. \
         Blobs the registry already has are not uploaded again, so re-pushing an edited disk \
         uploads only the chunks that changed.
@@ -42,6 +44,9 @@ struct PushCommand: ParsableCommand {
     @Option(help: "Compression threads (default: every core).")
     var threads: Int?
 
+    @Option(help: ArgumentHelp("Store this boot profile (from `imgfs mount --record-profile`) in the image; mounts prefetch its frames first.", valueName: "file"))
+    var profile: String?
+
     @Flag(name: .shortAndLong, help: "No progress display.")
     var quiet = false
 
@@ -74,6 +79,9 @@ struct PushCommand: ParsableCommand {
         do {
             let source = try PushSource.resolve(self.source)
             let client = registry.client(for: reference, logger: logger)
+            let bootProfile = try profile.map { try readBootProfile($0) }
+            let base = try writableMountBase(source: self.source, target: reference, client: client, logger: logger)
+            if let base { options = base.options(from: options) }
             let pusher = try ImagePusher(client: client, repository: reference.repository, options: options, logger: logger)
             let progress = pusher.progress
             let display = ProgressDisplay(label: "push", quiet: quiet) {
@@ -84,7 +92,7 @@ struct PushCommand: ParsableCommand {
             }
             let result: PushResult
             do {
-                result = try pusher.push(source, tag: reference.tag ?? "latest")
+                result = try pusher.push(source, tag: reference.tag ?? "latest", base: base, bootProfile: bootProfile)
             } catch {
                 display.stop()
                 throw error

@@ -206,8 +206,10 @@ import Verity
         for frame in 0..<4 {
             _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
         }
-        // Readahead runs in the background; give it a moment.
-        for _ in 0..<50 where session.disk.statistics.snapshot().readaheadFrames == 0 { usleep(20_000) }
+        // Readahead runs in the background, and stores (with fdatasync) before it counts: wait for
+        // it however slow the machine is (a loaded machine once took longer than the 1 s this
+        // used to allow); the bound only keeps a broken readahead from hanging the suite.
+        waitUntil { session.disk.statistics.snapshot().readaheadFrames > 0 }
         #expect(session.disk.statistics.snapshot().readaheadFrames > 0)
     }
 
@@ -219,11 +221,20 @@ import Verity
         let session = try openSession(registry, root: directory.path, prefetch: true)
         defer { session.stop() }
         session.start()
-        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
+        // The prefetcher stores a batch (setting its bits) before it counts it: the cache can be
+        // complete a moment before the counter says so. Wait for both.
+        waitUntil { session.cacheComplete && session.disk.statistics.snapshot().prefetchedFrames >= 31 }
         #expect(session.cacheComplete)
         #expect(session.disk.statistics.snapshot().prefetchedFrames == 31)
         registry.resetCounts()
         #expect(try session.disk.bytes(at: 0, count: image.disk.count) == image.disk)
         #expect(registry.rangeCalls.isEmpty)
     }
+}
+
+/// Polls `condition` until it holds, for at most `limit` seconds: background work is waited for,
+/// never timed (a slow machine makes it slow, not wrong).
+func waitUntil(limit: Double = 120, _ condition: () -> Bool) {
+    let deadline = Date().addingTimeInterval(limit)
+    while !condition() && Date() < deadline { usleep(10_000) }
 }

@@ -1,0 +1,108 @@
+import Formats
+import Glibc
+import Logging
+import Verity
+
+extension SegmentDisk {
+    /// Fetches, decodes and verifies one whole layer into the store, retrying up to
+    /// `fetchAttempts` times. Runs on a fetch thread; completes exactly one flight.
+    func fetch(_ segment: Segment, key: SegmentKey, demanded: Bool) -> Result<VerifiedSegmentFile, MountError> {
+        // Another flight (or another mount sharing the cache) may have finished it meanwhile.
+        do {
+            if let file = try store.open(key, length: segment.length, layer: segment.name) { return .success(file) }
+        } catch {
+            return .failure(error)
+        }
+        var last: MountError = .stopped
+        for attempt in 1...max(1, options.fetchAttempts) {
+            guard !isStopping else { return .failure(.stopped) }
+            do {
+                let file = try fetchOnce(segment, key: key, attempt: attempt)
+                statistics.framesFetched.add(1, ordering: .relaxed)
+                if !demanded { statistics.prefetchedFrames.add(1, ordering: .relaxed) }
+                logger.debug("layer fetched and verified", metadata: ["layer": "\(segment.name)", "bytes": "\(segment.length)"])
+                return .success(file)
+            } catch {
+                last = error
+                if case .stopped = error { return .failure(error) }
+                if case .foreign(.verification) = error { statistics.verificationFailures.add(1, ordering: .relaxed) }
+                logger.warning("layer fetch failed", metadata: [
+                    "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempt": "\(attempt)", "error": "\(error)"])
+                if attempt < options.fetchAttempts { usleep(UInt32(100_000 * attempt)) }
+            }
+        }
+        logger.error("layer failed on every attempt; reads in it fail with EIO", metadata: [
+            "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempts": "\(options.fetchAttempts)", "error": "\(last)"])
+        return .failure(last)
+    }
+
+    /// One try: stream the blob in range requests through the decoder into a sparse partial
+    /// file; on success make it durable and rename it to its final name (what marks it verified).
+    func fetchOnce(_ segment: Segment, key: SegmentKey, attempt: Int) throws(MountError) -> VerifiedSegmentFile {
+        let partial = store.partialPath(key)
+        let final = store.finalPath(key)
+        func ioError(_ operation: String, _ path: String) -> MountError {
+            .foreign(.cacheIO(layer: segment.name, operation: operation, path: path, errno: errno))
+        }
+        let fd = open(partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ioError("create", partial) }
+        var isOpen = true
+        var renamed = false
+        defer {
+            if isOpen { close(fd) }
+            if !renamed { unlink(partial) }
+        }
+        // The full length first, so that blocks the writer skips are holes that read as zeros.
+        guard ftruncate(fd, off_t(segment.length)) == 0 else { throw ioError("truncate", partial) }
+
+        let decoder: SegmentDecoder
+        do { decoder = try SegmentDecoder(segment: segment) } catch { throw .foreign(.verification(error, attempts: attempt)) }
+        let writer = SparseWriter(fd: fd, base: segment.diskOffset, path: partial, layer: segment.name)
+        var position: Int64 = 0
+        while position < segment.blob.size {
+            guard !isStopping else { throw .stopped }
+            let range = position..<min(segment.blob.size, position + max(4096, options.requestBytes))
+            let bytes = try request(segment, range: range)
+            let fed = bytes.withUnsafeBytes { raw in
+                Result { () throws(SegmentError) in
+                    try decoder.feed(raw) { diskOffset, decoded in try writer.write(decoded, atDiskOffset: diskOffset) }
+                }
+            }
+            if case .failure(let error) = fed {
+                // The writer's own failures (disk full) are not the layer's fault.
+                if case .output(let inner) = error.kind, let local = inner as? MountError { throw local }
+                throw .foreign(.verification(error, attempts: attempt))
+            }
+            position = range.upperBound
+        }
+        do { try decoder.finish() } catch { throw .foreign(.verification(error, attempts: attempt)) }
+
+        guard fsync(fd) == 0 else { throw ioError("fsync", partial) }
+        close(fd)
+        isOpen = false
+        guard rename(partial, final) == 0 else { throw ioError("rename", final) }
+        renamed = true
+        LocalFiles.syncDirectory(of: final)
+        guard let file = try store.open(key, length: segment.length, layer: segment.name) else {
+            throw .foreign(.cacheIO(layer: segment.name, operation: "reopen", path: final, errno: ENOENT))
+        }
+        return file
+    }
+
+    /// One range request of the layer's blob, counted in the statistics.
+    private func request(_ segment: Segment, range: Range<Int64>) throws(MountError) -> [UInt8] {
+        statistics.requestStarted()
+        defer { statistics.requestsInFlight.subtract(1, ordering: .relaxed) }
+        let bytes: [UInt8]
+        do { bytes = try source.blob(segment.blob.digest, range: range) } catch {
+            throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
+        }
+        statistics.rangeRequests.add(1, ordering: .relaxed)
+        statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
+        guard Int64(bytes.count) == Int64(range.count) else {
+            throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range,
+                                  SourceError(.other, "the registry returned \(bytes.count) bytes for a range of \(range.count)")))
+        }
+        return bytes
+    }
+}

@@ -1,0 +1,202 @@
+import Formats
+import FuseFS
+import Glibc
+import Logging
+import Synchronization
+import Threading
+import Verity
+
+/// Tunables of the whole-layer read path.
+public struct SegmentDiskOptions: Sendable {
+    /// Tries per layer before reads in it fail with EIO (a layer that fails verification is fetched again).
+    public var fetchAttempts = 3
+    /// The longest a read waits for its layer. Longer than `LazyDiskOptions.readTimeout`: a read
+    /// here waits for a whole layer (tart's are 512 MiB), not for one frame. The fetch goes on
+    /// after a read gives up, so a later read finds the layer cached.
+    public var readTimeout: Double = 120
+    /// Threads fetching layers; each streams one layer at a time.
+    public var fetchThreads = 2
+    /// Range request size while streaming a layer: bounds the memory a fetch holds.
+    public var requestBytes: Int64 = 8 * 1024 * 1024
+
+    public init() {}
+}
+
+/// The disk of an image without a frame index (lume OCI, lume legacy, tart), served lazily at
+/// whole-layer granularity. Safe to call from many FUSE threads at once.
+///
+/// A read of `[offset, offset + size)`:
+/// 1. disk bytes in no segment are zeros (and holes for `SEEK_HOLE`);
+/// 2. a segment whose verified file is in the `SegmentStore` is read from it;
+/// 3. otherwise the read claims the segment's flight in `SegmentFlights` and waits (bounded) while
+///    a fetch thread streams the whole blob through `SegmentDecoder` into a sparse partial file,
+///    checks the compressed digest, decoded length and uncompressed digest, and renames the file
+///    into place. Unverified bytes are never read back: only the renamed file is opened.
+///
+/// A layer that fails is retried `fetchAttempts` times, then reads in it fail with EIO; other
+/// layers are unaffected.
+public final class SegmentDisk: VirtualDisk {
+    public let layout: DiskLayout
+    public let statistics: MountStatistics
+    let store: SegmentStore
+    let source: any BlobSource
+    let options: SegmentDiskOptions
+    let logger: Logger
+    let flights = SegmentFlights()
+    /// Verified files opened so far, by key; kept open until the disk is released.
+    /// Lock order: a leaf (taken alone, never while holding the flights' monitor).
+    let files = Mutex<[SegmentKey: VerifiedSegmentFile]>([:])
+    let workers = Mutex<[WorkerThread]>([])
+    let stopping = Atomic<Bool>(false)
+
+    public init(layout: DiskLayout, cacheRoot: String, source: any BlobSource, statistics: MountStatistics = MountStatistics(),
+                options: SegmentDiskOptions = SegmentDiskOptions(), logger: Logger) throws(MountError) {
+        if let framed = layout.segments.first(where: { $0.codec == .imgfsFrames }) {
+            throw .foreign(.layout(.badLayer(layer: framed.name, reason: "imgfs chunk layers are served frame by frame, not as whole layers")))
+        }
+        self.layout = layout
+        self.store = try SegmentStore(cacheRoot: cacheRoot, logger: logger)
+        self.source = source
+        self.statistics = statistics
+        self.options = options
+        self.logger = logger
+    }
+
+    public var size: UInt64 { layout.diskSize }
+
+    /// Starts the fetch threads. Reads before `start` wait until their timeout.
+    public func start() {
+        let threads = (0..<max(1, options.fetchThreads)).map { i in
+            WorkerThread(name: "layer-fetch-\(i)") { [self] in
+                while let flight = flights.next() {
+                    let result = fetch(flight.segment, key: flight.key, demanded: flight.demanded)
+                    if case .success(let file) = result { files.withLock { $0[flight.key] = file } }
+                    flights.complete(flight, result)
+                }
+            }
+        }
+        workers.withLock { $0 = threads }
+    }
+
+    /// Stops fetching and waits for the fetch threads; waiting readers get errors.
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        flights.close()
+        let threads = workers.withLock { threads in
+            defer { threads = [] }
+            return threads
+        }
+        for thread in threads { thread.join() }
+    }
+
+    public var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    // MARK: - Reading
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(MountError) -> Int {
+        guard offset < size, buffer.count > 0 else { return 0 }
+        let length = Int(min(UInt64(buffer.count), size - offset))
+        let end = offset + UInt64(length)
+        do throws(MountError) {
+            var position = offset
+            for segment in layout.segments(overlapping: offset..<end) where segment.length > 0 {
+                if segment.diskOffset > position {
+                    zero(buffer, Int(position - offset)..<Int(segment.diskOffset - offset))
+                    position = segment.diskOffset
+                }
+                let upTo = min(end, segment.diskRange.upperBound)
+                let file = try verifiedFile(for: segment)
+                try file.read(at: position - segment.diskOffset,
+                              into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)..<Int(upTo - offset)]),
+                              layer: segment.name)
+                position = upTo
+            }
+            if position < end { zero(buffer, Int(position - offset)..<length) }
+            return length
+        } catch {
+            statistics.readErrors.add(1, ordering: .relaxed)
+            logger.error("read failed", metadata: [
+                "offset": "\(offset)", "size": "\(length)", "error": "\(error)",
+                "blob": "\(error.foreignBlob.map { "\($0)" } ?? "-")"])
+            throw error
+        }
+    }
+
+    private func zero(_ buffer: UnsafeMutableRawBufferPointer, _ range: Range<Int>) {
+        UnsafeMutableRawBufferPointer(rebasing: buffer[range]).initializeMemory(as: UInt8.self, repeating: 0)
+    }
+
+    /// Holes are the disk ranges no segment covers; everything a segment covers is data.
+    public func seek(from offset: UInt64, whence: SeekWhence) -> UInt64? {
+        guard offset < size else { return nil }
+        switch whence {
+        case .data:
+            if let segment = layout.segment(containing: offset), segment.length > 0 { return offset }
+            let next = layout.segments(overlapping: offset..<size).first { $0.length > 0 && $0.diskOffset >= offset }
+            return next.map { $0.diskOffset }
+        case .hole:
+            var position = offset
+            // Adjacent segments leave no hole between them: follow them to the first gap.
+            while let segment = layout.segment(containing: position), segment.length > 0 {
+                position = segment.diskRange.upperBound
+                if position >= size { return size }
+            }
+            return position
+        }
+    }
+
+    /// The verified file of `segment`: already open, in the store, or fetched now (bounded wait).
+    func verifiedFile(for segment: Segment) throws(MountError) -> VerifiedSegmentFile {
+        let key = SegmentKey(segment)
+        if let file = files.withLock({ $0[key] }), file.length == segment.length {
+            statistics.cacheHits.add(1, ordering: .relaxed)
+            return file
+        }
+        if let file = try store.open(key, length: segment.length, layer: segment.name) {
+            files.withLock { $0[key] = file }
+            statistics.cacheHits.add(1, ordering: .relaxed)
+            return file
+        }
+        guard !isStopping else { throw .stopped }
+        statistics.cacheMisses.add(1, ordering: .relaxed)
+        let flight = flights.claim(segment, key: key, demand: true)
+        let file = try flights.wait(flight, timeout: options.readTimeout).get()
+        // A flight of another segment with this key verified another length claim: this one's is false.
+        guard file.length == segment.length else {
+            throw .foreign(.verification(SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: file.length)), attempts: 1))
+        }
+        return file
+    }
+
+    /// Fetches `segment` in the background unless it is cached, and waits for it (for prefetch).
+    func prefetch(_ segment: Segment) throws(MountError) {
+        let key = SegmentKey(segment)
+        guard segment.length > 0, files.withLock({ $0[key] }) == nil, !store.contains(key, length: segment.length) else { return }
+        let flight = flights.claim(segment, key: key, demand: false)
+        // No deadline that matters: stop() fails or finishes every flight.
+        _ = try flights.wait(flight, timeout: 24 * 3600).get()
+    }
+
+    /// Segments whose verified file is present, and the disk bytes they cover (for `imgfs status`).
+    public func cachedSegments() -> (count: Int, bytes: UInt64) {
+        let open = files.withLock { Set($0.keys) }
+        var count = 0
+        var bytes: UInt64 = 0
+        for segment in layout.segments {
+            let key = SegmentKey(segment)
+            if open.contains(key) || store.contains(key, length: segment.length) {
+                count += 1
+                bytes += segment.length
+            }
+        }
+        return (count, bytes)
+    }
+}
+
+extension MountError {
+    /// The blob a foreign-image error names, for logs.
+    var foreignBlob: Digest? {
+        if case .foreign(let error) = self { return error.blob }
+        return nil
+    }
+}

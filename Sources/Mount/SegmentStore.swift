@@ -1,0 +1,163 @@
+import Formats
+import Glibc
+import Logging
+import Verity
+
+/// What identifies the decoded bytes of a layer: its blob, how it is decoded and (when the
+/// manifest gives one) the digest they must have. Two segments with the same key decode to the
+/// same verified file, so a blob shared by several segments (or images) is fetched once.
+///
+/// The uncompressed digest is part of the key because a file verified against one claim must
+/// not be served for a segment that makes another; the length is checked when the file is opened.
+struct SegmentKey: Hashable, Sendable {
+    let name: String
+
+    init(_ segment: Segment) {
+        var name = "\(segment.blob.digest.hex)-\(segment.codec.rawValue)"
+        if let digest = segment.uncompressedDigest { name += "-\(digest.hex)" }
+        self.name = name
+    }
+}
+
+/// The decoded, verified bytes of one layer, open for reading: only `SegmentStore.open` makes
+/// one, and only for a file under its final name, which only a verified fetch gives it.
+final class VerifiedSegmentFile: Sendable {
+    let fd: Int32
+    let length: UInt64
+    let path: String
+
+    fileprivate init(fd: Int32, length: UInt64, path: String) {
+        self.fd = fd
+        self.length = length
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    /// Fills `buffer` from `offset` inside the layer (holes of the sparse file read as zeros).
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, layer: String) throws(MountError) {
+        var done = 0
+        while done < buffer.count {
+            guard let base = buffer.baseAddress else { return }
+            let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                // A file of the right length cannot end early; someone truncated it under us.
+                throw .foreign(.cacheIO(layer: layer, operation: "read", path: path, errno: n == 0 ? EIO : errno))
+            }
+            done += n
+        }
+    }
+}
+
+/// The whole-layer cache of a mount: one sparse file per verified layer under
+/// `<cache-root>/segments/`. A fetch writes `<key>.partial.<pid>` and renames it to `<key>` only
+/// after the layer verified and the file is durable, so after a crash a complete-looking name
+/// always holds verified bytes; partial files of dead processes are removed when a store opens.
+struct SegmentStore: Sendable {
+    let directory: String
+
+    init(cacheRoot: String, logger: Logger) throws(MountError) {
+        directory = cacheRoot + "/segments"
+        try LocalFiles.makeDirectories(directory)
+        removeStalePartials(logger: logger)
+    }
+
+    func finalPath(_ key: SegmentKey) -> String { "\(directory)/\(key.name)" }
+    func partialPath(_ key: SegmentKey) -> String { "\(directory)/\(key.name).partial.\(getpid())" }
+
+    /// The verified file for `key`, or nil when it has not been fetched yet (or has a length this
+    /// segment does not claim: then a fetch checks the claim, and fails if it is false).
+    func open(_ key: SegmentKey, length: UInt64, layer: String) throws(MountError) -> VerifiedSegmentFile? {
+        let path = finalPath(key)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw .foreign(.cacheIO(layer: layer, operation: "open", path: path, errno: errno))
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size == off_t(length) else {
+            close(fd)
+            return nil
+        }
+        return VerifiedSegmentFile(fd: fd, length: length, path: path)
+    }
+
+    func contains(_ key: SegmentKey, length: UInt64) -> Bool {
+        var st = stat()
+        return stat(finalPath(key), &st) == 0 && st.st_size == off_t(length)
+    }
+
+    /// Removes `*.partial.<pid>` files whose process is gone (a fetch interrupted by a crash).
+    func removeStalePartials(logger: Logger) {
+        guard let handle = opendir(directory) else { return }
+        var stale: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let marker = name.range(of: ".partial.") else { continue }
+            guard let pid = Int32(name[marker.upperBound...]), pid != getpid(), !MountStatusFiles.isAlive(pid) else { continue }
+            stale.append(name)
+        }
+        closedir(handle)
+        for name in stale {
+            unlink("\(directory)/\(name)")
+            logger.info("removed an interrupted layer download", metadata: ["file": "\(name)"])
+        }
+    }
+}
+
+/// Writes decoded layer bytes into a file that was truncated to the layer's length, skipping
+/// 4 KiB blocks (aligned in the file) that are all zero: they stay holes and read as zeros, so a
+/// mostly empty disk layer costs little local space.
+struct SparseWriter {
+    let fd: Int32
+    /// The disk offset of the file's first byte.
+    let base: UInt64
+    let path: String
+    let layer: String
+    private let zeros = [UInt8](repeating: 0, count: SparseWriter.block)
+    static let block = 4096
+
+    init(fd: Int32, base: UInt64, path: String, layer: String) {
+        self.fd = fd
+        self.base = base
+        self.path = path
+        self.layer = layer
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer, atDiskOffset diskOffset: UInt64) throws(MountError) {
+        let fileOffset = diskOffset - base
+        var i = 0
+        var run: Int?
+        while i < bytes.count {
+            let within = Int((fileOffset + UInt64(i)) % UInt64(Self.block))
+            let end = min(bytes.count, i + Self.block - within)
+            if isZero(UnsafeRawBufferPointer(rebasing: bytes[i..<end])) {
+                if let start = run {
+                    try writeAll(UnsafeRawBufferPointer(rebasing: bytes[start..<i]), at: fileOffset + UInt64(start))
+                    run = nil
+                }
+            } else if run == nil {
+                run = i
+            }
+            i = end
+        }
+        if let start = run { try writeAll(UnsafeRawBufferPointer(rebasing: bytes[start...]), at: fileOffset + UInt64(start)) }
+    }
+
+    private func isZero(_ piece: UnsafeRawBufferPointer) -> Bool {
+        guard let base = piece.baseAddress else { return true }
+        return zeros.withUnsafeBytes { zero in zero.baseAddress.map { memcmp(base, $0, piece.count) == 0 } ?? false }
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(MountError) {
+        var done = 0
+        while done < bytes.count {
+            guard let base = bytes.baseAddress else { return }
+            let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .foreign(.cacheIO(layer: layer, operation: "write", path: path, errno: errno)) }
+            done += n
+        }
+    }
+}

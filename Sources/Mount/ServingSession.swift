@@ -1,0 +1,97 @@
+import Formats
+import Logging
+import Synchronization
+import Threading
+import Verity
+
+/// A mounted image as the command line drives it, whatever serves its disk: `MountSession`
+/// (imgfs frames) or `SegmentSession` (other formats, whole layers).
+public protocol ServingSession: AnyObject, Sendable {
+    var servedDisk: any VirtualDisk { get }
+    var nvramBytes: [UInt8]? { get }
+    var vmConfigBytes: [UInt8]? { get }
+    var manifestDigest: Digest { get }
+    var isOffline: Bool { get }
+    func start()
+    func stop()
+    func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus
+}
+
+extension MountSession: ServingSession {
+    public var servedDisk: any VirtualDisk { disk }
+    public var nvramBytes: [UInt8]? { resolved.nvram }
+    public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var manifestDigest: Digest { resolved.manifestDigest }
+    public var isOffline: Bool { resolved.offline }
+}
+
+extension ImageFileSystem {
+    public convenience init(serving session: any ServingSession, logger: Logger) {
+        self.init(disk: session.servedDisk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
+    }
+}
+
+/// One mounted image of another format, wired together: the whole-layer disk and a background
+/// prefetch of its layers in disk order (one at a time, behind any reader's fetch).
+public final class SegmentSession: ServingSession {
+    public let resolved: ResolvedSegmentImage
+    public let disk: SegmentDisk
+    public let configuration: MountConfiguration
+    let logger: Logger
+    let prefetchStopped = Atomic<Bool>(false)
+    let prefetchThread = Mutex<WorkerThread?>(nil)
+
+    public init(resolved: ResolvedSegmentImage, source: any BlobSource, configuration: MountConfiguration,
+                options: SegmentDiskOptions? = nil, logger: Logger) throws(MountError) {
+        var diskOptions = options ?? SegmentDiskOptions()
+        if options == nil { diskOptions.fetchAttempts = configuration.disk.fetchAttempts }
+        self.resolved = resolved
+        self.configuration = configuration
+        self.logger = logger
+        self.disk = try SegmentDisk(layout: resolved.layout, cacheRoot: configuration.cacheRoot, source: source,
+                                    options: diskOptions, logger: logger)
+    }
+
+    public var servedDisk: any VirtualDisk { disk }
+    public var nvramBytes: [UInt8]? { resolved.nvram }
+    public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var manifestDigest: Digest { resolved.manifestDigest }
+    public var isOffline: Bool { resolved.offline }
+
+    public func start() {
+        disk.start()
+        guard configuration.prefetch else { return }
+        // Whole layers, in disk order. `prefetchRate` is not applied here (a layer is one unit);
+        // the one-at-a-time order and the demand-first queue keep readers ahead of it.
+        let worker = WorkerThread(name: "layer-prefetch") { [self] in
+            for segment in disk.layout.segments where !prefetchStopped.load(ordering: .relaxed) && !disk.isStopping {
+                do { try disk.prefetch(segment) } catch {
+                    logger.debug("layer prefetch failed", metadata: ["layer": "\(segment.name)", "error": "\(error)"])
+                }
+            }
+        }
+        prefetchThread.withLock { $0 = worker }
+    }
+
+    /// Stops prefetch and fetching. Call after FUSE stopped serving.
+    public func stop() {
+        prefetchStopped.store(true, ordering: .relaxed)
+        disk.stop()
+        let worker = prefetchThread.withLock { value -> WorkerThread? in
+            defer { value = nil }
+            return value
+        }
+        worker?.join()
+    }
+
+    /// Layers stand in for frames in the counters (`totalFrames` = layers, `cachedFrames` = verified layers).
+    public func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
+        let cached = disk.cachedSegments()
+        return MountStatus(
+            pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
+            manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
+            logFile: logFile, diskSize: disk.size, totalFrames: disk.layout.segments.count, cachedFrames: cached.count,
+            bytesCached: cached.bytes, offline: resolved.offline, prefetch: configuration.prefetch,
+            startedAt: startedAt, updatedAt: now, statistics: disk.statistics.snapshot())
+    }
+}

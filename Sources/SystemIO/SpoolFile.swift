@@ -1,0 +1,58 @@
+import Glibc
+
+/// A blob on its way to a registry: appended once by its producer, then read (repeatably, with
+/// pread, since an upload may be retried) by an uploader. An unlinked temporary file, so memory
+/// stays bounded by the number of blobs in flight, not their size, and a crash leaves nothing.
+public final class SpoolFile: @unchecked Sendable {
+    // `size` is written only by the producer before the spool is handed over through a queue,
+    // which orders the accesses; afterwards the spool is read-only.
+    private let fd: Int32
+    public private(set) var size: Int64 = 0
+    public let directory: String
+
+    public init(directory: String, prefix: String = "imgfs-spool") throws(IOError) {
+        var template = Array((directory + "/" + prefix + "-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkstemp($0) } ?? -1 }
+        guard fd >= 0 else { throw IOError(operation: "create spool file", path: directory, errno: errno) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let path = template.withUnsafeBufferPointer { buffer in
+            String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        unlink(path)
+        self.fd = fd
+        self.directory = directory
+    }
+
+    deinit { close(fd) }
+
+    public func append(_ bytes: UnsafeRawBufferPointer) throws(IOError) {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, base + done, bytes.count - done, off_t(size) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(operation: "write spool file", path: directory, offset: UInt64(size) + UInt64(done), errno: errno)
+            }
+            done += n
+        }
+        size += Int64(bytes.count)
+    }
+
+    public func append(_ bytes: [UInt8]) throws(IOError) {
+        try bytes.withUnsafeBytes { raw in Result { () throws(IOError) in try append(raw) } }.get()
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`; 0 at the end.
+    public func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(IOError) -> Int {
+        guard let base = buffer.baseAddress, offset < size else { return 0 }
+        while true {
+            let n = pread(fd, base, min(buffer.count, Int(size - offset)), off_t(offset))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(operation: "read spool file", path: directory, offset: UInt64(offset), errno: errno)
+            }
+            return n
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import Glibc
+import Logging
+import Mount
+import OCI
+
+/// `--writable` and `--record-profile`: the disks stacked on top of the lazy image.
+extension MountCommand {
+    /// `<cache-root>/writable/<escaped mountpoint>` unless `--writable-dir` says otherwise.
+    func writableDirectory(mountpoint: String, cacheRoot: String) throws -> String {
+        try writableDir.map(absolute) ?? "\(cacheRoot)/writable/\(escapedFileName(mountpoint))"
+    }
+
+    /// Checks that a reused layer directory belongs to this image (a written disk must never be
+    /// laid over another image), and records the base image in it for `imgfs push`.
+    static func describeOverlay(directory: String, session: any ServingSession, reference: Reference, typed: String) throws {
+        if let existing = try OverlayDescription.read(directory: directory), existing.manifestDigest != session.manifestDigest.description {
+            throw MountError.invalidArgument(
+                "\(directory) holds a disk written over \(existing.registry)/\(existing.repository)@\(existing.manifestDigest), " +
+                "not over \(typed) (\(session.manifestDigest)); mount that image, or use another --writable-dir")
+        }
+        try CopyOnWriteDisk.makeDirectory(directory)
+        try OverlayDescription(registry: reference.registry, repository: reference.repository,
+                               manifestDigest: session.manifestDigest.description,
+                               indexDigest: (session as? MountSession)?.resolved.indexDigest.description,
+                               reference: typed, diskSize: session.servedDisk.size, blockSize: CopyOnWriteDisk.blockSize)
+            .write(directory: directory)
+    }
+
+    /// The disk the mount serves: the lazy image, seen through the profile recorder and the
+    /// copy-on-write layer when asked for.
+    func stackedDisk(session: any ServingSession, reference: Reference, mountpoint: String, cacheRoot: String, logger: Logger) throws -> StackedDisk {
+        var disk: any VirtualDisk = session.servedDisk
+        var recorder: ProfileRecorder?
+        if let recordProfile {
+            guard let lazy = session as? MountSession else {
+                throw MountError.invalidArgument("--record-profile: boot profiles list imgfs frames; \(self.reference) is not an imgfs image")
+            }
+            let index = lazy.disk.index
+            let made = ProfileRecorder(base: disk, path: try absolute(recordProfile), frameSize: index.geometry.frameSize,
+                                       holes: index.frames.map(\.isHole), logger: logger)
+            recorder = made
+            disk = made
+        }
+        var layer: CopyOnWriteDisk?
+        var directory: String?
+        if writable {
+            let dir = try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)
+            try Self.describeOverlay(directory: dir, session: session, reference: reference, typed: self.reference)
+            let made = try CopyOnWriteDisk(base: disk, directory: dir, logger: logger)
+            layer = made
+            disk = made
+            directory = dir
+        }
+        return StackedDisk(disk: disk, recorder: recorder, layer: layer, writableDirectory: directory)
+    }
+}
+
+struct StackedDisk {
+    var disk: any VirtualDisk
+    var recorder: ProfileRecorder?
+    var layer: CopyOnWriteDisk?
+    var writableDirectory: String?
+
+    func start() { recorder?.start() }
+
+    /// After FUSE stopped: the written disk is flushed, the profile written.
+    func stop() {
+        layer?.close()
+        recorder?.stop()
+    }
+}

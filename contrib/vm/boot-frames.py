@@ -4,7 +4,7 @@
 How much of a contrib/vm disk the boot needs, at imgfs frame granularity (default 1 MiB): the
 frames holding the data blocks of the files the boot reads (the kernel and initrd that boot.sh
 extracts, busybox, /init and every file on /imgfs-boot/read-list), found with debugfs, against
-the frames that hold any data at all (SEEK_DATA/SEEK_HOLE). File system metadata the guest also
+the frames that are not all zeros (the frames an imgfs push stores). File system metadata the guest also
 reads (inode tables, directories, extent blocks) is not counted. Prints one line:
 "BOOT_FRAMES DATA_FRAMES BOOT_FILE_BYTES"."""
 import os, subprocess, sys
@@ -32,17 +32,25 @@ def main():
             if word.isdigit():
                 nbytes += block_size
                 boot.add(int(word) * block_size // frame)
+    # Frames that hold anything but zeros (what an imgfs push stores; SEEK_DATA alone over-counts,
+    # since mkfs leaves unwritten extents whose reported data depends on the page cache).
     data = set()
     fd = os.open(disk, os.O_RDONLY)
     size, pos = os.fstat(fd).st_size, 0
+    zero = bytes(frame)
     while pos < size:
         try:
             start = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError:
             break
         end = os.lseek(fd, start, os.SEEK_HOLE)
-        data.update(range(start // frame, (end - 1) // frame + 1))
+        for f in range(start // frame, (end - 1) // frame + 1):
+            if f not in data:
+                chunk = os.pread(fd, frame, f * frame)
+                if chunk != zero[:len(chunk)]:
+                    data.add(f)
         pos = end
+    os.close(fd)
     print(len(boot), len(data), nbytes)
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Glibc
 
@@ -26,4 +27,27 @@ func writeStandardError(_ text: String) {
 struct UsageError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A command whose every error is rendered once, as one line, by `fail`: it implements
+/// `execute()` and gets `run()`.
+protocol OneLineErrors: ParsableCommand {
+    func execute() throws
+}
+
+extension OneLineErrors {
+    func run() throws {
+        do {
+            try execute()
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// Prints `value` on stdout as the stable JSON that `--json` promises scripts.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }

@@ -4,7 +4,7 @@ import Foundation
 import Pull
 import Push
 
-struct ConvertCommand: ParsableCommand {
+struct ConvertCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Convert a VM image between formats, registry to registry.",
@@ -55,15 +55,7 @@ struct ConvertCommand: ParsableCommand {
 
     @OptionGroup var registry: RegistryOptionGroup
 
-    func run() throws {
-        do {
-            try execute()
-        } catch {
-            throw fail(error)
-        }
-    }
-
-    private func execute() throws {
+    func execute() throws {
         let sourceReference = try parseReference(source)
         let destinationReference = try parseReference(destination)
         guard destinationReference.digest == nil else { throw UsageError("convert needs a destination tag, not a digest: '\(destination)'") }
@@ -97,9 +89,7 @@ struct ConvertCommand: ParsableCommand {
         }
         display.stop()
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            try printJSON(result)
         } else {
             if !quiet { writeStandardError("converted \(sourceReference) (\(result.sourceFormat)) to \(destinationReference) (\(result.format))\n") }
             print(result.manifestDigest)

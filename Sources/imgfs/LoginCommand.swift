@@ -3,7 +3,7 @@ import Fetch
 import Glibc
 import OCI
 
-struct LoginCommand: ParsableCommand {
+struct LoginCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "login",
         abstract: "Check credentials against a registry and store them for imgfs and docker.",
@@ -30,22 +30,18 @@ struct LoginCommand: ParsableCommand {
 
     @OptionGroup var options: RegistryOptionGroup
 
-    func run() throws {
-        do {
-            let host = try Reference(parsing: registry + "/probe").registry
-            let password = try readPassword()
-            let logger = options.makeLogger()
-            var registryOptions = RegistryOptions()
-            if options.plainHTTP { registryOptions.plainHTTP = true }
-            let client = RegistryClient(registry: host, options: registryOptions,
-                                        credentials: StaticCredentials([host: .basic(username: username, password: password)]),
-                                        logger: logger)
-            try client.ping()
-            try DockerConfigWriter.store(registry: host, username: username, password: password)
-            print("Login succeeded: \(username)@\(host)")
-        } catch {
-            throw fail(error)
-        }
+    func execute() throws {
+        let host = try Reference(parsing: registry + "/probe").registry
+        let password = try readPassword()
+        let logger = options.makeLogger()
+        var registryOptions = RegistryOptions()
+        if options.plainHTTP { registryOptions.plainHTTP = true }
+        let client = RegistryClient(registry: host, options: registryOptions,
+                                    credentials: StaticCredentials([host: .basic(username: username, password: password)]),
+                                    logger: logger)
+        try client.ping()
+        try DockerConfigWriter.store(registry: host, username: username, password: password)
+        print("Login succeeded: \(username)@\(host)")
     }
 
     private func readPassword() throws -> String {

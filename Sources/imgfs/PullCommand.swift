@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Pull
 
-struct PullCommand: ParsableCommand {
+struct PullCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "pull",
         abstract: "Download a whole VM image (imgfs, lume or tart format) to a local directory.",
@@ -48,15 +48,7 @@ struct PullCommand: ParsableCommand {
 
     @OptionGroup var registry: RegistryOptionGroup
 
-    func run() throws {
-        do {
-            try execute()
-        } catch {
-            throw fail(error)
-        }
-    }
-
-    private func execute() throws {
+    func execute() throws {
         let reference = try parseReference(reference)
         var options = PullOptions()
         options.enableVerity = enableVerity
@@ -79,9 +71,7 @@ struct PullCommand: ParsableCommand {
         }
         display.stop()
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            try printJSON(result)
         } else {
             if !quiet {
                 let note = result.alreadyComplete ? " (already complete)" : ""

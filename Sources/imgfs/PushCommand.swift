@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Push
 
-struct PushCommand: ParsableCommand {
+struct PushCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "push",
         abstract: "Upload a VM image to a registry in the imgfs format.",
@@ -55,15 +55,7 @@ struct PushCommand: ParsableCommand {
 
     @OptionGroup var registry: RegistryOptionGroup
 
-    func run() throws {
-        do {
-            try execute()
-        } catch {
-            throw fail(error)
-        }
-    }
-
-    private func execute() throws {
+    func execute() throws {
         let reference = try parseReference(reference)
         guard reference.digest == nil else {
             throw UsageError("push needs a tag, not a digest: '\(self.reference)'")
@@ -99,9 +91,7 @@ struct PushCommand: ParsableCommand {
             }
             display.stop()
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+                try printJSON(result)
             } else {
                 if !quiet {
                     writeStandardError("pushed \(reference): \(result.blobsUploaded) blobs uploaded (\(formatBytes(result.bytesUploaded))), \(result.blobsSkipped) already present\n")

@@ -37,9 +37,7 @@ struct StatusCommand: ParsableCommand {
             }
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(statuses), as: UTF8.self))
+            try printJSON(statuses)
             return
         }
         guard !statuses.isEmpty else {

@@ -3,7 +3,7 @@ import FuseFS
 import Glibc
 import Mount
 
-struct UmountCommand: ParsableCommand {
+struct UmountCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "umount",
         abstract: "Unmount an imgfs mount and wait for its daemon to exit.",
@@ -25,31 +25,27 @@ struct UmountCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the daemon to exit.")
     var timeout: Double = 30
 
-    func run() throws {
-        do {
-            guard let resolved = realpath(mountpoint, nil) else {
-                throw MountError.invalidArgument("\(mountpoint): no such directory")
+    func execute() throws {
+        guard let resolved = realpath(mountpoint, nil) else {
+            throw MountError.invalidArgument("\(mountpoint): no such directory")
+        }
+        let path = String(cString: resolved)
+        free(resolved)
+        guard let type = MountInfo.fsType(at: path) else {
+            throw MountError.invalidArgument("\(path) is not mounted")
+        }
+        guard type == "fuse.imgfs" else {
+            throw MountError.invalidArgument("\(path) is not an imgfs mount (it is \(type))")
+        }
+        let status = MountStatusFiles.read(MountStatusFiles.path(forMountpoint: path))
+        try Daemon.unmount(path, lazy: lazy)
+        // The daemon finishes its cache writes and exits once the kernel lets go.
+        if let pid = status?.pid, !lazy {
+            let deadline = monotonicSeconds() + timeout
+            while MountStatusFiles.isAlive(pid), monotonicSeconds() < deadline { usleep(20_000) }
+            if MountStatusFiles.isAlive(pid) {
+                writeStandardError("imgfs: warning: unmounted \(path), but its daemon (pid \(pid)) is still running after \(Int(timeout)) s\n")
             }
-            let path = String(cString: resolved)
-            free(resolved)
-            guard let type = MountInfo.fsType(at: path) else {
-                throw MountError.invalidArgument("\(path) is not mounted")
-            }
-            guard type == "fuse.imgfs" else {
-                throw MountError.invalidArgument("\(path) is not an imgfs mount (it is \(type))")
-            }
-            let status = MountStatusFiles.read(MountStatusFiles.path(forMountpoint: path))
-            try Daemon.unmount(path, lazy: lazy)
-            // The daemon finishes its cache writes and exits once the kernel lets go.
-            if let pid = status?.pid, !lazy {
-                let deadline = monotonicSeconds() + timeout
-                while MountStatusFiles.isAlive(pid), monotonicSeconds() < deadline { usleep(20_000) }
-                if MountStatusFiles.isAlive(pid) {
-                    writeStandardError("imgfs: warning: unmounted \(path), but its daemon (pid \(pid)) is still running after \(Int(timeout)) s\n")
-                }
-            }
-        } catch {
-            throw fail(error)
         }
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# contrib/vm/boot.sh DISK_PATH [--timeout S] [--accel tcg|kvm] [--config FILE] [--expect LINE] [--log FILE]
+# contrib/vm/boot.sh DISK_PATH [--timeout S] [--accel tcg|kvm] [--config FILE] [--expect LINE] [--log FILE] [--append ARGS] [--no-snapshot]
 #
 # Boots a disk built by contrib/vm/build-disk.sh (a local file or MOUNTPOINT/disk.img of an imgfs
 # mount) and checks the marker it prints. Everything comes from the disk: the kernel and initrd are
@@ -12,7 +12,10 @@
 # IMGFS_VM_CPU); the disk is attached as
 # virtio with snapshot=on, so the guest writes to a temporary overlay and never to DISK_PATH
 # (which may be a read-only mount). Exit status 0 only if the expected marker appeared within the
-# timeout (default 180 s). Prints "boot: ok <seconds> s" (or the failure and the console's tail) on
+# timeout (default 180 s). --expect LINE waits for that console line instead of the configured
+# marker; --append ARGS adds ARGS to the kernel command line (e.g. "imgfs.mode=write
+# imgfs.token=T", see guest/init); --no-snapshot attaches the disk without snapshot=on, so the
+# guest's writes reach DISK_PATH (a local copy or the disk.img of an `imgfs mount --writable`). Prints "boot: ok <seconds> s" (or the failure and the console's tail) on
 # stderr and, on stdout, the boot time in seconds, debugfs extraction included.
 set -euo pipefail
 
@@ -23,6 +26,8 @@ accel=${IMGFS_VM_ACCEL:-tcg}
 config=
 expect=
 console_log=
+append=
+snapshot=on
 while (($#)); do
     case $1 in
         --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -30,6 +35,8 @@ while (($#)); do
         --config) config=${2:?}; shift 2 ;;
         --expect) expect=${2:?}; shift 2 ;;
         --log) console_log=${2:?}; shift 2 ;;
+        --append) append=${2:?}; shift 2 ;;
+        --no-snapshot) snapshot=off; shift ;;
         -h|--help) usage ;;
         -*) echo "boot.sh: unknown option $1" >&2; usage ;;
         *) [[ -z $disk ]] || usage; disk=$1; shift ;;
@@ -64,6 +71,8 @@ PY
 )
 fi
 if [[ -z $expect && -f $dir/expected-marker ]]; then expect=$(< "$dir/expected-marker"); fi
+[[ -z $append ]] || cmdline="$cmdline $append"
+[[ $snapshot == on || -w $disk ]] || { echo "boot.sh: --no-snapshot needs a writable $disk" >&2; exit 2; }
 [[ -n $expect ]] || { echo "boot.sh: no expected marker (config.json bootCheck.marker, expected-marker or --expect)" >&2; exit 2; }
 
 case $accel in
@@ -95,14 +104,14 @@ for part in kernel initrd; do
 done
 extracted=$(now)
 
-# snapshot=on: writes go to a temporary overlay; file.locking=off: the disk may sit on a FUSE
+# snapshot=on (unless --no-snapshot): writes go to a temporary overlay; file.locking=off: the disk may sit on a FUSE
 # mount that does not take locks, and nothing else opens it for writing. IMGFS_VM_DRIVE_OPTIONS
 # appends to -drive (e.g. cache=none, to read the disk with O_DIRECT).
 qemu-system-x86_64 "${accel_args[@]}" -m "$memory" -smp 1 \
     -nodefaults -no-user-config -display none -monitor none -no-reboot \
     -serial "file:$console_log" \
     -kernel "$work/kernel" -initrd "$work/initrd" -append "$cmdline" \
-    -drive "file=$disk,format=raw,if=virtio,snapshot=on,file.locking=off${IMGFS_VM_DRIVE_OPTIONS:+,$IMGFS_VM_DRIVE_OPTIONS}" \
+    -drive "file=$disk,format=raw,if=virtio,snapshot=$snapshot,file.locking=off${IMGFS_VM_DRIVE_OPTIONS:+,$IMGFS_VM_DRIVE_OPTIONS}" \
     > "$work/qemu.out" 2>&1 &
 qemu_pid=$!
 deadline=$(( $(date +%s) + timeout_s ))
@@ -131,7 +140,7 @@ if [[ $status == exited ]] && tr -d '\r' < "$console_log" | grep -qxF "$expect";
     exit 0
 fi
 if [[ $status == exited ]]; then
-    got=$(tr -d '\r' < "$console_log" | grep -m1 '^IMGFS-BOOT-OK' || true)
+    got=$(tr -d '\r' < "$console_log" | grep -m1 -E '^IMGFS-(BOOT-OK|WRITE-OK|READBACK)' || true)
     if [[ -n $got ]]; then status="wrong marker: $got"; else status="no marker"; fi
 fi
 echo "boot: FAILED ($status) after $seconds s; expected: $expect" >&2

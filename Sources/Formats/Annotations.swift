@@ -50,3 +50,15 @@ func checkSmall(_ layer: Descriptor, _ name: String, limit: Int64 = FormatsLimit
         throw .badLayer(layer: name, reason: "\(layer.size) bytes is outside the limit of \(limit) for this layer")
     }
 }
+
+/// lume legacy and tart store the disk as LZ4 pieces laid end to end in manifest order, each with
+/// its uncompressed size and digest in annotations: appends the next one at `offset` and advances it.
+func appendSequentialLZ4Piece(_ layer: Descriptor, position: Int, name: String, sizeKey: String, digestKey: String,
+                              to segments: inout [Segment], offset: inout UInt64) throws(ImageLayoutError) {
+    let size = try requiredDecimal(layer.annotations, sizeKey, where: name)
+    let digest = try digestAnnotation(layer.annotations, digestKey, where: name)
+    segments.append(Segment(layerIndex: position, blob: layer, codec: .appleLZ4, diskOffset: offset, length: size, uncompressedDigest: digest))
+    let (next, overflow) = offset.addingReportingOverflow(size)
+    guard !overflow, next <= FormatsLimits.maximumDiskSize else { throw .diskTooLarge(next) }
+    offset = next
+}

@@ -26,12 +26,8 @@ public enum LumeLegacyFormat {
             let name = layerName(position, layer)
             switch layer.mediaType.base {
             case diskMediaType.rawValue:
-                let size = try requiredDecimal(layer.annotations, uncompressedSizeAnnotation, where: name)
-                let digest = try digestAnnotation(layer.annotations, uncompressedDigestAnnotation, where: name)
-                segments.append(Segment(layerIndex: position, blob: layer, codec: .appleLZ4, diskOffset: offset, length: size, uncompressedDigest: digest))
-                let (next, overflow) = offset.addingReportingOverflow(size)
-                guard !overflow, next <= FormatsLimits.maximumDiskSize else { throw .diskTooLarge(next) }
-                offset = next
+                try appendSequentialLZ4Piece(layer, position: position, name: name, sizeKey: uncompressedSizeAnnotation,
+                                             digestKey: uncompressedDigestAnnotation, to: &segments, offset: &offset)
             case MediaType.ociConfig.rawValue:
                 guard vmConfig == nil else { throw .badLayer(layer: name, reason: "a second config.json layer") }
                 try checkSmall(layer, name)

@@ -45,11 +45,11 @@ let package = Package(
         // The push pipeline: read, frame, compress, digest, upload.
         .target(name: "Push", dependencies: ["SystemIO", "Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
         // imgfs pull: any format to a sparse, verified, resumable local VM directory.
-        .target(name: "Pull", dependencies: ["Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Pull", dependencies: ["SystemIO", "Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
         .target(name: "Convert", dependencies: ["SystemIO", "Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["SystemIO", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",

@@ -1,6 +1,7 @@
 import Formats
 import Glibc
 import Logging
+import SystemIO
 import Verity
 
 /// What identifies the decoded bytes of a layer: its blob, how it is decoded and (when the
@@ -115,8 +116,6 @@ struct SparseWriter {
     let base: UInt64
     let path: String
     let layer: String
-    private let zeros = [UInt8](repeating: 0, count: SparseWriter.block)
-    static let block = 4096
 
     init(fd: Int32, base: UInt64, path: String, layer: String) {
         self.fd = fd
@@ -126,38 +125,10 @@ struct SparseWriter {
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, atDiskOffset diskOffset: UInt64) throws(MountError) {
-        let fileOffset = diskOffset - base
-        var i = 0
-        var run: Int?
-        while i < bytes.count {
-            let within = Int((fileOffset + UInt64(i)) % UInt64(Self.block))
-            let end = min(bytes.count, i + Self.block - within)
-            if isZero(UnsafeRawBufferPointer(rebasing: bytes[i..<end])) {
-                if let start = run {
-                    try writeAll(UnsafeRawBufferPointer(rebasing: bytes[start..<i]), at: fileOffset + UInt64(start))
-                    run = nil
-                }
-            } else if run == nil {
-                run = i
-            }
-            i = end
-        }
-        if let start = run { try writeAll(UnsafeRawBufferPointer(rebasing: bytes[start...]), at: fileOffset + UInt64(start)) }
-    }
-
-    private func isZero(_ piece: UnsafeRawBufferPointer) -> Bool {
-        guard let base = piece.baseAddress else { return true }
-        return zeros.withUnsafeBytes { zero in zero.baseAddress.map { memcmp(base, $0, piece.count) == 0 } ?? false }
-    }
-
-    private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(MountError) {
-        var done = 0
-        while done < bytes.count {
-            guard let base = bytes.baseAddress else { return }
-            let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .foreign(.cacheIO(layer: layer, operation: "write", path: path, errno: errno)) }
-            done += n
+        do {
+            try FileIO.writeSkippingZeros(fd, bytes, at: diskOffset - base, path: path)
+        } catch {
+            throw .foreign(.cacheIO(layer: layer, operation: error.operation, path: path, errno: error.errno))
         }
     }
 }

@@ -1,3 +1,4 @@
+import SystemIO
 import Fetch
 import Formats
 import Glibc
@@ -16,6 +17,10 @@ public enum PullError: Error, CustomStringConvertible {
     case fsverityMismatch(expected: Digest, actual: Digest)
     case verityUnsupported(path: String, errno: Int32)
     case invalidOption(String)
+
+    init(_ error: IOError) {
+        self = .io(path: error.path, operation: error.operation, offset: error.offset, errno: error.errno)
+    }
 
     public var description: String {
         switch self {

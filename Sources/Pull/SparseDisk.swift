@@ -1,4 +1,5 @@
 import Glibc
+import SystemIO
 
 /// glibc's `fallocate`, looked up at run time: Swift's Glibc module is built without
 /// _GNU_SOURCE, which hides the declaration (the Cache module does the same).
@@ -13,7 +14,6 @@ final class SparseDisk: Sendable {
     let path: String
     let size: UInt64
     private let fd: Int32
-    static let blockSize = 4096
 
     init(path: String, size: UInt64, fresh: Bool) throws(PullError) {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0o644)
@@ -51,40 +51,13 @@ final class SparseDisk: Sendable {
         }
     }
 
-    /// Writes `bytes` at `offset`, skipping every all-zero piece between 4 KiB boundaries of the
-    /// disk: the file started as a hole, so skipped zeros read back as zeros and allocate nothing.
+    /// Writes `bytes` at `offset`, skipping all-zero 4 KiB pieces so that holes stay holes.
     func writeSkippingZeros(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(PullError) {
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
-        var position = 0
-        var runStart: Int? = nil
-        while position < bytes.count {
-            let absolute = offset + UInt64(position)
-            let next = min(bytes.count, position + Self.blockSize - Int(absolute % UInt64(Self.blockSize)))
-            let zero = Self.isZero(UnsafeRawBufferPointer(start: base + position, count: next - position))
-            if zero, let start = runStart {
-                try writeAll(UnsafeRawBufferPointer(start: base + start, count: position - start), at: offset + UInt64(start))
-                runStart = nil
-            } else if !zero, runStart == nil {
-                runStart = position
-            }
-            position = next
-        }
-        if let start = runStart {
-            try writeAll(UnsafeRawBufferPointer(start: base + start, count: bytes.count - start), at: offset + UInt64(start))
-        }
+        do { try FileIO.writeSkippingZeros(fd, bytes, at: offset, path: path) } catch { throw PullError(error) }
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(PullError) {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "write", offset: offset + UInt64(done), errno: errno)
-            }
-            done += n
-        }
+        do { try FileIO.writeFully(fd, bytes, at: offset, path: path) } catch { throw PullError(error) }
     }
 
     /// Makes what was written durable before the journal says so.
@@ -94,31 +67,8 @@ final class SparseDisk: Sendable {
 
     /// Reads exactly `buffer.count` bytes (for frames a previous run placed; not used on the hot path).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(PullError) {
-        guard let base = buffer.baseAddress else { return }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "read", offset: offset + UInt64(done), errno: errno)
-            }
-            if n == 0 { throw .io(path: path, operation: "read (short file)", offset: offset + UInt64(done), errno: EIO) }
-            done += n
-        }
-    }
-
-    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let base = bytes.baseAddress else { return true }
-        let words = bytes.count / 8
-        var accumulator: UInt64 = 0
-        var i = 0
-        while i < words {
-            accumulator |= base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-            i += 1
-            if i & 63 == 0 && accumulator != 0 { return false }
-        }
-        if accumulator != 0 { return false }
-        for j in (words * 8)..<bytes.count where bytes[j] != 0 { return false }
-        return true
+        let n: Int
+        do { n = try FileIO.readFully(fd, into: buffer, at: offset, path: path) } catch { throw PullError(error) }
+        if n < buffer.count { throw .io(path: path, operation: "read (short file)", offset: offset + UInt64(n), errno: EIO) }
     }
 }

@@ -1,5 +1,6 @@
 import Codec
 import ImageFormat
+import SystemIO
 import Verity
 
 /// A frame read from the source, on its way to a compression worker.
@@ -35,7 +36,7 @@ final class FrameEncoder {
     }
 
     func encode(_ job: FrameJob) throws(PushError) -> EncodedFrame {
-        guard let buffer = job.buffer, !Self.isAllZero(buffer, count: job.length) else {
+        guard let buffer = job.buffer, !buffer.withUnsafeBytes({ FileIO.isAllZero(UnsafeRawBufferPointer(rebasing: $0[0..<job.length])) }) else {
             let zero = zeroFrames.frame(length: job.length)
             return EncodedFrame(index: job.index, length: job.length, digest: zero.digest, isZero: true,
                                 member: storeZeroFrames ? zero.member : nil, buffer: job.buffer)
@@ -50,24 +51,6 @@ final class FrameEncoder {
             }
         }
         return EncodedFrame(index: job.index, length: job.length, digest: digest, isZero: false, member: member, buffer: buffer)
-    }
-
-    static func isAllZero(_ buffer: [UInt8], count: Int) -> Bool {
-        buffer.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress, count > 0 else { return true }
-            let words = count / 8
-            let wordPointer = base.assumingMemoryBound(to: UInt64.self)
-            var accumulator: UInt64 = 0
-            var i = 0
-            // Checking in blocks lets a data frame bail out early without a branch per word.
-            while i < words {
-                let end = min(words, i + 512)
-                while i < end { accumulator |= wordPointer[i]; i += 1 }
-                if accumulator != 0 { return false }
-            }
-            for j in (words * 8)..<count where raw[j] != 0 { return false }
-            return true
-        }
     }
 }
 

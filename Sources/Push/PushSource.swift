@@ -1,4 +1,5 @@
 import Glibc
+import SystemIO
 
 /// What `imgfs push SOURCE` uploads: a VM directory (`disk.img`, optional `nvram.bin` and
 /// `config.json`) or a single disk image file.
@@ -108,18 +109,10 @@ final class SourceFile: DiskSource {
 
     /// Reads exactly `buffer.count` bytes at `offset` (the caller keeps reads inside the file).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(PushError) {
-        guard let base = buffer.baseAddress else { return }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "read", offset: offset + UInt64(done), errno: errno)
-            }
-            if n == 0 {
-                throw .sourceNotUsable(path: path, reason: "file shrank while being read (end of file at offset \(offset + UInt64(done)))")
-            }
-            done += n
+        let n: Int
+        do { n = try FileIO.readFully(fd, into: buffer, at: offset, path: path) } catch { throw PushError(error) }
+        if n < buffer.count {
+            throw .sourceNotUsable(path: path, reason: "file shrank while being read (end of file at offset \(offset + UInt64(n)))")
         }
     }
 

@@ -12,44 +12,17 @@
 # it a registry is started and stopped here), IMGFS_TEST_SCRATCH (scratch parent, default
 # /var/tmp), IMGFS_VM_ACCEL (tcg or kvm), IMGFS_VM_TIMEOUT (per boot, seconds, default 180).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-imgfs=${IMGFS_BIN:-$root/.build/release/imgfs}
-
-log() { echo "boot-test: $*" >&2; }
-die() { echo "boot-test: FAILED: $*" >&2; exit 1; }
-
-[[ -x $imgfs ]] || die "no imgfs binary at $imgfs (swift build -c release --product imgfs, or set IMGFS_BIN)"
+test_name=boot-test
+source "$(dirname "$0")/test-lib.sh"
+require_tools qemu-system-x86_64 debugfs mkfs.ext4 fusermount3
 "$imgfs" mount --help >/dev/null 2>&1 || die "$imgfs has no mount command"
-for tool in qemu-system-x86_64 debugfs mkfs.ext4 fusermount3; do
-    command -v "$tool" >/dev/null || die "$tool missing (contrib/test/install-deps.sh)"
-done
-
-work=$(mktemp -d "${IMGFS_TEST_SCRATCH:-/var/tmp}/imgfs-boot-test.XXXXXX")
-mounted=()
-started_registry=
-cleanup() {
-    local m
-    for m in "${mounted[@]}"; do
-        if grep -qF " $m " /proc/mounts; then
-            "$imgfs" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" 2>/dev/null || true
-        fi
-    done
-    if [[ -n $started_registry ]]; then "$root/contrib/test/registry.sh" stop "$started_registry" >/dev/null 2>&1 || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # --- The VM directory (built once per version of the scripts that make it).
 vm=$("$here/cached-vm.sh")
 
 # --- Push.
-registry=${IMGFS_TEST_REGISTRY:-}
-if [[ -z $registry ]]; then
-    started_registry="$work/registry"
-    registry=$("$root/contrib/test/registry.sh" start "$started_registry")
-fi
-ref="$registry/it/boot-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n'):latest"
+test_registry; registry=$REPLY
+ref="$registry/it/boot-$(random_hex):latest"
 t0=$(date +%s)
 "$imgfs" push --quiet "$vm" "$ref" >/dev/null || die "imgfs push $vm $ref"
 log "pushed $ref in $(( $(date +%s) - t0 )) s"

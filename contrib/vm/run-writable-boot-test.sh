@@ -20,34 +20,11 @@
 # pushed with, default 64M, so the 3 GB disk has enough chunks for "only the changed ones" to
 # mean something).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-imgfs=${IMGFS_BIN:-$root/.build/release/imgfs}
 chunk_size=${IMGFS_WBOOT_CHUNK_SIZE:-64M}
-
-log() { echo "wboot-test: $*" >&2; }
-die() { echo "wboot-test: FAILED: $*" >&2; exit 1; }
-
-[[ -x $imgfs ]] || die "no imgfs binary at $imgfs (swift build -c release --product imgfs, or set IMGFS_BIN)"
+test_name=wboot-test
+source "$(dirname "$0")/test-lib.sh"
+require_tools qemu-system-x86_64 debugfs mkfs.ext4 fusermount3 cmp python3
 "$imgfs" mount --help 2>/dev/null | grep -q -- --writable || die "$imgfs has no mount --writable"
-for tool in qemu-system-x86_64 debugfs mkfs.ext4 fusermount3 cmp python3; do
-    command -v "$tool" >/dev/null || die "$tool missing (contrib/test/install-deps.sh)"
-done
-
-work=$(mktemp -d "${IMGFS_TEST_SCRATCH:-/var/tmp}/imgfs-wboot-test.XXXXXX")
-mounted=()
-started_registry=
-cleanup() {
-    local m
-    for m in "${mounted[@]}"; do
-        if grep -qF " $m " /proc/mounts; then
-            "$imgfs" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" 2>/dev/null || true
-        fi
-    done
-    if [[ -n $started_registry ]]; then "$root/contrib/test/registry.sh" stop "$started_registry" >/dev/null 2>&1 || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # mount NAME REF [imgfs mount options...]: mounts REF at $work/NAME, logging to $work/mount-NAME.log.
 mount_image() {
@@ -73,12 +50,8 @@ boot() {
 
 # --- The VM directory (built once per version of the scripts that make it) and its push.
 vm=$("$here/cached-vm.sh")
-registry=${IMGFS_TEST_REGISTRY:-}
-if [[ -z $registry ]]; then
-    started_registry="$work/registry"
-    registry=$("$root/contrib/test/registry.sh" start "$started_registry")
-fi
-repo="it/wboot-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+test_registry; registry=$REPLY
+repo="it/wboot-$(random_hex)"
 ref="$registry/$repo:v1"
 ref2="$registry/$repo:v2"
 t0=$(date +%s)

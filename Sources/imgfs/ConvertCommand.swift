@@ -35,24 +35,8 @@ struct ConvertCommand: OneLineErrors {
     @Option(help: "Output format: imgfs, lume or tart.")
     var format: String = "imgfs"
 
-    @Flag(help: "imgfs format: the whole disk in one gzip layer (still indexed).")
-    var singleLayer = false
-
-    @Option(help: ArgumentHelp("imgfs format: uncompressed bytes per chunk layer (suffixes K, M, G).", valueName: "size"))
-    var chunkSize: String = "512M"
-
-    @Option(help: ArgumentHelp("imgfs format: uncompressed bytes per frame.", valueName: "size"))
-    var frameSize: String = "1M"
-
-    @Option(help: "Compression threads for the imgfs format (default: every core).")
-    var threads: Int?
-
-    @Flag(name: .shortAndLong, help: "No progress display.")
-    var quiet = false
-
-    @Flag(help: "Print a JSON summary on stdout instead of the manifest digest.")
-    var json = false
-
+    @OptionGroup(title: "imgfs format (with --format imgfs)") var layout: LayoutOptionGroup
+    @OptionGroup var output: OutputOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
     func execute() throws {
@@ -60,12 +44,8 @@ struct ConvertCommand: OneLineErrors {
         let destinationReference = try parseReference(destination)
         guard destinationReference.digest == nil else { throw UsageError("convert needs a destination tag, not a digest: '\(destination)'") }
         guard let target = ConvertTarget(rawValue: format) else { throw UsageError("--format: '\(format)' is not one of imgfs, lume, tart") }
-        if singleLayer && target != .imgfs { throw UsageError("--single-layer applies to --format imgfs only") }
-        var options = PushOptions()
-        options.singleLayer = singleLayer
-        options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
-        options.frameSize = Int(try parseSize(frameSize, option: "--frame-size"))
-        if let threads { options.compressionThreads = threads }
+        if layout.singleLayer && target != .imgfs { throw UsageError("--single-layer applies to --format imgfs only") }
+        let options = try layout.pushOptions()
 
         let logger = registry.makeLogger()
         let sourceClient = registry.client(for: sourceReference, logger: logger)
@@ -75,7 +55,7 @@ struct ConvertCommand: OneLineErrors {
                                        destination: destinationClient, destinationRepository: destinationReference.repository,
                                        target: target, pushOptions: options, logger: logger)
         let progress = converter.progress
-        let display = ProgressDisplay(label: "convert", quiet: quiet) {
+        let display = ProgressDisplay(label: "convert", quiet: output.quiet) {
             .init(done: progress.diskBytesDone.load(ordering: .relaxed), total: progress.diskSize.load(ordering: .relaxed),
                   detail: "uploaded \(formatBytes(progress.uploadedBytes.load(ordering: .relaxed)))")
         }
@@ -88,10 +68,10 @@ struct ConvertCommand: OneLineErrors {
             throw error
         }
         display.stop()
-        if json {
+        if output.json {
             try printJSON(result)
         } else {
-            if !quiet { writeStandardError("converted \(sourceReference) (\(result.sourceFormat)) to \(destinationReference) (\(result.format))\n") }
+            if !output.quiet { writeStandardError("converted \(sourceReference) (\(result.sourceFormat)) to \(destinationReference) (\(result.format))\n") }
             print(result.manifestDigest)
         }
     }

@@ -40,12 +40,7 @@ struct PullCommand: OneLineErrors {
     @Flag(help: "Do not copy frames from the local mount cache.")
     var noCache = false
 
-    @Flag(name: .shortAndLong, help: "No progress display.")
-    var quiet = false
-
-    @Flag(help: "Print a JSON summary on stdout.")
-    var json = false
-
+    @OptionGroup var output: OutputOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
     func execute() throws {
@@ -58,7 +53,7 @@ struct PullCommand: OneLineErrors {
         let client = registry.client(for: reference, logger: logger)
         let puller = try ImagePuller(client: client, repository: reference.repository, options: options, logger: logger)
         let progress = puller.progress
-        let display = ProgressDisplay(label: "pull", quiet: quiet) {
+        let display = ProgressDisplay(label: "pull", quiet: output.quiet) {
             .init(done: progress.doneBytes.load(ordering: .relaxed), total: progress.totalBytes.load(ordering: .relaxed),
                   detail: "downloaded \(formatBytes(progress.downloadedBytes.load(ordering: .relaxed)))")
         }
@@ -70,10 +65,10 @@ struct PullCommand: OneLineErrors {
             throw error
         }
         display.stop()
-        if json {
+        if output.json {
             try printJSON(result)
         } else {
-            if !quiet {
+            if !output.quiet {
                 let note = result.alreadyComplete ? " (already complete)" : ""
                 writeStandardError("pulled \(reference) (\(result.format)) to \(directory)\(note): \(formatBytes(Int64(result.diskSize))) disk, \(formatBytes(result.bytesDownloaded)) downloaded, \(result.framesFromCache) frames from the local cache\n")
             }

@@ -29,30 +29,11 @@ struct PushCommand: OneLineErrors {
     @Argument(help: "Where to push: registry/repository[:tag].")
     var reference: String
 
-    @Flag(help: "Store the whole disk as one gzip layer (zeros included) for consumers that expect one disk layer; still indexed, so it still mounts lazily.")
-    var singleLayer = false
-
-    @Option(help: ArgumentHelp("Uncompressed bytes per chunk layer (suffixes K, M, G).", valueName: "size"))
-    var chunkSize: String = "512M"
-
-    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M.", valueName: "size"))
-    var frameSize: String = "1M"
-
-    @Option(help: "Compression level, 1 (fastest) to 12 (smallest).")
-    var compressionLevel: Int = 6
-
-    @Option(help: "Compression threads (default: every core).")
-    var threads: Int?
-
     @Option(help: ArgumentHelp("Store this boot profile (from `imgfs mount --record-profile`) in the image; mounts prefetch its frames first.", valueName: "file"))
     var profile: String?
 
-    @Flag(name: .shortAndLong, help: "No progress display.")
-    var quiet = false
-
-    @Flag(help: "Print a JSON summary on stdout instead of the manifest digest.")
-    var json = false
-
+    @OptionGroup var layout: LayoutOptionGroup
+    @OptionGroup var output: OutputOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
     func execute() throws {
@@ -60,12 +41,7 @@ struct PushCommand: OneLineErrors {
         guard reference.digest == nil else {
             throw UsageError("push needs a tag, not a digest: '\(self.reference)'")
         }
-        var options = PushOptions()
-        options.singleLayer = singleLayer
-        options.compressionLevel = compressionLevel
-        options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
-        options.frameSize = Int(try parseSize(frameSize, option: "--frame-size"))
-        if let threads { options.compressionThreads = threads }
+        var options = try layout.pushOptions()
 
         let logger = registry.makeLogger()
         do {
@@ -76,7 +52,7 @@ struct PushCommand: OneLineErrors {
             if let base { options = base.options(from: options) }
             let pusher = try ImagePusher(client: client, repository: reference.repository, options: options, logger: logger)
             let progress = pusher.progress
-            let display = ProgressDisplay(label: "push", quiet: quiet) {
+            let display = ProgressDisplay(label: "push", quiet: output.quiet) {
                 let uploaded = progress.uploadedBytes.load(ordering: .relaxed)
                 return .init(done: progress.diskBytesDone.load(ordering: .relaxed),
                              total: progress.diskSize.load(ordering: .relaxed),
@@ -90,10 +66,10 @@ struct PushCommand: OneLineErrors {
                 throw error
             }
             display.stop()
-            if json {
+            if output.json {
                 try printJSON(result)
             } else {
-                if !quiet {
+                if !output.quiet {
                     writeStandardError("pushed \(reference): \(result.blobsUploaded) blobs uploaded (\(formatBytes(result.bytesUploaded))), \(result.blobsSkipped) already present\n")
                 }
                 print(result.manifestDigest)

@@ -99,8 +99,17 @@ import Testing
         }
         #expect(doneBeforeKill >= 3 && doneBeforeKill < distinct)
 
-        // Count blob GETs for this repository at the registry during the second run.
-        let before = try String(contentsOfFile: registry.logFile, encoding: .utf8).split(separator: "\n").count
+        // Count blob GETs for this repository at the registry during the second run. The registry
+        // logs a request when it finishes answering it, so the killed run's last GET can reach the
+        // log a moment after the kill: wait until the log has been still for a second first.
+        var before = try String(contentsOfFile: registry.logFile, encoding: .utf8).split(separator: "\n").count
+        let quietDeadline = Date().addingTimeInterval(15)
+        var stillSince = Date()
+        while Date() < quietDeadline && Date().timeIntervalSince(stillSince) < 1 {
+            usleep(100_000)
+            let now = try String(contentsOfFile: registry.logFile, encoding: .utf8).split(separator: "\n").count
+            if now != before { before = now; stillSince = Date() }
+        }
         let (result, summary) = try pull(reference, target)
         try #require(result.status == 0, "\(result)")
         try expectSameDisk(source, target + "/disk.img")

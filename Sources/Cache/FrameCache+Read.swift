@@ -24,7 +24,7 @@ extension FrameCache {
         guard frames.lowerBound >= 0, frames.upperBound <= geometry.frameCount else { return nil }
         return state.withLock { s -> Int32? in
             guard !s.closed else { return nil }
-            for frame in frames where !BitmapFormat.isSet(s.bits, frame) { return nil }
+            for frame in frames where !BitmapFormat.isSet(s.resident, frame) { return nil }
             return data.rawValue
         }
     }

@@ -6,36 +6,66 @@ extension FrameCache {
         try store(contentsOf: CollectionOfOne(frame))
     }
 
-    /// Writes several verified frames with one group commit: all their bytes, one `fdatasync`
-    /// of the data file, then all their bits and one `fdatasync` of the bitmap.
+    /// Writes several verified frames and returns once they are durable: `stage` for each, then
+    /// `commitStaged`, which group-commits them with whatever else is staged.
+    public func store(contentsOf frames: some Collection<VerifiedFrame>) throws(CacheError) {
+        for frame in frames { try stage(frame) }
+        try commitStaged()
+    }
+
+    /// Writes a verified frame into the data file and makes it servable by this process at once;
+    /// it becomes durable (its bit reaches the bitmap file) at the next `commitStaged`.
     ///
-    /// Durability order, which is what makes `kill -9` and power loss safe:
+    /// This is what keeps `fdatasync` off the read path: a reader waits for the `pwrite` of its
+    /// frame, not for the device. Until the commit, a crash loses the frame (it is fetched again)
+    /// and never leaves a bit over bytes that did not reach the disk.
+    public func stage(_ frame: VerifiedFrame) throws(CacheError) {
+        try checkFrame(frame.index)
+        let length = geometry.length(ofFrame: frame.index)
+        guard frame.bytes.count == length else {
+            throw .frameLengthMismatch(frame: frame.index, expected: length, actual: frame.bytes.count)
+        }
+        if try isPresent(frame.index) { return }
+        try data.write(frame.bytes, at: geometry.offset(ofFrame: frame.index))
+        try state.withLock { (s) throws(CacheError) in
+            guard !s.closed else { throw .closed(path: layout.directory) }
+            if s.markResident(frame.index) { s.staged.append(frame.index) }
+        }
+    }
+
+    /// Whether frames are staged and not yet durable.
+    public var hasStaged: Bool { state.withLock { !$0.staged.isEmpty } }
+
+    /// Makes every staged frame durable, in the order that makes `kill -9` and power loss safe:
     ///
-    /// 1. `pwrite` the bytes into the data file;
+    /// 1. (`stage`) `pwrite` the bytes into the data file;
     /// 2. `fdatasync(data)`: the bytes (and the block allocation) are on stable storage;
-    /// 3. only now set the bits, in memory and in the bitmap file, then `fdatasync(bitmap)`.
+    /// 3. only now set the bits in the bitmap file, then `fdatasync(bitmap)`.
     ///
     /// A bit can reach the disk only after step 2 has returned for its frame, so whatever point a
     /// crash interrupts, a set bit on disk covers bytes that are already durable and were verified.
     /// A crash between 2 and 3 loses only the bit (the frame is fetched again; eviction reclaims
     /// the orphaned bytes). The reverse order would let a bit survive a crash over bytes that
     /// never did, and the next mount would serve zeros or stale data as verified.
-    public func store(contentsOf frames: some Collection<VerifiedFrame>) throws(CacheError) {
-        var written: [Int] = []
-        written.reserveCapacity(frames.count)
-        for frame in frames {
-            try checkFrame(frame.index)
-            let length = geometry.length(ofFrame: frame.index)
-            guard frame.bytes.count == length else {
-                throw .frameLengthMismatch(frame: frame.index, expected: length, actual: frame.bytes.count)
+    ///
+    /// Commits run one at a time, so when this returns, every frame staged before the call is
+    /// durable, whichever thread's commit took it. If the data file cannot be synced, the frames
+    /// stop being resident (they are fetched again) and the error is thrown.
+    public func commitStaged() throws(CacheError) {
+        try commitLock.withLock { (_) throws(CacheError) in
+            let frames = state.withLock { s in
+                defer { s.staged = [] }
+                return s.staged
             }
-            if try isPresent(frame.index) { continue }
-            try data.write(frame.bytes, at: geometry.offset(ofFrame: frame.index))
-            written.append(frame.index)
+            guard !frames.isEmpty else { return }
+            do throws(CacheError) {
+                try data.dataSync()
+            } catch {
+                state.withLock { s in for frame in frames { s.clearResident(frame) } }
+                throw error
+            }
+            try commitBits(frames)
         }
-        guard !written.isEmpty else { return }
-        try data.dataSync()
-        try commitBits(written)
     }
 
     /// Marks frames that are all zeros in the image as present without storing anything: their
@@ -69,8 +99,9 @@ extension FrameCache {
                 let mask: UInt8 = 1 << (frame & 7)
                 if s.bits[byte] & mask == 0 {
                     s.bits[byte] |= mask
-                    s.presentCount += 1
+                    s.durableCount += 1
                 }
+                _ = s.markResident(frame)
                 low = min(low, byte)
                 high = max(high, byte)
             }
@@ -80,7 +111,7 @@ extension FrameCache {
             // bit another thread had already reported durable. It is a page-cache copy; the fsync
             // that waits for the device runs after the lock is released.
             try bitmap.write(s.bits[low...high], at: BitmapFormat.byteOffset(ofFrame: low * 8))
-            if s.presentCount == geometry.frameCount && !s.allPresentOnDisk {
+            if s.durableCount == geometry.frameCount && !s.allPresentOnDisk {
                 s.allPresentOnDisk = true
                 return true
             }
@@ -99,7 +130,7 @@ extension FrameCache {
     func isPresent(_ frame: Int) throws(CacheError) -> Bool {
         try state.withLock { (s) throws(CacheError) -> Bool in
             guard !s.closed else { throw .closed(path: layout.directory) }
-            return BitmapFormat.isSet(s.bits, frame)
+            return BitmapFormat.isSet(s.resident, frame)
         }
     }
 }

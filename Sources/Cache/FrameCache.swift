@@ -9,11 +9,12 @@ import Verity
 /// Safe to use from many threads at once. While open it holds a shared `flock` on the entry's
 /// lock file, which is how eviction (which needs the lock exclusively) knows the disk is mounted.
 ///
-/// **Lock order.** There is one lock, `state` (a `Mutex`). It is never held while calling out of
-/// this type, and nothing else is acquired under it. `flock`s are process-level and taken only in
-/// `open` (before `state` exists), so they cannot deadlock against it. The only I/O under `state`
-/// is the `pwrite` of changed bitmap bytes (a page-cache copy, see `commitBits`); every data-file
-/// read and write, and every fsync, runs outside it.
+/// **Lock order.** `commitLock` (held across a group commit's fsyncs), then `state` (a `Mutex`).
+/// `state` is never held while calling out of this type, and nothing else is acquired under it.
+/// `flock`s are process-level and taken only in `open` (before `state` exists), so they cannot
+/// deadlock against it. The only I/O under `state` is the `pwrite` of changed bitmap bytes (a
+/// page-cache copy, see `commitBits`); every data-file read and write, and every fsync, runs
+/// outside it.
 ///
 /// **Two processes on one entry** (two mounts of the same image) are allowed: each writes whole
 /// bitmap bytes from its own copy, so one can overwrite the other's newly set bit with a clear one.
@@ -33,15 +34,47 @@ public final class FrameCache: Sendable {
     let header: BitmapFormat.Header
     let logger: Logger
     let state: Mutex<State>
+    /// Serialises `commitStaged`; taken before `state`, never under it.
+    let commitLock = Mutex<Void>(())
 
     struct State: Sendable {
         /// Exactly the bitmap bytes after the header, as they should be on disk. A bit is set here
         /// only once the frame's bytes are durable (see `commitBits`).
         var bits: [UInt8]
-        var presentCount: Int
+        var durableCount: Int
+        /// Frames whose verified bytes are in the data file, durable or not: what this process
+        /// serves. A superset of `bits`; the difference is `staged`.
+        var resident: [UInt8]
+        var residentCount: Int
+        /// Written with `stage` and not yet made durable by `commitStaged`.
+        var staged: [Int] = []
         /// Whether the header on disk carries the all-present flag.
         var allPresentOnDisk: Bool
         var closed = false
+
+        init(bits: [UInt8], durableCount: Int, allPresentOnDisk: Bool) {
+            self.bits = bits
+            self.durableCount = durableCount
+            self.resident = bits
+            self.residentCount = durableCount
+            self.allPresentOnDisk = allPresentOnDisk
+        }
+
+        /// Sets a resident bit; false if it was set already.
+        mutating func markResident(_ frame: Int) -> Bool {
+            let mask: UInt8 = 1 << (frame & 7)
+            guard resident[frame >> 3] & mask == 0 else { return false }
+            resident[frame >> 3] |= mask
+            residentCount += 1
+            return true
+        }
+
+        mutating func clearResident(_ frame: Int) {
+            let mask: UInt8 = 1 << (frame & 7)
+            guard resident[frame >> 3] & mask != 0, !BitmapFormat.isSet(bits, frame) else { return }
+            resident[frame >> 3] &= ~mask
+            residentCount -= 1
+        }
     }
 
     /// The sparse data file; frame i is at i * frameSize. For passthrough reads and `cp`.
@@ -125,8 +158,13 @@ public final class FrameCache: Sendable {
         if !state.withLock({ $0.closed }) { closeFiles() }
     }
 
-    /// Releases the files and the shared lock (the entry counts as unmounted from then on).
+    /// Makes staged frames durable, then releases the files and the shared lock (the entry
+    /// counts as unmounted from then on).
     public func close() {
+        do { try commitStaged() } catch {
+            logger.warning("could not make the last cached frames durable; they will be fetched again", metadata: [
+                "entry": "\(layout.directory)", "error": "\(error)"])
+        }
         let wasOpen = state.withLock { s in
             defer { s.closed = true }
             return !s.closed
@@ -142,20 +180,22 @@ public final class FrameCache: Sendable {
         lockFile.close()  // releases the flock
     }
 
-    /// True if frame `frame`'s verified bytes (or, for a hole, its zeros) are in the cache.
+    /// True if frame `frame`'s verified bytes (or, for a hole, its zeros) are in the cache, durable
+    /// or staged.
     public func contains(_ frame: Int) -> Bool {
         guard frame >= 0, frame < geometry.frameCount else { return false }
-        return state.withLock { BitmapFormat.isSet($0.bits, frame) }
+        return state.withLock { BitmapFormat.isSet($0.resident, frame) }
     }
 
-    public var presentCount: Int { state.withLock { $0.presentCount } }
+    /// Frames this process can serve from the cache (durable or staged).
+    public var presentCount: Int { state.withLock { $0.residentCount } }
 
     /// Every frame is present: the whole disk can be served without the network.
-    public var allPresent: Bool { state.withLock { $0.presentCount == geometry.frameCount } }
+    public var allPresent: Bool { state.withLock { $0.residentCount == geometry.frameCount } }
 
     public func stats() -> CacheStats {
         let (count, lastPresent) = state.withLock { s in
-            (s.presentCount, geometry.frameCount > 0 && BitmapFormat.isSet(s.bits, geometry.frameCount - 1))
+            (s.residentCount, geometry.frameCount > 0 && BitmapFormat.isSet(s.resident, geometry.frameCount - 1))
         }
         var bytes = UInt64(count) * UInt64(geometry.frameSize)
         if lastPresent {
@@ -273,7 +313,7 @@ extension FrameCache {
             let present = BitmapFormat.popcount(bits)
             let cache = FrameCache(
                 layout: layout, data: data, bitmap: bitmap, lockFile: lockFile, header: expected,
-                state: State(bits: bits, presentCount: present, allPresentOnDisk: header.allPresent),
+                state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
                 geometry: geometry, key: key, imageReference: imageReference, logger: logger)
             // The flag is derived from the bits; the bits win if the two disagree.
             if header.allPresent != (present == frames) {

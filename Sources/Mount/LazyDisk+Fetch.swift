@@ -54,12 +54,10 @@ extension LazyDisk {
                 else { continue }
                 copied.append(verified)
             }
-            if !copied.isEmpty {
-                store(copied)
-                statistics.sharedFrames.add(Int64(copied.count), ordering: .relaxed)
-                for verified in copied {
-                    if let flight = pending.removeValue(forKey: verified.index) { complete(flight, .success(verified)) }
-                }
+            for verified in copied {
+                stage(verified)
+                statistics.sharedFrames.add(1, ordering: .relaxed)
+                if let flight = pending.removeValue(forKey: verified.index) { complete(flight, .success(verified)) }
             }
         }
 
@@ -68,23 +66,22 @@ extension LazyDisk {
         while !pending.isEmpty {
             attempt += 1
             for group in FetchPlan.groups(for: Array(pending.keys), index: index, maxBytes: options.maxRequestBytes) {
-                let results = fetchGroup(group, purpose: purpose, attempt: attempt)
-                var verified: [VerifiedFrame] = []
-                for (frame, result) in results {
+                // Each frame is staged and handed to its waiters as soon as it is verified, not
+                // after the whole range: a sequential reader waits for one frame, not for sixteen.
+                fetchGroup(group, purpose: purpose, attempt: attempt) { frame, result in
                     switch result {
-                    case .success(let frame): verified.append(frame)
-                    case .failure(let error): lastError[frame] = error
+                    case .success(let verified):
+                        stage(verified)
+                        statistics.framesFetched.add(1, ordering: .relaxed)
+                        switch purpose {
+                        case .demand: break
+                        case .readahead: statistics.readaheadFrames.add(1, ordering: .relaxed)
+                        case .prefetch: statistics.prefetchedFrames.add(1, ordering: .relaxed)
+                        }
+                        if let flight = pending.removeValue(forKey: frame) { complete(flight, .success(verified)) }
+                    case .failure(let error):
+                        lastError[frame] = error
                     }
-                }
-                store(verified)
-                statistics.framesFetched.add(Int64(verified.count), ordering: .relaxed)
-                switch purpose {
-                case .demand: break
-                case .readahead: statistics.readaheadFrames.add(Int64(verified.count), ordering: .relaxed)
-                case .prefetch: statistics.prefetchedFrames.add(Int64(verified.count), ordering: .relaxed)
-                }
-                for frame in verified {
-                    if let flight = pending.removeValue(forKey: frame.index) { complete(flight, .success(frame)) }
                 }
             }
             if pending.isEmpty || attempt >= options.fetchAttempts || monotonicNow() >= deadline || isStopping { break }
@@ -101,17 +98,19 @@ extension LazyDisk {
         }
     }
 
-    /// Writes verified frames to the cache. A cache that cannot be written (disk full) costs
-    /// refetches later, not this read: the frames are still served from memory.
-    func store(_ frames: [VerifiedFrame]) {
-        guard !frames.isEmpty else { return }
-        do { try cache.store(contentsOf: frames) } catch {
-            logger.warning("could not store frames in the cache", metadata: ["frames": "\(frames.count)", "error": "\(error)"])
+    /// Writes a verified frame to the cache; the committer makes it durable. A cache that cannot
+    /// be written (disk full) costs refetches later, not this read: the frame is still served
+    /// from memory.
+    func stage(_ frame: VerifiedFrame) {
+        do { try cache.stage(frame) } catch {
+            logger.warning("could not store a frame in the cache", metadata: ["frame": "\(frame.index)", "error": "\(error)"])
         }
     }
 
-    /// One range request, then each member decompressed to its exact length and verified.
-    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int) -> [(Int, Result<VerifiedFrame, MountError>)] {
+    /// One range request, then each member decompressed to its exact length and verified; `deliver`
+    /// is called once per frame of the group, in order, as soon as that frame's result is known.
+    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int,
+                    deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
         let layer = index.layers[group.layer]
         statistics.requestStarted()
         if purpose == .demand { statistics.demandRequestsInFlight.add(1, ordering: .relaxed) }
@@ -126,20 +125,25 @@ extension LazyDisk {
             logger.warning("range request failed", metadata: [
                 "blob": "\(layer.digest)", "range": "\(group.range.lowerBound)..<\(group.range.upperBound)",
                 "frames": "\(group.frames.count)", "attempt": "\(attempt)", "error": "\(error)"])
-            return group.frames.map { ($0, .failure(.fetch(blob: layer.digest, frame: $0, range: group.range, error))) }
+            for frame in group.frames { deliver(frame, .failure(.fetch(blob: layer.digest, frame: frame, range: group.range, error))) }
+            return
         }
         statistics.rangeRequests.add(1, ordering: .relaxed)
         statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
         guard Int64(bytes.count) == Int64(group.range.count) else {
             let error = SourceError(.other, "the registry returned \(bytes.count) bytes for a range of \(group.range.count)")
-            return group.frames.map { ($0, .failure(.fetch(blob: layer.digest, frame: $0, range: group.range, error))) }
+            for frame in group.frames { deliver(frame, .failure(.fetch(blob: layer.digest, frame: frame, range: group.range, error))) }
+            return
         }
         let decompressor: GzipFrameDecompressor
         do { decompressor = try GzipFrameDecompressor() } catch {
-            return group.frames.map { ($0, .failure(.corruptFrame(blob: layer.digest, frame: $0, reason: "\(error)"))) }
+            for frame in group.frames { deliver(frame, .failure(.corruptFrame(blob: layer.digest, frame: frame, reason: "\(error)"))) }
+            return
         }
-        return bytes.withUnsafeBytes { raw in
-            group.frames.map { frame in (frame, decode(frame, from: raw, group: group, blob: layer.digest, decompressor: decompressor, attempt: attempt)) }
+        bytes.withUnsafeBytes { raw in
+            for frame in group.frames {
+                deliver(frame, decode(frame, from: raw, group: group, blob: layer.digest, decompressor: decompressor, attempt: attempt))
+            }
         }
     }
 

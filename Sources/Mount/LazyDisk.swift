@@ -48,6 +48,7 @@ public final class LazyDisk: Sendable {
     let streams: StreamDetector
     let readaheadJobs: JobQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
+    let committer: CacheCommitter
     let stopping = Atomic<Bool>(false)
 
     /// Why a batch of frames is wanted: readers wait, background work does not.
@@ -66,10 +67,12 @@ public final class LazyDisk: Sendable {
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = JobQueue(capacity: 8)
+        self.committer = CacheCommitter(cache: cache, logger: logger)
     }
 
-    /// Starts the readahead threads.
+    /// Starts the cache's background commits and the readahead threads.
     public func start() {
+        committer.start()
         guard options.readaheadThreads > 0 else { return }
         let threads = (0..<options.readaheadThreads).map { i in
             WorkerThread(name: "readahead-\(i)") { [self] in
@@ -92,6 +95,7 @@ public final class LazyDisk: Sendable {
             return threads
         }
         for thread in threads { thread.join() }
+        committer.stop()
     }
 
     public var isStopping: Bool { stopping.load(ordering: .relaxed) }

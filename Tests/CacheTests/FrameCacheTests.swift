@@ -82,6 +82,45 @@ import Verity
         #expect(meta.contains("localhost:5000\\/test\\/disk:1") || meta.contains("localhost:5000/test/disk:1"))
     }
 
+    @Test func stagedFramesServeAtOnceAndReachTheBitmapOnlyWhenCommitted() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let disk = TestDisk(frameCount: 8)
+        let cache = try disk.open(dir.path)
+        defer { cache.close() }
+        try cache.stage(disk.verified(5))
+        #expect(cache.contains(5))
+        #expect(cache.hasStaged)
+        #expect(try cache.readFrame(5) == disk.frames[5])
+
+        // A second opener reads the bitmap file: the staged frame is not durable yet.
+        let before = try disk.open(dir.path)
+        #expect(!before.contains(5))
+        before.close()
+
+        try cache.commitStaged()
+        #expect(!cache.hasStaged)
+        let after = try disk.open(dir.path)
+        #expect(after.contains(5))
+        #expect(try after.readFrame(5) == disk.frames[5])
+        after.close()
+    }
+
+    @Test func closeCommitsWhatIsStaged() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let disk = TestDisk(frameCount: 8)
+        do {
+            let cache = try disk.open(dir.path)
+            for i in [1, 6] { try cache.stage(disk.verified(i)) }
+            cache.close()
+        }
+        let cache = try disk.open(dir.path)
+        defer { cache.close() }
+        #expect(cache.presentCount == 2)
+        #expect(try cache.readFrame(6) == disk.frames[6])
+    }
+
     @Test func corruptedBitmapHeaderResetsTheEntry() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

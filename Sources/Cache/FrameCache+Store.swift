@@ -26,7 +26,10 @@ extension FrameCache {
             throw .frameLengthMismatch(frame: frame.index, expected: length, actual: frame.bytes.count)
         }
         if try isPresent(frame.index) { return }
-        try data.write(frame.bytes, at: geometry.offset(ofFrame: frame.index))
+        let offset = geometry.offset(ofFrame: frame.index)
+        if try directData?.write(frame.bytes, at: offset) != true {
+            try data.write(frame.bytes, at: offset)
+        }
         try state.withLock { (s) throws(CacheError) in
             guard !s.closed else { throw .closed(path: layout.directory) }
             if s.markResident(frame.index) { s.staged.append(frame.index) }

@@ -29,6 +29,9 @@ public final class FrameCache: Sendable {
 
     let layout: CacheLayout
     let data: FileDescriptor
+    /// The data file again, for whole-frame writes that bypass the page cache; nil where the
+    /// file system does not support `O_DIRECT`.
+    let directData: DirectWriter?
     let bitmap: FileDescriptor
     let lockFile: FileDescriptor
     let header: BitmapFormat.Header
@@ -139,11 +142,12 @@ public final class FrameCache: Sendable {
         return cache
     }
 
-    private init(layout: CacheLayout, data: FileDescriptor, bitmap: FileDescriptor, lockFile: FileDescriptor,
+    private init(layout: CacheLayout, data: FileDescriptor, directData: DirectWriter?, bitmap: FileDescriptor, lockFile: FileDescriptor,
                  header: BitmapFormat.Header, state: State, geometry: DiskGeometry, key: CacheKey,
                  imageReference: String, logger: Logger) {
         self.layout = layout
         self.data = data
+        self.directData = directData
         self.bitmap = bitmap
         self.lockFile = lockFile
         self.header = header
@@ -176,6 +180,7 @@ public final class FrameCache: Sendable {
 
     private func closeFiles() {
         data.close()
+        directData?.close()
         bitmap.close()
         lockFile.close()  // releases the flock
     }
@@ -312,7 +317,7 @@ extension FrameCache {
             BitmapFormat.maskTail(&bits, frames: frames)
             let present = BitmapFormat.popcount(bits)
             let cache = FrameCache(
-                layout: layout, data: data, bitmap: bitmap, lockFile: lockFile, header: expected,
+                layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, header: expected,
                 state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
                 geometry: geometry, key: key, imageReference: imageReference, logger: logger)
             // The flag is derived from the bits; the bits win if the two disagree.

@@ -45,6 +45,10 @@ public final class Prefetcher: Sendable {
     var isStopped: Bool { stopped.load(ordering: .relaxed) || disk.isStopping }
 
     func run() {
+        // The lowest CPU priority for this thread only (Linux keeps nice values per thread): the
+        // frames it decompresses and verifies must not slow the reads, or the VM, that the
+        // mount is for. Best effort; an unprivileged daemon may only lower it, which this does.
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
         let index = disk.index
         let start = monotonicNow()
         var bucket = rate.map { TokenBucket(rate: Double(max(1, $0)), burst: Double(batchBytes), now: start) }

@@ -38,15 +38,17 @@ public enum FileIO {
         return true
     }
 
-    /// Writes all of `bytes` at `offset`, retrying EINTR and short writes.
-    public static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(IOError) {
+    /// Writes all of `bytes` at `offset`, retrying EINTR and short writes. `operation` names the
+    /// write in the error.
+    public static func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String,
+                                  operation: String = "write") throws(IOError) {
         guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw IOError(operation: "write", path: path, offset: offset + UInt64(done), errno: errno)
+                throw IOError(operation: operation, path: path, offset: offset + UInt64(done), errno: errno)
             }
             done += n
         }

@@ -26,16 +26,7 @@ public final class SpoolFile: @unchecked Sendable {
     deinit { close(fd) }
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws(IOError) {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, base + done, bytes.count - done, off_t(size) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError(operation: "write spool file", path: directory, offset: UInt64(size) + UInt64(done), errno: errno)
-            }
-            done += n
-        }
+        try FileIO.writeFully(fd, bytes, at: UInt64(size), path: directory, operation: "write spool file")
         size += Int64(bytes.count)
     }
 

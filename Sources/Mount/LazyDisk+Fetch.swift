@@ -76,6 +76,7 @@ extension LazyDisk {
                         switch purpose {
                         case .demand: break
                         case .readahead: statistics.readaheadFrames.add(1, ordering: .relaxed)
+                        case .profile: statistics.profileFrames.add(1, ordering: .relaxed)
                         case .prefetch: statistics.prefetchedFrames.add(1, ordering: .relaxed)
                         }
                         if let flight = pending.removeValue(forKey: frame) { complete(flight, .success(verified)) }

@@ -49,10 +49,11 @@ public final class LazyDisk: Sendable {
     let readaheadJobs: JobQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let committer: CacheCommitter
+    let activity = ReadActivity()
     let stopping = Atomic<Bool>(false)
 
     /// Why a batch of frames is wanted: readers wait, background work does not.
-    enum Purpose: Sendable { case demand, readahead, prefetch }
+    enum Purpose: Sendable { case demand, readahead, profile, prefetch }
 
     public init(index: FrameIndex, cache: FrameCache, source: any BlobSource, shared: SharedFrameLocator?,
                 statistics: MountStatistics = MountStatistics(), options: LazyDiskOptions = LazyDiskOptions(), logger: Logger) {
@@ -107,6 +108,7 @@ public final class LazyDisk: Sendable {
         guard offset < geometry.diskSize, buffer.count > 0 else { return 0 }
         let length = Int(min(UInt64(buffer.count), geometry.diskSize - offset))
         let frames = geometry.frames(covering: offset, length: length)
+        activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
 
         var missing: [Int] = []
@@ -144,10 +146,10 @@ public final class LazyDisk: Sendable {
         }
     }
 
-    /// Makes `frames` present (fetching those that are missing) without reading them; for
-    /// background prefetch. Does not wait for frames other threads are fetching.
-    func prefetch(_ frames: [Int]) throws(MountError) {
-        _ = try obtain(frames.filter { !index.frames[$0].isHole }, purpose: .prefetch)
+    /// Makes `frames` present (fetching those that are missing) without reading them; for the
+    /// profile and background prefetch. Does not wait for frames other threads are fetching.
+    func prefetch(_ frames: [Int], purpose: Purpose) throws(MountError) {
+        _ = try obtain(frames.filter { !index.frames[$0].isHole }, purpose: purpose)
     }
 
     // MARK: - Readahead

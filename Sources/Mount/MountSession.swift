@@ -47,12 +47,14 @@ public final class MountSession: Sendable {
         self.logger = logger
         self.disk = LazyDisk(index: index, cache: cache, source: source, shared: shared?.count == 0 ? nil : shared,
                              options: configuration.disk, logger: logger)
-        self.prefetcher = configuration.prefetch
-            ? Prefetcher(disk: disk, profile: resolved.bootProfile, rate: configuration.prefetchRate, logger: logger)
+        // The profile is fetched even with background prefetch off: it is what the VM reads next.
+        self.prefetcher = configuration.prefetch || !resolved.bootProfile.isEmpty
+            ? Prefetcher(disk: disk, profile: resolved.bootProfile, background: configuration.prefetch,
+                         rate: configuration.prefetchRate, logger: logger)
             : nil
     }
 
-    /// Starts readahead and background prefetch.
+    /// Starts readahead, the boot profile's prefetch and background prefetch.
     public func start() {
         disk.start()
         if cacheComplete {
@@ -79,7 +81,7 @@ public final class MountSession: Sendable {
             pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
             manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
             logFile: logFile, diskSize: stats.diskSize, totalFrames: stats.totalFrames, cachedFrames: stats.presentFrames,
-            bytesCached: stats.presentBytes, offline: resolved.offline, prefetch: prefetcher != nil,
+            bytesCached: stats.presentBytes, offline: resolved.offline, prefetch: configuration.prefetch,
             startedAt: startedAt, updatedAt: now, statistics: disk.statistics.snapshot())
     }
 }

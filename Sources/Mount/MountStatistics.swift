@@ -25,8 +25,9 @@ public final class MountStatistics: Sendable {
     let demandRequestsInFlight = Atomic<Int>(0)
     /// Reads answered with an error.
     let readErrors = Atomic<Int64>(0)
-    /// Frames brought in by readahead and background prefetch.
+    /// Frames brought in by readahead, by the boot profile's prefetch and by background prefetch.
     let readaheadFrames = Atomic<Int64>(0)
+    let profileFrames = Atomic<Int64>(0)
     let prefetchedFrames = Atomic<Int64>(0)
 
     public init() {}
@@ -55,6 +56,7 @@ public final class MountStatistics: Sendable {
             peakRequestsInFlight: peakRequestsInFlight.load(ordering: .relaxed),
             readErrors: readErrors.load(ordering: .relaxed),
             readaheadFrames: readaheadFrames.load(ordering: .relaxed),
+            profileFrames: profileFrames.load(ordering: .relaxed),
             prefetchedFrames: prefetchedFrames.load(ordering: .relaxed))
     }
 
@@ -70,6 +72,7 @@ public final class MountStatistics: Sendable {
         public var peakRequestsInFlight: Int
         public var readErrors: Int64
         public var readaheadFrames: Int64
+        public var profileFrames: Int64
         public var prefetchedFrames: Int64
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.

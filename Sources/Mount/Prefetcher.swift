@@ -4,28 +4,45 @@ import Logging
 import Synchronization
 import Threading
 
-/// Background prefetch of a whole disk after mount, at the lowest priority: it pauses while
-/// readers are waiting for the network, stays under a bandwidth limit (token bucket), and goes
-/// through the same single-flight path as reads, so a reader that wants a frame being
-/// prefetched waits for that fetch instead of starting another.
+/// A mount's prefetch, in two phases on one thread:
+/// 1. the boot profile's frames (if the image has one), at normal priority and several requests
+///    at once (`ProfileFetch`);
+/// 2. unless `background` is off (`--no-prefetch`), the whole disk from the start, at the lowest
+///    priority and under a bandwidth limit (token bucket). It waits for the boot: until the
+///    mount's users have read most of the profile (or `profileGrace` has passed). Then it yields
+///    to them: while they have read within `quietSeconds`, it sends one batch per `busyInterval`
+///    at most, and none while a reader waits for the network. On a machine whose cores the VM
+///    needs, background decompression during the boot slowed it by a fifth (BENCHMARKS.md).
 ///
-/// Order: the boot profile's frames first (if the image has one), then the disk from the start.
+/// Both go through the same single-flight path as reads, so a reader that wants a frame being
+/// prefetched waits for that fetch instead of starting another.
 public final class Prefetcher: Sendable {
     let disk: LazyDisk
     let profile: [Int]
+    let background: Bool
     let rate: Int64?
+    let profileWorkers: Int
     let logger: Logger
     /// Compressed bytes per batch: small enough that a reader behind a prefetch batch waits little.
     let batchBytes: Int64 = 4 * 1024 * 1024
+    let quietSeconds = 1.0
+    let busyInterval = 1.0
+    let profileGrace = 120.0
     let stopped = Atomic<Bool>(false)
     let thread = Mutex<WorkerThread?>(nil)
 
-    /// - Parameter rate: bytes per second of compressed data, or nil for no limit.
-    public init(disk: LazyDisk, profile: [Int], rate: Int64?, logger: Logger) {
+    /// - Parameters:
+    ///   - background: whether the whole-disk pass follows the profile.
+    ///   - rate: bytes per second of compressed data for the whole-disk pass, or nil for no limit.
+    ///   - profileWorkers: range requests in flight at once for the profile.
+    public init(disk: LazyDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3, logger: Logger) {
         self.disk = disk
         self.profile = profile
+        self.background = background
         self.rate = rate
+        self.profileWorkers = profileWorkers
         self.logger = logger
+        disk.activity.watch(profile: profile.filter { !disk.index.frames[$0].isHole })
     }
 
     public func start() {
@@ -45,6 +62,11 @@ public final class Prefetcher: Sendable {
     var isStopped: Bool { stopped.load(ordering: .relaxed) || disk.isStopping }
 
     func run() {
+        ProfileFetch(disk: disk, profile: profile, workers: profileWorkers, logger: logger).run { [self] in isStopped }
+        if background { runBackgroundPass() }
+    }
+
+    func runBackgroundPass() {
         // The lowest CPU priority for this thread only (Linux keeps nice values per thread): the
         // frames it decompresses and verifies must not slow the reads, or the VM, that the
         // mount is for. Best effort; an unprivileged daemon may only lower it, which this does.
@@ -53,26 +75,21 @@ public final class Prefetcher: Sendable {
         let start = monotonicNow()
         var bucket = rate.map { TokenBucket(rate: Double(max(1, $0)), burst: Double(batchBytes), now: start) }
         var failures = 0
-        let order = profile + Array(0..<index.frames.count)
-        var cursor = 0
-        while cursor < order.count, !isStopped {
+        var lastBatch = -Double.infinity
+        var frame = 0
+        while frame < index.frames.count, !isStopped {
             // Collect the next batch of missing frames.
             var batch: [Int] = []
             var bytes: Int64 = 0
-            while cursor < order.count, batch.count < 64, bytes < batchBytes {
-                let frame = order[cursor]
-                // Profile frames go out in profile order: a batch is fetched in disk order, so it
-                // holds only an ascending run of them, and never mixes them with the sequential pass.
-                if let previous = batch.last, cursor <= profile.count, frame != previous + 1 { break }
-                cursor += 1
+            while frame < index.frames.count, batch.count < 64, bytes < batchBytes {
+                defer { frame += 1 }
                 guard let location = index.frames[frame].location, !index.frames[frame].isHole,
                       !disk.cache.contains(frame), !disk.flights.isInFlight(frame) else { continue }
                 batch.append(frame)
                 bytes += Int64(location.compressedLength)
             }
             guard !batch.isEmpty else { continue }
-            // Readers first: wait while any of them waits for the network.
-            while disk.statistics.demandRequestsInFlight.load(ordering: .relaxed) > 0, !isStopped { usleep(20_000) }
+            waitForTurn(start: start, lastBatch: lastBatch)
             if var current = bucket {
                 var delay = current.take(Double(bytes), now: monotonicNow())
                 bucket = current
@@ -83,8 +100,9 @@ public final class Prefetcher: Sendable {
                 }
             }
             guard !isStopped else { break }
+            lastBatch = monotonicNow()
             do {
-                try disk.prefetch(batch)
+                try disk.prefetch(batch, purpose: .prefetch)
                 failures = 0
             } catch {
                 failures += 1
@@ -101,6 +119,21 @@ public final class Prefetcher: Sendable {
         if !isStopped {
             logger.info("prefetch finished", metadata: [
                 "seconds": "\(Int(monotonicNow() - start))", "present": "\(disk.cache.presentCount)", "frames": "\(index.frames.count)"])
+        }
+    }
+}
+
+extension Prefetcher {
+    /// Returns when the background pass may send its next batch (or when stopped).
+    func waitForTurn(start: Double, lastBatch: Double) {
+        let activity = disk.activity
+        while !isStopped {
+            let now = monotonicNow()
+            let booting = !activity.hasReadProfile && now - start < profileGrace
+            let busy = (activity.secondsSinceLastRead(now: now) ?? .infinity) < quietSeconds && now - lastBatch < busyInterval
+            let readerWaiting = disk.statistics.demandRequestsInFlight.load(ordering: .relaxed) > 0
+            if !booting, !busy, !readerWaiting { return }
+            usleep(20_000)
         }
     }
 }

@@ -37,6 +37,7 @@ extension LazyDisk: VirtualDisk {
         guard count > 0, offset < size, UInt64(count) <= size - offset else { return nil }
         let frames = geometry.frames(covering: offset, length: count)
         guard let descriptor = cache.presentDataDescriptor(frames: frames) else { return nil }
+        activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
         statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
         return LocalExtent(descriptor: descriptor, offset: offset)

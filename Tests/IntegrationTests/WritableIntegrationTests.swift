@@ -113,7 +113,8 @@ import Testing
         #expect(layers.last?.mediaType == "application/vnd.imgfs.boot-profile.v1")
         let chunkOf = Dictionary(uniqueKeysWithValues: layers.compactMap { l in l.number.map { (l.digest, $0) } })
 
-        // A cold mount fetches the profile's chunks (2, 0, 3) before the sequential pass reaches chunk 1.
+        // A cold mount fetches the profile's chunks (2, 0, 3; several requests at once, so in any
+        // order) before the sequential pass reaches chunk 1.
         let log = RegistryLog(registry)
         let mark = log.mark()
         let cold = try MountedImage("\(registry.address)/\(repository):v1", scratch: scratch)
@@ -125,6 +126,6 @@ import Testing
                 .compactMap { $0.digest.flatMap { chunkOf[$0] } }
         }
         let firstThree = Array(NSOrderedSet(array: fetched).array.compactMap { $0 as? Int }.prefix(3))
-        #expect(firstThree == [2, 0, 3], "chunk order of the first fetches: \(fetched)")
+        #expect(Set(firstThree) == [2, 0, 3] && firstThree.count == 3, "chunk order of the first fetches: \(fetched)")
     }
 }

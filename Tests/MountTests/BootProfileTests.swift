@@ -20,9 +20,12 @@ import Testing
         defer { session.stop() }
         session.start()
         let profile = [20, 21, 5, 30, 6]
-        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, logger: testLogger)
+        // One request at a time, so the registry sees them in dispatch order.
+        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, profileWorkers: 1, logger: testLogger)
         prefetcher.start()
         defer { prefetcher.stop() }
+        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        try session.disk.bootReads(profile)
         for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
         #expect(session.cacheComplete)
 
@@ -38,6 +41,109 @@ import Testing
         #expect(Array(calls.prefix(4)) == [[20, 21], [5], [30], [6]])
         // Then the sequential pass, from the start, skipping what the profile brought in.
         #expect(calls.dropFirst(4).first?.first == 0)
+    }
+
+    @Test func parallelProfileWorkersFetchEveryProfileFrameOnceBeforeTheSequentialPass() throws {
+        let image = try TestImage.make(frames: 64, chunkFrames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path, prefetch: false)
+        defer { session.stop() }
+        session.start()
+        let profile = [40, 41, 42, 3, 60, 17, 18, 50, 9, 10, 11, 12, 13, 14, 15, 16, 33]
+        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, profileWorkers: 4, logger: testLogger)
+        prefetcher.start()
+        defer { prefetcher.stop() }
+        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        try session.disk.bootReads(profile)
+        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
+        #expect(session.cacheComplete)
+        let snapshot = session.disk.statistics.snapshot()
+        #expect(snapshot.profileFrames == Int64(profile.count))
+        #expect(snapshot.prefetchedFrames == Int64(64 - profile.count))
+        #expect(snapshot.framesFetched == 64)
+
+        // Every request before the first one of the sequential pass carries profile frames only.
+        let profiled = Set(profile)
+        let requested = registry.rangeCalls.map { call in
+            image.index.frames.indices.filter { frame in
+                guard let location = image.index.frames[frame].location,
+                      image.index.layers[location.layer].digest == call.digest else { return false }
+                return call.range.contains(location.compressedRange.lowerBound)
+            }
+        }
+        let firstProfileRequests = requested.prefix { !$0.isEmpty && Set($0).isSubset(of: profiled) }
+        #expect(Set(firstProfileRequests.joined()) == profiled)
+    }
+
+    @Test func theProfileIsFetchedEvenWithoutBackgroundPrefetch() throws {
+        let image = try TestImage.make(frames: 32, chunkFrames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path, prefetch: false)
+        defer { session.stop() }
+        session.start()
+        let profile = [7, 8, 25]
+        let prefetcher = Prefetcher(disk: session.disk, profile: profile, background: false, rate: nil, logger: testLogger)
+        prefetcher.start()
+        defer { prefetcher.stop() }
+        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        usleep(300_000)   // time for a background pass, were there one, to fetch more
+        #expect(profile.allSatisfy { session.disk.cache.contains($0) })
+        #expect(session.disk.cache.presentCount == profile.count)
+        #expect(session.disk.statistics.snapshot().prefetchedFrames == 0)
+    }
+
+    @Test func theBackgroundPassWaitsUntilTheBootHasReadMostOfTheProfile() throws {
+        let image = try TestImage.make(frames: 32, chunkFrames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path, prefetch: false)
+        defer { session.stop() }
+        session.start()
+        let profile = Array(10..<20)
+        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, logger: testLogger)
+        prefetcher.start()
+        defer { prefetcher.stop() }
+        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        // The boot reads 8 of the 10 profile frames: not yet the 90% that ends it.
+        try session.disk.bootReads(Array(profile.prefix(8)))
+        usleep(1_500_000)   // past the quiet period: only the boot holds the pass back
+        #expect(session.disk.cache.presentCount == profile.count)
+        #expect(session.disk.statistics.snapshot().prefetchedFrames == 0)
+        // The ninth, through the cache-hit path FUSE takes for cached frames: the boot is over,
+        // and the pass fetches the rest of the disk.
+        #expect(session.disk.localExtent(at: UInt64(profile[8] * TestImage.frameSize), count: 4096) != nil)
+        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
+        #expect(session.cacheComplete)
+        #expect(session.disk.statistics.snapshot().prefetchedFrames == 32 - Int64(profile.count))
+    }
+
+    @Test func readActivityCountsDistinctProfileFramesAndTheTimeOfTheLastRead() {
+        let activity = ReadActivity()
+        #expect(activity.hasReadProfile)   // no profile: nothing to wait for
+        #expect(activity.secondsSinceLastRead(now: 5) == nil)
+        activity.watch(profile: Array(0..<20))
+        #expect(!activity.hasReadProfile)
+        activity.note(0..<10, now: 10)
+        activity.note(0..<10, now: 11)     // the same frames again do not count twice
+        activity.note(40..<50, now: 12)    // nor do frames outside the profile
+        #expect(!activity.hasReadProfile)
+        #expect(activity.secondsSinceLastRead(now: 12.5) == 0.5)
+        activity.note(10..<17, now: 13)
+        #expect(!activity.hasReadProfile)  // 17 of 20
+        activity.note(17..<18, now: 14)
+        #expect(activity.hasReadProfile)   // 18 of 20 = 90%
+    }
+
+    @Test func profileBatchesAreAscendingRunsInProfileOrder() {
+        #expect(ProfileFetch.batches(of: [20, 21, 5, 30, 31, 32, 6]) == [[20, 21], [5], [30, 31, 32], [6]])
+        let long = Array(100..<120)
+        #expect(ProfileFetch.batches(of: long) == [Array(100..<108), Array(108..<116), Array(116..<120)])
+        #expect(ProfileFetch.batches(of: []) == [])
     }
 
     @Test func theRecorderNotesFirstReadsInOrderAndWritesAProfile() throws {
@@ -56,5 +162,12 @@ import Testing
         #expect(recorder.frames == [5, 1, 0])
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(BootProfile.decode(bytes, frameCount: 8) == [5, 1, 0])
+    }
+}
+
+extension LazyDisk {
+    /// Reads the first byte of each of `frames`, as a booting VM would.
+    func bootReads(_ frames: [Int]) throws {
+        for frame in frames { _ = try bytes(at: UInt64(frame * TestImage.frameSize), count: 1) }
     }
 }

@@ -16,7 +16,10 @@ struct MountCommand: ParsableCommand {
         The image is resolved and its cache entry opened first, so a bad reference, an unreachable \
         registry with nothing cached, or a missing mount point is reported here. Then a daemon \
         serves MOUNTPOINT in the background: every frame read is fetched once, verified against \
-        its SHA-256 and kept in the cache; the rest of the image is prefetched at low priority.
+        its SHA-256 and kept in the cache. An image pushed with a boot profile (`imgfs push \
+        --profile`) has the frames its boot reads fetched first, several at once; the rest of the \
+        image is prefetched at low priority once the boot has read them, pausing while the disk is \
+        being read.
 
         An image mounted once can be mounted again with the registry unreachable.
 
@@ -42,7 +45,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Evict frames of unmounted images until the cache is at most this size (suffixes K, M, G, T).", valueName: "size"))
     var cacheSize: String?
 
-    @Flag(help: "Do not prefetch the whole image in the background.")
+    @Flag(help: "Do not prefetch the whole image in the background (the image's boot profile, if it has one, is still fetched first).")
     var noPrefetch = false
 
     @Option(help: ArgumentHelp("Bound background prefetch to this many bytes per second (suffixes K, M, G).", valueName: "rate"))

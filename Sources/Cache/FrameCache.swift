@@ -297,7 +297,8 @@ extension FrameCache {
         try FileDescriptor.syncDirectory(layout.directory)
     }
 
-    /// Opens the data and bitmap files and reads the bits. Caller holds the shared lock.
+    /// Opens the data and bitmap files and reads the bits. Caller holds the shared lock, and
+    /// closes `lockFile` if this throws.
     static func load(_ layout: CacheLayout, lockFile: FileDescriptor, expected: BitmapFormat.Header,
                      geometry: DiskGeometry, key: CacheKey, imageReference: String, logger: Logger) throws(CacheError) -> FrameCache {
         let data = try FileDescriptor.open(layout.dataPath, O_RDWR)
@@ -306,33 +307,49 @@ extension FrameCache {
             data.close()
             throw error
         }
+        let frames = geometry.frameCount
+        let header: BitmapFormat.Header
+        var bits: [UInt8]
         do throws(CacheError) {
-            let frames = geometry.frameCount
-            guard case .success(let header) = BitmapFormat.Header.decode(try bitmap.read(count: BitmapFormat.headerSize, at: 0)),
-                  header.frameCount == expected.frameCount, header.key == expected.key,
-                  header.frameSize == expected.frameSize, header.diskSize == expected.diskSize else {
+            guard case .success(let decoded) = BitmapFormat.Header.decode(try bitmap.read(count: BitmapFormat.headerSize, at: 0)),
+                  decoded.frameCount == expected.frameCount, decoded.key == expected.key,
+                  decoded.frameSize == expected.frameSize, decoded.diskSize == expected.diskSize else {
                 throw CacheError.entryInUse(path: layout.directory, reason: "bitmap header changed while opening")
             }
-            var bits = try bitmap.read(count: BitmapFormat.byteCount(frames: frames), at: UInt64(BitmapFormat.headerSize))
-            BitmapFormat.maskTail(&bits, frames: frames)
-            let present = BitmapFormat.popcount(bits)
-            let cache = FrameCache(
-                layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, header: expected,
-                state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
-                geometry: geometry, key: key, imageReference: imageReference, logger: logger)
-            // The flag is derived from the bits; the bits win if the two disagree.
-            if header.allPresent != (present == frames) {
-                logger.info("bitmap all-present flag disagrees with its bits, rewriting it", metadata: [
-                    "entry": "\(layout.directory)", "present": "\(present)", "frames": "\(frames)"])
-                try cache.writeHeader(allPresent: present == frames)
-                cache.state.withLock { $0.allPresentOnDisk = present == frames }
-            }
-            return cache
+            header = decoded
+            bits = try bitmap.read(count: BitmapFormat.byteCount(frames: frames), at: UInt64(BitmapFormat.headerSize))
         } catch {
             data.close()
             bitmap.close()
             throw error
         }
+        BitmapFormat.maskTail(&bits, frames: frames)
+        let present = BitmapFormat.popcount(bits)
+        // From here the cache owns the data and bitmap descriptors.
+        let cache = FrameCache(
+            layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, header: expected,
+            state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
+            geometry: geometry, key: key, imageReference: imageReference, logger: logger)
+        // The flag is derived from the bits; the bits win if the two disagree.
+        if header.allPresent != (present == frames) {
+            logger.info("bitmap all-present flag disagrees with its bits, rewriting it", metadata: [
+                "entry": "\(layout.directory)", "present": "\(present)", "frames": "\(frames)"])
+            do { try cache.writeHeader(allPresent: present == frames) } catch {
+                cache.abandon()
+                throw error
+            }
+            cache.state.withLock { $0.allPresentOnDisk = present == frames }
+        }
+        return cache
+    }
+
+    /// Closes the files of a cache that failed to open, except the lock file, which its opener
+    /// closes; the deinit then closes nothing a second time.
+    private func abandon() {
+        state.withLock { $0.closed = true }
+        data.close()
+        directData?.close()
+        bitmap.close()
     }
 
     func writeHeader(allPresent: Bool) throws(CacheError) {

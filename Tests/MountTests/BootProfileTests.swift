@@ -12,114 +12,63 @@ import Testing
     }
 
     @Test func profileFramesAreFetchedFirstInProfileOrderAheadOfTheSequentialPass() throws {
-        let image = try TestImage.make(frames: 32, chunkFrames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let session = try openSession(registry, root: directory.path, prefetch: false)
-        defer { session.stop() }
-        session.start()
-        let profile = [20, 21, 5, 30, 6]
         // One request at a time, so the registry sees them in dispatch order.
-        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, profileWorkers: 1, logger: testLogger)
-        prefetcher.start()
-        defer { prefetcher.stop() }
-        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
-        try session.disk.bootReads(profile)
-        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
-        #expect(session.cacheComplete)
-
-        // Which frames each range request carried, in request order.
-        func frames(of call: FakeRegistry.RangeCall) -> [Int] {
-            image.index.frames.indices.filter { frame in
-                guard let location = image.index.frames[frame].location,
-                      image.index.layers[location.layer].digest == call.digest else { return false }
-                return call.range.contains(location.compressedRange.lowerBound) && call.range.contains(location.compressedRange.upperBound - 1)
-            }
-        }
-        let calls = registry.rangeCalls.map(frames)
+        let mount = try ProfiledSession(frames: 32, profile: [20, 21, 5, 30, 6], workers: 1)
+        defer { mount.stop() }
+        mount.waitForProfile()
+        try mount.disk.bootReads(mount.profile)
+        mount.waitUntilComplete()
+        #expect(mount.session.cacheComplete)
+        let calls = mount.framesOfEachRequest()
         #expect(Array(calls.prefix(4)) == [[20, 21], [5], [30], [6]])
         // Then the sequential pass, from the start, skipping what the profile brought in.
         #expect(calls.dropFirst(4).first?.first == 0)
     }
 
     @Test func parallelProfileWorkersFetchEveryProfileFrameOnceBeforeTheSequentialPass() throws {
-        let image = try TestImage.make(frames: 64, chunkFrames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let session = try openSession(registry, root: directory.path, prefetch: false)
-        defer { session.stop() }
-        session.start()
         let profile = [40, 41, 42, 3, 60, 17, 18, 50, 9, 10, 11, 12, 13, 14, 15, 16, 33]
-        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, profileWorkers: 4, logger: testLogger)
-        prefetcher.start()
-        defer { prefetcher.stop() }
-        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
-        try session.disk.bootReads(profile)
-        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
-        #expect(session.cacheComplete)
-        let snapshot = session.disk.statistics.snapshot()
+        let mount = try ProfiledSession(frames: 64, profile: profile, workers: 4)
+        defer { mount.stop() }
+        mount.waitForProfile()
+        try mount.disk.bootReads(profile)
+        mount.waitUntilComplete()
+        #expect(mount.session.cacheComplete)
+        let snapshot = mount.disk.statistics.snapshot()
         #expect(snapshot.profileFrames == Int64(profile.count))
         #expect(snapshot.prefetchedFrames == Int64(64 - profile.count))
         #expect(snapshot.framesFetched == 64)
-
         // Every request before the first one of the sequential pass carries profile frames only.
         let profiled = Set(profile)
-        let requested = registry.rangeCalls.map { call in
-            image.index.frames.indices.filter { frame in
-                guard let location = image.index.frames[frame].location,
-                      image.index.layers[location.layer].digest == call.digest else { return false }
-                return call.range.contains(location.compressedRange.lowerBound)
-            }
-        }
-        let firstProfileRequests = requested.prefix { !$0.isEmpty && Set($0).isSubset(of: profiled) }
+        let firstProfileRequests = mount.framesOfEachRequest().prefix { !$0.isEmpty && Set($0).isSubset(of: profiled) }
         #expect(Set(firstProfileRequests.joined()) == profiled)
     }
 
     @Test func theProfileIsFetchedEvenWithoutBackgroundPrefetch() throws {
-        let image = try TestImage.make(frames: 32, chunkFrames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let session = try openSession(registry, root: directory.path, prefetch: false)
-        defer { session.stop() }
-        session.start()
-        let profile = [7, 8, 25]
-        let prefetcher = Prefetcher(disk: session.disk, profile: profile, background: false, rate: nil, logger: testLogger)
-        prefetcher.start()
-        defer { prefetcher.stop() }
-        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        let mount = try ProfiledSession(frames: 32, profile: [7, 8, 25], background: false)
+        defer { mount.stop() }
+        mount.waitForProfile()
         usleep(300_000)   // time for a background pass, were there one, to fetch more
-        #expect(profile.allSatisfy { session.disk.cache.contains($0) })
-        #expect(session.disk.cache.presentCount == profile.count)
-        #expect(session.disk.statistics.snapshot().prefetchedFrames == 0)
+        #expect(mount.profile.allSatisfy { mount.disk.cache.contains($0) })
+        #expect(mount.disk.cache.presentCount == mount.profile.count)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames == 0)
     }
 
     @Test func theBackgroundPassWaitsUntilTheBootHasReadMostOfTheProfile() throws {
-        let image = try TestImage.make(frames: 32, chunkFrames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let session = try openSession(registry, root: directory.path, prefetch: false)
-        defer { session.stop() }
-        session.start()
         let profile = Array(10..<20)
-        let prefetcher = Prefetcher(disk: session.disk, profile: profile, rate: nil, logger: testLogger)
-        prefetcher.start()
-        defer { prefetcher.stop() }
-        for _ in 0..<250 where session.disk.cache.presentCount < profile.count { usleep(20_000) }
+        let mount = try ProfiledSession(frames: 32, profile: profile)
+        defer { mount.stop() }
+        mount.waitForProfile()
         // The boot reads 8 of the 10 profile frames: not yet the 90% that ends it.
-        try session.disk.bootReads(Array(profile.prefix(8)))
+        try mount.disk.bootReads(Array(profile.prefix(8)))
         usleep(1_500_000)   // past the quiet period: only the boot holds the pass back
-        #expect(session.disk.cache.presentCount == profile.count)
-        #expect(session.disk.statistics.snapshot().prefetchedFrames == 0)
+        #expect(mount.disk.cache.presentCount == profile.count)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames == 0)
         // The ninth, through the cache-hit path FUSE takes for cached frames: the boot is over,
         // and the pass fetches the rest of the disk.
-        #expect(session.disk.localExtent(at: UInt64(profile[8] * TestImage.frameSize), count: 4096) != nil)
-        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
-        #expect(session.cacheComplete)
-        #expect(session.disk.statistics.snapshot().prefetchedFrames == 32 - Int64(profile.count))
+        #expect(mount.disk.localExtent(at: UInt64(profile[8] * TestImage.frameSize), count: 4096) != nil)
+        mount.waitUntilComplete()
+        #expect(mount.session.cacheComplete)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames == 32 - Int64(profile.count))
     }
 
     @Test func readActivityCountsDistinctProfileFramesAndTheTimeOfTheLastRead() {
@@ -169,5 +118,52 @@ extension LazyDisk {
     /// Reads the first byte of each of `frames`, as a booting VM would.
     func bootReads(_ frames: [Int]) throws {
         for frame in frames { _ = try bytes(at: UInt64(frame * TestImage.frameSize), count: 1) }
+    }
+}
+
+/// A test image in a fake registry, a started session on it with the mount's own prefetch off,
+/// and a started `Prefetcher` for `profile`. Call `stop()` when done.
+private final class ProfiledSession {
+    let image: TestImage
+    let registry = FakeRegistry()
+    let directory = TemporaryDirectory()
+    let session: MountSession
+    let prefetcher: Prefetcher
+    let profile: [Int]
+    var disk: LazyDisk { session.disk }
+
+    init(frames: Int, profile: [Int], background: Bool = true, workers: Int = 3) throws {
+        image = try TestImage.make(frames: frames, chunkFrames: 8)
+        registry.add(image, tag: "v1")
+        session = try openSession(registry, root: directory.path, prefetch: false)
+        session.start()
+        self.profile = profile
+        prefetcher = Prefetcher(disk: session.disk, profile: profile, background: background, rate: nil,
+                                profileWorkers: workers, logger: testLogger)
+        prefetcher.start()
+    }
+
+    func stop() {
+        prefetcher.stop()
+        session.stop()
+    }
+
+    func waitForProfile() {
+        for _ in 0..<250 where disk.cache.presentCount < profile.count { usleep(20_000) }
+    }
+
+    func waitUntilComplete() {
+        for _ in 0..<250 where !session.cacheComplete { usleep(20_000) }
+    }
+
+    /// The frames each range request carried, in request order.
+    func framesOfEachRequest() -> [[Int]] {
+        registry.rangeCalls.map { call in
+            image.index.frames.indices.filter { frame in
+                guard let location = image.index.frames[frame].location,
+                      image.index.layers[location.layer].digest == call.digest else { return false }
+                return call.range.contains(location.compressedRange.lowerBound) && call.range.contains(location.compressedRange.upperBound - 1)
+            }
+        }
     }
 }

@@ -9,14 +9,11 @@ import Threading
 /// busy cold read commits tens of frames per sync instead of syncing after every range request.
 /// What a crash can lose is bounded by `interval`: those frames are fetched again, and none of
 /// them is trusted without its bit (see `FrameCache.commitStaged`).
-final class CacheCommitter: @unchecked Sendable {
+final class CacheCommitter: Sendable {
     let cache: FrameCache
     let interval: Double
     let logger: Logger
-    private let monitor = Monitor()
-    // Guarded by `monitor`.
-    private var stopped = false
-    private var thread: WorkerThread?
+    private let thread = BackgroundThread(name: "cache-commit")
 
     init(cache: FrameCache, interval: Double = 0.1, logger: Logger) {
         self.cache = cache
@@ -25,21 +22,12 @@ final class CacheCommitter: @unchecked Sendable {
     }
 
     func start() {
-        thread = WorkerThread(name: "cache-commit") { [self] in
-            while !monitor.wait(until: { stopped }, timeout: interval, then: { $0 }) {
-                commit()
-            }
-        }
+        thread.startRepeating(every: interval) { [self] in commit() }
     }
 
     /// Stops the thread after a last commit. Frames staged later are committed by `FrameCache.close`.
     func stop() {
-        monitor.withLock {
-            stopped = true
-            monitor.broadcast()
-        }
-        thread?.join()
-        thread = nil
+        thread.stop()
         commit()
     }
 

@@ -1,7 +1,6 @@
 import Glibc
 import ImageFormat
 import Logging
-import Synchronization
 import Threading
 
 /// A mount's prefetch, in two phases on one thread:
@@ -28,8 +27,7 @@ public final class Prefetcher: Sendable {
     let quietSeconds = 1.0
     let busyInterval = 1.0
     let profileGrace = 120.0
-    let stopped = Atomic<Bool>(false)
-    let thread = Mutex<WorkerThread?>(nil)
+    let thread = BackgroundThread(name: "prefetch")
 
     /// - Parameters:
     ///   - background: whether the whole-disk pass follows the profile.
@@ -46,20 +44,14 @@ public final class Prefetcher: Sendable {
     }
 
     public func start() {
-        let worker = WorkerThread(name: "prefetch") { [self] in self.run() }
-        thread.withLock { $0 = worker }
+        thread.start { [self] in self.run() }
     }
 
     public func stop() {
-        stopped.store(true, ordering: .relaxed)
-        let worker = thread.withLock { value -> WorkerThread? in
-            defer { value = nil }
-            return value
-        }
-        worker?.join()
+        thread.stop()
     }
 
-    var isStopped: Bool { stopped.load(ordering: .relaxed) || disk.isStopping }
+    var isStopped: Bool { thread.isStopping || disk.isStopping }
 
     func run() {
         ProfileFetch(disk: disk, profile: profile, workers: profileWorkers, logger: logger).run { [self] in isStopped }
@@ -91,13 +83,9 @@ public final class Prefetcher: Sendable {
             guard !batch.isEmpty else { continue }
             waitForTurn(start: start, lastBatch: lastBatch)
             if var current = bucket {
-                var delay = current.take(Double(bytes), now: monotonicNow())
+                let delay = current.take(Double(bytes), now: monotonicNow())
                 bucket = current
-                while delay > 0, !isStopped {
-                    let slice = min(delay, 0.1)
-                    usleep(UInt32(slice * 1e6))
-                    delay -= slice
-                }
+                if delay > 0, thread.pause(delay) { break }
             }
             guard !isStopped else { break }
             lastBatch = monotonicNow()
@@ -113,7 +101,7 @@ public final class Prefetcher: Sendable {
                     logger.warning("prefetch stopped after repeated failures; frames are still fetched on demand")
                     return
                 }
-                usleep(UInt32(min(5.0, 0.25 * Double(failures)) * 1e6))
+                if thread.pause(min(5.0, 0.25 * Double(failures))) { break }
             }
         }
         if !isStopped {
@@ -133,7 +121,7 @@ extension Prefetcher {
             let busy = (activity.secondsSinceLastRead(now: now) ?? .infinity) < quietSeconds && now - lastBatch < busyInterval
             let readerWaiting = disk.statistics.demandRequestsInFlight.load(ordering: .relaxed) > 0
             if !booting, !busy, !readerWaiting { return }
-            usleep(20_000)
+            _ = thread.pause(0.02)
         }
     }
 }

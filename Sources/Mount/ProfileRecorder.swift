@@ -21,8 +21,7 @@ public final class ProfileRecorder: VirtualDisk, Sendable {
         var saved = 0
     }
     private let state: Mutex<State>
-    private let stopped = Atomic<Bool>(false)
-    private let thread = Mutex<WorkerThread?>(nil)
+    private let thread = BackgroundThread(name: "profile")
     /// Seconds between saves while mounted, so a VM killed with the daemon still leaves a profile.
     let interval: Double
 
@@ -63,27 +62,12 @@ public final class ProfileRecorder: VirtualDisk, Sendable {
     public var frames: [Int] { state.withLock { $0.order.map(Int.init) } }
 
     public func start() {
-        let worker = WorkerThread(name: "profile") { [self] in
-            while !stopped.load(ordering: .relaxed) {
-                var waited = 0.0
-                while waited < interval, !stopped.load(ordering: .relaxed) {
-                    usleep(100_000)
-                    waited += 0.1
-                }
-                if !stopped.load(ordering: .relaxed) { save() }
-            }
-        }
-        thread.withLock { $0 = worker }
+        thread.startRepeating(every: interval) { [self] in save() }
     }
 
     /// Stops the periodic saves and writes the final profile.
     public func stop() {
-        stopped.store(true, ordering: .relaxed)
-        let worker = thread.withLock { value -> WorkerThread? in
-            defer { value = nil }
-            return value
-        }
-        worker?.join()
+        thread.stop()
         save(force: true)
     }
 

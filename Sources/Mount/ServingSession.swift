@@ -1,6 +1,5 @@
 import Formats
 import Logging
-import Synchronization
 import Threading
 import Verity
 
@@ -38,8 +37,7 @@ public final class SegmentSession: ServingSession {
     public let disk: SegmentDisk
     public let configuration: MountConfiguration
     let logger: Logger
-    let prefetchStopped = Atomic<Bool>(false)
-    let prefetchThread = Mutex<WorkerThread?>(nil)
+    let prefetchThread = BackgroundThread(name: "layer-prefetch")
 
     public init(resolved: ResolvedSegmentImage, source: any BlobSource, configuration: MountConfiguration,
                 options: SegmentDiskOptions? = nil, logger: Logger) throws(MountError) {
@@ -63,25 +61,19 @@ public final class SegmentSession: ServingSession {
         guard configuration.prefetch else { return }
         // Whole layers, in disk order. `prefetchRate` is not applied here (a layer is one unit);
         // the one-at-a-time order and the demand-first queue keep readers ahead of it.
-        let worker = WorkerThread(name: "layer-prefetch") { [self] in
-            for segment in disk.layout.segments where !prefetchStopped.load(ordering: .relaxed) && !disk.isStopping {
+        prefetchThread.start { [self] in
+            for segment in disk.layout.segments where !prefetchThread.isStopping && !disk.isStopping {
                 do { try disk.prefetch(segment) } catch {
                     logger.debug("layer prefetch failed", metadata: ["layer": "\(segment.name)", "error": "\(error)"])
                 }
             }
         }
-        prefetchThread.withLock { $0 = worker }
     }
 
     /// Stops prefetch and fetching. Call after FUSE stopped serving.
     public func stop() {
-        prefetchStopped.store(true, ordering: .relaxed)
         disk.stop()
-        let worker = prefetchThread.withLock { value -> WorkerThread? in
-            defer { value = nil }
-            return value
-        }
-        worker?.join()
+        prefetchThread.stop()
     }
 
     /// Layers stand in for frames in the counters (`totalFrames` = layers, `cachedFrames` = verified layers).

@@ -1,6 +1,5 @@
 import Glibc
 import Logging
-import Synchronization
 import Threading
 
 /// Writes a mount's status file once a second until stopped, then removes it.
@@ -12,8 +11,7 @@ public final class StatusReporter: Sendable {
     let writableDirectory: String?
     let logger: Logger
     let startedAt: Double
-    let stopped = Atomic<Bool>(false)
-    let thread = Mutex<WorkerThread?>(nil)
+    let thread = BackgroundThread(name: "status")
 
     public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
         self.writableDirectory = writableDirectory
@@ -27,23 +25,11 @@ public final class StatusReporter: Sendable {
 
     public func start() {
         writeOnce()
-        let worker = WorkerThread(name: "status") { [self] in
-            while !stopped.load(ordering: .relaxed) {
-                // Ten short sleeps rather than one, so that stop() returns promptly.
-                for _ in 0..<10 where !stopped.load(ordering: .relaxed) { usleep(100_000) }
-                if !stopped.load(ordering: .relaxed) { writeOnce() }
-            }
-        }
-        thread.withLock { $0 = worker }
+        thread.startRepeating(every: 1) { [self] in writeOnce() }
     }
 
     public func stop() {
-        stopped.store(true, ordering: .relaxed)
-        let worker = thread.withLock { value -> WorkerThread? in
-            defer { value = nil }
-            return value
-        }
-        worker?.join()
+        thread.stop()
         MountStatusFiles.remove(mountpoint: mountpoint)
     }
 

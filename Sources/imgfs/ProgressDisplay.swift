@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import Synchronization
 import Threading
 
 /// A progress line on stderr: redrawn in place on a terminal, a plain line every few seconds
@@ -15,32 +14,24 @@ final class ProgressDisplay: Sendable {
     private let label: String
     private let sample: @Sendable () -> Sample
     private let isTerminal: Bool
-    private let stopped = Atomic<Bool>(false)
-    private let thread: Mutex<WorkerThread?> = Mutex(nil)
+    private let thread = BackgroundThread(name: "progress")
 
     init(label: String, quiet: Bool, sample: @escaping @Sendable () -> Sample) {
         self.label = label
         self.sample = sample
         self.isTerminal = isatty(2) == 1
         guard !quiet else { return }
-        let worker = WorkerThread(name: "progress") { [self] in self.run() }
-        thread.withLock { $0 = worker }
+        thread.start { [self] in self.run() }
     }
 
     func stop() {
-        stopped.store(true, ordering: .relaxed)
-        let worker = thread.withLock { value -> WorkerThread? in
-            defer { value = nil }
-            return value
-        }
-        worker?.join()
+        thread.stop()
     }
 
     private func run() {
         let start = monotonicSeconds()
         var lastPlain = start
-        while !stopped.load(ordering: .relaxed) {
-            usleep(isTerminal ? 200_000 : 250_000)
+        while !thread.pause(isTerminal ? 0.2 : 0.25) {
             let now = monotonicSeconds()
             let s = sample()
             if isTerminal {

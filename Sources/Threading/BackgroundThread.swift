@@ -1,0 +1,47 @@
+/// A thread that runs until it is told to stop, for imgfs's background loops (prefetch, status
+/// file, progress lines, cache commits). Its `pause` wakes at once when `stop()` is called, so
+/// stopping a loop that sleeps between rounds never waits out the sleep.
+public final class BackgroundThread: @unchecked Sendable {
+    public let name: String
+    private let monitor = Monitor()
+    // Guarded by `monitor`.
+    private var stopRequested = false
+    private var worker: WorkerThread?
+
+    public init(name: String) { self.name = name }
+
+    /// Runs `body` on a new thread, unless stopped already; `body` should return soon after
+    /// `isStopping` turns true. Call once.
+    public func start(_ body: @escaping @Sendable () -> Void) {
+        monitor.withLock {
+            guard !stopRequested, worker == nil else { return }
+            worker = WorkerThread(name: name, body)
+        }
+    }
+
+    /// Calls `tick` every `interval` seconds until stopped (the first call after one interval).
+    public func startRepeating(every interval: Double, _ tick: @escaping @Sendable () -> Void) {
+        start { [self] in
+            while !pause(interval) { tick() }
+        }
+    }
+
+    public var isStopping: Bool { monitor.withLock { stopRequested } }
+
+    /// Sleeps `seconds`, or less if `stop()` is called meanwhile; returns whether to stop.
+    public func pause(_ seconds: Double) -> Bool {
+        monitor.wait(until: { stopRequested }, timeout: seconds) { $0 }
+    }
+
+    /// Asks the thread to stop, wakes it from `pause`, and waits for it to end. Safe to call
+    /// more than once, and before `start` (which then starts nothing).
+    public func stop() {
+        let thread = monitor.withLock { () -> WorkerThread? in
+            stopRequested = true
+            monitor.broadcast()
+            defer { worker = nil }
+            return worker
+        }
+        thread?.join()
+    }
+}

@@ -49,13 +49,10 @@ struct ProfileFetch {
             while !isStopped() {
                 let i = next.add(1, ordering: .relaxed).oldValue
                 guard i < batches.count else { return }
-                let missing = batches[i].filter { frame in
-                    !disk.index.frames[frame].isHole && !disk.cache.contains(frame) && !disk.flights.isInFlight(frame)
-                }
-                guard !missing.isEmpty else { continue }
-                do { try disk.prefetch(missing, purpose: .profile) } catch {
+                // Frames already cached, or being fetched for a reader, are skipped inside.
+                do { try disk.prefetch(batches[i], purpose: .profile) } catch {
                     // A reader that wants these frames fetches them itself and sees the error.
-                    logger.warning("profile batch failed", metadata: ["firstFrame": "\(missing[0])", "error": "\(error)"])
+                    logger.warning("profile batch failed", metadata: ["firstFrame": "\(batches[i][0])", "error": "\(error)"])
                 }
             }
         }

@@ -1,4 +1,5 @@
 import Glibc
+import SystemIO
 
 /// The few file operations the metadata store and status files need, each retrying EINTR and
 /// turning errno into a `MountError` that names the path.
@@ -15,15 +16,13 @@ enum LocalFiles {
         guard fstat(fd, &st) == 0 else { throw .io(operation: "fstat", path: path, errno: errno) }
         guard st.st_size <= limit else { return nil }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw .io(operation: "read", path: path, errno: errno) }
-            if n == 0 { break }
-            done += n
+        let read = bytes.withUnsafeMutableBytes { buffer in
+            Result { () throws(IOError) in try FileIO.readFully(fd, into: buffer, at: 0, path: path) }
         }
-        return Array(bytes[0..<done])
+        switch read {
+        case .success(let done): return Array(bytes[0..<done])
+        case .failure(let error): throw .io(operation: "read", path: path, errno: error.errno)
+        }
     }
 
     /// Writes a temporary file beside `path` and renames it over `path`, so readers see the old

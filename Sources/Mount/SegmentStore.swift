@@ -37,17 +37,12 @@ final class VerifiedSegmentFile: Sendable {
 
     /// Fills `buffer` from `offset` inside the layer (holes of the sparse file read as zeros).
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, layer: String) throws(MountError) {
-        var done = 0
-        while done < buffer.count {
-            guard let base = buffer.baseAddress else { return }
-            let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                // A file of the right length cannot end early; someone truncated it under us.
-                throw .foreign(.cacheIO(layer: layer, operation: "read", path: path, errno: n == 0 ? EIO : errno))
-            }
-            done += n
+        let done: Int
+        do { done = try FileIO.readFully(fd, into: buffer, at: offset, path: path) } catch {
+            throw .foreign(.cacheIO(layer: layer, operation: "read", path: path, errno: error.errno))
         }
+        // A file of the right length cannot end early; someone truncated it under us.
+        guard done == buffer.count else { throw .foreign(.cacheIO(layer: layer, operation: "read", path: path, errno: EIO)) }
     }
 }
 

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SystemIO
 
 /// The persistent bitmap of a copy-on-write layer: which 4 KiB blocks of the disk have been
 /// written (and so live in the layer's data file, not in the image).
@@ -187,34 +188,18 @@ final class WrittenBlockMap: Sendable {
 // MARK: - Little helpers shared by the copy-on-write files
 
 func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(MountError) {
-    var done = 0
-    while done < buffer.count {
-        guard let base = buffer.baseAddress else { return }
-        let n = pwrite(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw MountError.io(operation: "pwrite", path: path, errno: errno)
-        }
-        done += n
+    do { try FileIO.writeFully(fd, buffer, at: offset, path: path, operation: "pwrite") } catch {
+        throw MountError.io(operation: error.operation, path: path, errno: error.errno)
     }
 }
 
 /// Reads exactly `buffer.count` bytes; bytes past the end of the file read as zeros (sparse).
 func readAll(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws(MountError) {
-    var done = 0
-    while done < buffer.count {
-        guard let base = buffer.baseAddress else { return }
-        let n = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw MountError.io(operation: "pread", path: path, errno: errno)
-        }
-        if n == 0 {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
-            return
-        }
-        done += n
+    let done: Int
+    do { done = try FileIO.readFully(fd, into: buffer, at: offset, path: path) } catch {
+        throw MountError.io(operation: "pread", path: path, errno: error.errno)
     }
+    UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
 }
 
 private func put32(_ b: inout [UInt8], _ at: Int, _ v: UInt32) { for i in 0..<4 { b[at + i] = UInt8(truncatingIfNeeded: v >> UInt32(8 * i)) } }

@@ -1,3 +1,4 @@
+import Codec
 import ImageFormat
 import SystemIO
 import Verity
@@ -7,6 +8,11 @@ import Verity
 /// Identical frames are stored once per chunk, not across chunks: a frame that changes then
 /// changes only its own chunk layer, so re-pushing an edited disk uploads only the chunks that
 /// hold edits (docs/FORMAT.md, "Deduplication").
+///
+/// Over a base image, frames the encoders deferred (`EncodedFrame.isDeferred`) wait until their
+/// chunk is decided: re-used whole, they are never compressed; once the chunk needs a layer of
+/// its own, they are read again (`reread`), checked against the digest they were hashed with
+/// and compressed here, in frame order, before the next member.
 final class ChunkAssembler {
     struct FinishedChunk {
         var layer: ChunkLayer
@@ -20,6 +26,13 @@ final class ChunkAssembler {
     private let fsverity = FSVerityHasher()
     private let onChunk: (FinishedChunk) throws(PushError) -> Void
     private let base: PushBase?
+    private let reread: ((_ frame: Int, _ length: Int) throws(PushError) -> [UInt8])?
+    private let compressionLevel: Int
+    private var compressor: GzipFrameCompressor?
+    /// Deferred frames of the chunk being filled that are not in its spool yet, in frame order.
+    private var deferred: [Int] = []
+    /// Deferred frames compressed here after all, because their chunk changed.
+    private(set) var deferredFramesCompressed = 0
     /// Chunk layers taken unchanged from `base` (not handed to `onChunk`, so never uploaded).
     private(set) var reusedChunks = [ChunkLayer]()
 
@@ -35,9 +48,15 @@ final class ChunkAssembler {
     private var uncompressedSize: UInt64 = 0
     private var storedInChunk = [Digest: (offset: UInt64, length: UInt32)]()
 
+    /// - Parameters:
+    ///   - base: the image a written disk came from, with `reread` to read a frame of the disk
+    ///     again and the `compressionLevel` to compress deferred frames with.
     init(geometry: DiskGeometry, chunkSize: UInt64, layout: FrameIndex.Layout, spoolDirectory: String,
-         base: PushBase? = nil, onChunk: @escaping (FinishedChunk) throws(PushError) -> Void) {
+         base: PushBase? = nil, reread: ((_ frame: Int, _ length: Int) throws(PushError) -> [UInt8])? = nil,
+         compressionLevel: Int = 6, onChunk: @escaping (FinishedChunk) throws(PushError) -> Void) {
         self.base = base
+        self.reread = reread
+        self.compressionLevel = compressionLevel
         self.geometry = geometry
         self.layout = layout
         self.framesPerChunk = layout == .singleLayer ? max(1, geometry.frameCount) : Int(chunkSize / UInt64(geometry.frameSize))
@@ -60,13 +79,35 @@ final class ChunkAssembler {
             buffer.withUnsafeBytes { fsverity.update(UnsafeRawBufferPointer(rebasing: $0[0..<frame.length])) }
         }
 
-        guard let member = frame.member else {
-            entries.append((frame.digest, frame.isZero, nil, 0, 0))
+        entries.append((frame.digest, frame.isZero, nil, 0, 0))
+        if frame.isDeferred {
+            guard spool != nil, let buffer = frame.buffer else {
+                deferred.append(frame.index)
+                return
+            }
+            // The chunk already has a layer of its own (an encoder deferred this frame before it
+            // learnt that): compress it now, from the bytes at hand.
+            let member = try buffer.withBytes { (raw) throws(PushError) in
+                try compress(UnsafeRawBufferPointer(rebasing: raw[0..<frame.length]), frame: frame.index)
+            }
+            try store(frame.index, member: member, bytes: buffer)
             return
         }
+        guard let member = frame.member else { return }
+        try storeDeferred()
+        try store(frame.index, member: member, bytes: frame.isZero ? nil : frame.buffer)
+    }
+
+    /// Puts frame `index`'s member into the chunk's spool (or points it at an identical member
+    /// already there). `bytes` are its uncompressed bytes, nil for zeros.
+    private func store(_ index: Int, member: [UInt8], bytes: [UInt8]?) throws(PushError) {
+        let digest = entries[index].digest
+        let length = geometry.length(ofFrame: index)
         // Single-layer images must gunzip to the exact disk, so nothing is deduplicated there.
-        if layout == .multiLayer, let stored = storedInChunk[frame.digest] {
-            entries.append((frame.digest, frame.isZero, number, stored.offset, stored.length))
+        if layout == .multiLayer, let stored = storedInChunk[digest] {
+            entries[index].chunk = chunkNumber
+            entries[index].offset = stored.offset
+            entries[index].length = stored.length
             return
         }
         let chunkSpool: SpoolFile
@@ -81,15 +122,48 @@ final class ChunkAssembler {
         }
         let offset = UInt64(chunkSpool.size) - UInt64(member.count)
         compressedHasher.update(member)
-        if frame.isZero {
-            uncompressedHasher.updateZeros(count: frame.length)
-        } else if let buffer = frame.buffer {
-            buffer.withUnsafeBytes { uncompressedHasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<frame.length])) }
+        if let bytes {
+            bytes.withUnsafeBytes { uncompressedHasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<length])) }
+        } else {
+            uncompressedHasher.updateZeros(count: length)
         }
-        uncompressedSize += UInt64(frame.length)
-        let length = UInt32(member.count)
-        storedInChunk[frame.digest] = (offset, length)
-        entries.append((frame.digest, frame.isZero, number, offset, length))
+        uncompressedSize += UInt64(length)
+        storedInChunk[digest] = (offset, UInt32(member.count))
+        entries[index].chunk = chunkNumber
+        entries[index].offset = offset
+        entries[index].length = UInt32(member.count)
+    }
+
+    /// Reads, checks and compresses the chunk's deferred frames, and stores them in frame order.
+    private func storeDeferred() throws(PushError) {
+        guard !deferred.isEmpty else { return }
+        guard let reread else { throw .source("internal: frames were deferred without a way to read them again") }
+        let frames = deferred
+        deferred = []
+        for index in frames {
+            let length = geometry.length(ofFrame: index)
+            let bytes = try reread(index, length)
+            let member = try bytes.withBytes { (raw) throws(PushError) in
+                let frame = UnsafeRawBufferPointer(rebasing: raw[0..<length])
+                guard SHA256Hasher.digest(frame) == entries[index].digest else {
+                    throw PushError.source("the disk changed while it was pushed: frame \(index) (offset \(geometry.offset(ofFrame: index))) reads differently now")
+                }
+                return try compress(frame, frame: index)
+            }
+            try store(index, member: member, bytes: bytes)
+        }
+    }
+
+    /// Deferred frames are few (those of changed chunks that preceded the change), so they are
+    /// compressed on this thread.
+    private func compress(_ bytes: UnsafeRawBufferPointer, frame: Int) throws(PushError) -> [UInt8] {
+        deferredFramesCompressed += 1
+        do throws(CodecError) {
+            if compressor == nil { compressor = try GzipFrameCompressor(level: compressionLevel) }
+            return try compressor!.compress(bytes)
+        } catch {
+            throw .compression(frame: frame, error)
+        }
     }
 
     /// Closes the last chunk and returns the frame index, the chunk layers and the fs-verity digest.
@@ -123,8 +197,9 @@ final class ChunkAssembler {
             uncompressedHasher = SHA256Hasher()
             uncompressedSize = 0
             storedInChunk.removeAll(keepingCapacity: true)
+            deferred = []
         }
-        guard let spool else { return }
+        guard spool != nil || !deferred.isEmpty else { return }
         let firstFrame = chunkNumber * framesPerChunk
         let lastFrame = min(geometry.frameCount, firstFrame + framesPerChunk) - 1
         let diskOffset = geometry.offset(ofFrame: firstFrame)
@@ -146,6 +221,8 @@ final class ChunkAssembler {
             reusedChunks.append(reused)
             return
         }
+        try storeDeferred()
+        guard let spool else { return }
         let layer = ChunkLayer(number: chunkNumber, digest: compressedHasher.finalize(), compressedSize: spool.size,
                                diskOffset: diskOffset, diskLength: diskEnd - diskOffset,
                                uncompressedSize: uncompressedSize, uncompressedDigest: uncompressedHasher.finalize())

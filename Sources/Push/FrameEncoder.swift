@@ -1,5 +1,6 @@
 import Codec
 import ImageFormat
+import Synchronization
 import SystemIO
 import Verity
 
@@ -17,10 +18,13 @@ struct EncodedFrame: Sendable {
     var length: Int
     var digest: Digest
     var isZero: Bool
-    /// nil for zero frames of multi-layer images (not stored).
+    /// nil for zero frames of multi-layer images (not stored), and for deferred frames.
     var member: [UInt8]?
     /// The uncompressed bytes (returned to the buffer pool after the assembler hashed them).
     var buffer: [UInt8]?
+    /// Not compressed because the base image has the same frame: its chunk layer is likely
+    /// re-used. The assembler compresses it after all if its chunk turns out changed.
+    var isDeferred = false
 }
 
 /// Per-thread frame work: zero detection, SHA-256, compression. Not thread-safe (owns a compressor).
@@ -28,29 +32,59 @@ final class FrameEncoder {
     private let compressor: GzipFrameCompressor
     private let zeroFrames: ZeroFrames
     private let storeZeroFrames: Bool
+    private let base: BaseFrames?
 
-    init(level: Int, zeroFrames: ZeroFrames, storeZeroFrames: Bool) throws(PushError) {
+    init(level: Int, zeroFrames: ZeroFrames, storeZeroFrames: Bool, base: BaseFrames? = nil) throws(PushError) {
         do { compressor = try GzipFrameCompressor(level: level) } catch { throw .compression(frame: -1, error) }
         self.zeroFrames = zeroFrames
         self.storeZeroFrames = storeZeroFrames
+        self.base = base
     }
 
     func encode(_ job: FrameJob) throws(PushError) -> EncodedFrame {
         guard let buffer = job.buffer, !buffer.withUnsafeBytes({ FileIO.isAllZero(UnsafeRawBufferPointer(rebasing: $0[0..<job.length])) }) else {
             let zero = zeroFrames.frame(length: job.length)
+            base?.note(frame: job.index, digest: zero.digest, isHole: true)
             return EncodedFrame(index: job.index, length: job.length, digest: zero.digest, isZero: true,
                                 member: storeZeroFrames ? zero.member : nil, buffer: job.buffer)
         }
-        let (digest, member) = try buffer.withBytes { (raw) throws(PushError) in
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<job.length])
-            let digest = SHA256Hasher.digest(bytes)
-            do throws(CodecError) {
-                return (digest, try compressor.compress(bytes))
-            } catch {
-                throw .compression(frame: job.index, error)
-            }
+        let digest = buffer.withUnsafeBytes { SHA256Hasher.digest(UnsafeRawBufferPointer(rebasing: $0[0..<job.length])) }
+        if let base, base.note(frame: job.index, digest: digest, isHole: false) {
+            return EncodedFrame(index: job.index, length: job.length, digest: digest, isZero: false, member: nil,
+                                buffer: buffer, isDeferred: true)
+        }
+        let member = try buffer.withBytes { (raw) throws(PushError) in
+            try compress(UnsafeRawBufferPointer(rebasing: raw[0..<job.length]), frame: job.index)
         }
         return EncodedFrame(index: job.index, length: job.length, digest: digest, isZero: false, member: member, buffer: buffer)
+    }
+
+    func compress(_ bytes: UnsafeRawBufferPointer, frame: Int) throws(PushError) -> [UInt8] {
+        do throws(CodecError) { return try compressor.compress(bytes) } catch { throw .compression(frame: frame, error) }
+    }
+}
+
+/// The base image's frames as the encoders see them, when pushing a written disk over it: a
+/// frame whose digest and hole flag are the base's need not be compressed while its chunk has
+/// shown no change, since the chunk's layer will be the base's. Shared by the encoders.
+final class BaseFrames: Sendable {
+    let index: FrameIndex
+    let framesPerChunk: Int
+    private let changedChunks = Mutex<Set<Int>>([])
+
+    init(index: FrameIndex, framesPerChunk: Int) {
+        self.index = index
+        self.framesPerChunk = max(1, framesPerChunk)
+    }
+
+    /// Records what frame `frame` holds now; returns whether its compression may be deferred.
+    func note(frame: Int, digest: Digest, isHole: Bool) -> Bool {
+        let chunk = frame / framesPerChunk
+        let same = frame < index.frames.count && index.frames[frame].digest == digest && index.frames[frame].isHole == isHole
+        return changedChunks.withLock { changed in
+            if !same { changed.insert(chunk) }
+            return same && !isHole && !changed.contains(chunk)
+        }
     }
 }
 

@@ -20,6 +20,9 @@ public struct PushResult: Sendable, Codable {
     public var bytesUploaded: Int64
     /// Chunk layers re-used unchanged from the base image (push of a writable mount).
     public var chunkLayersReused: Int = 0
+    /// Frames holding data that were compressed: all of them for a plain push; over a base, only
+    /// those of chunks that changed.
+    public var framesCompressed: Int = 0
 }
 
 /// `imgfs push`: reads a disk once, frames and compresses it on every core, and uploads
@@ -69,15 +72,31 @@ public final class ImagePusher: Sendable {
         let uploader = BlobUploader(client: client, repository: repository, threads: options.uploadThreads,
                                     progress: progress, failure: failure, logger: logger)
         let layout: FrameIndex.Layout = options.singleLayer ? .singleLayer : .multiLayer
+        // Over a base, frames it already has skip compression until their chunk shows a change.
+        // Not for single-layer images (their one chunk is the whole disk, and changes), nor for
+        // sources that cannot be read twice.
+        let baseFrames = base.flatMap { base in
+            layout == .multiLayer && disk.canReadAgain ? BaseFrames(index: base.index, framesPerChunk: Int(options.chunkSize / UInt64(geometry.frameSize))) : nil
+        }
+        var reread: ((Int, Int) throws(PushError) -> [UInt8])?
+        if baseFrames != nil {
+            reread = { (frame: Int, length: Int) throws(PushError) -> [UInt8] in
+                var bytes = [UInt8](repeating: 0, count: length)
+                try bytes.withMutableBytes { (raw) throws(PushError) in try disk.read(into: raw, at: geometry.offset(ofFrame: frame)) }
+                return bytes
+            }
+        }
         let assembler = ChunkAssembler(geometry: geometry, chunkSize: options.chunkSize, layout: layout,
-                                       spoolDirectory: options.spoolDirectory, base: base) { chunk throws(PushError) in
+                                       spoolDirectory: options.spoolDirectory, base: base, reread: reread,
+                                       compressionLevel: options.compressionLevel) { chunk throws(PushError) in
             uploader.submit(.init(digest: chunk.layer.digest, size: chunk.layer.compressedSize, body: .spool(chunk.spool)))
             try failure.check()
         }
 
         let encoded: (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest)
         do throws(PushError) {
-            encoded = try encodeFrames(disk: disk, extents: extents, geometry: geometry, layout: layout, assembler: assembler, failure: failure)
+            encoded = try encodeFrames(disk: disk, extents: extents, geometry: geometry, layout: layout, baseFrames: baseFrames,
+                                       assembler: assembler, failure: failure)
         } catch {
             failure.record(error)
             _ = try? uploader.finish()
@@ -134,7 +153,8 @@ public final class ImagePusher: Sendable {
             blobsUploaded: progress.blobsUploaded.load(ordering: .relaxed),
             blobsSkipped: progress.blobsSkipped.load(ordering: .relaxed),
             bytesUploaded: progress.uploadedBytes.load(ordering: .relaxed),
-            chunkLayersReused: assembler.reusedChunks.count)
+            chunkLayersReused: assembler.reusedChunks.count,
+            framesCompressed: progress.framesCompressed.load(ordering: .relaxed) + assembler.deferredFramesCompressed)
     }
 
     /// Re-used chunk layers must be in the target repository before the manifest names them:
@@ -161,7 +181,7 @@ public final class ImagePusher: Sendable {
     }
 
     private func encodeFrames(disk: any DiskSource, extents: [Range<UInt64>], geometry: DiskGeometry, layout: FrameIndex.Layout,
-                              assembler: ChunkAssembler, failure: PipelineFailure) throws(PushError) -> (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest) {
+                              baseFrames: BaseFrames?, assembler: ChunkAssembler, failure: PipelineFailure) throws(PushError) -> (index: FrameIndex, chunks: [ChunkLayer], fsverity: Digest) {
         let threads = options.compressionThreads
         let poolSize = threads * 2 + 2
         let freeBuffers = BoundedQueue<[UInt8]>(capacity: poolSize)
@@ -204,7 +224,9 @@ public final class ImagePusher: Sendable {
         let workers = (0..<threads).map { i in
             WorkerThread(name: "push-encode-\(i)") {
                 let encoder: FrameEncoder
-                do throws(PushError) { encoder = try FrameEncoder(level: level, zeroFrames: zeroFrames, storeZeroFrames: storeZeros) } catch {
+                do throws(PushError) {
+                    encoder = try FrameEncoder(level: level, zeroFrames: zeroFrames, storeZeroFrames: storeZeros, base: baseFrames)
+                } catch {
                     failure.record(error)
                     return
                 }
@@ -229,7 +251,13 @@ public final class ImagePusher: Sendable {
                 try assembler.add(frame)
                 if let buffer = frame.buffer { freeBuffers.push(buffer) }
                 progress.diskBytesDone.add(Int64(frame.length), ordering: .relaxed)
-                if let member = frame.member { progress.compressedBytes.add(Int64(member.count), ordering: .relaxed) }
+                // Deferred frames count as their base member's size: what the chunk will weigh if re-used.
+                if let member = frame.member {
+                    progress.compressedBytes.add(Int64(member.count), ordering: .relaxed)
+                    if !frame.isZero { progress.framesCompressed.add(1, ordering: .relaxed) }
+                } else if frame.isDeferred, let location = baseFrames?.index.frames[index].location {
+                    progress.compressedBytes.add(Int64(location.compressedLength), ordering: .relaxed)
+                }
             }
             try failure.check()
             return try assembler.finish()

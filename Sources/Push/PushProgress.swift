@@ -9,6 +9,8 @@ public final class PushProgress: Sendable {
     /// Bytes the source really holds (its data extents), known after the sparse scan.
     public let dataBytes = Atomic<Int64>(0)
     public let compressedBytes = Atomic<Int64>(0)
+    /// Frames holding data that were compressed (over a base, unchanged chunks' frames are not).
+    public let framesCompressed = Atomic<Int>(0)
     public let uploadedBytes = Atomic<Int64>(0)
     public let blobsUploaded = Atomic<Int>(0)
     public let blobsSkipped = Atomic<Int>(0)

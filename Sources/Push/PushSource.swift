@@ -45,18 +45,26 @@ public struct PushSource: Sendable {
 /// The pipeline calls `dataExtents()` once, then `read(into:at:)` from one thread with offsets
 /// that never decrease, only for frames that overlap an extent (bytes outside the extents are
 /// zeros), then `finish()` before it publishes anything: a streaming source throws there if
-/// any byte it delivered failed verification afterwards.
+/// any byte it delivered failed verification afterwards. A source that `canReadAgain` may also
+/// be read, from a second thread, at offsets it has already passed (a push over a base image
+/// reads the frames it deferred again).
 public protocol DiskSource: Sendable {
     var size: UInt64 { get }
+    var canReadAgain: Bool { get }
     func dataExtents() throws(PushError) -> [Range<UInt64>]
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(PushError)
     func finish() throws(PushError)
+}
+
+extension DiskSource {
+    public var canReadAgain: Bool { false }
 }
 
 /// A read-only source file with sparse-aware reads. Safe to read from several threads (pread).
 final class SourceFile: DiskSource {
     let path: String
     let size: UInt64
+    var canReadAgain: Bool { true }
     private let fd: Int32
 
     // Glibc exports these only under _GNU_SOURCE; the values are Linux ABI.

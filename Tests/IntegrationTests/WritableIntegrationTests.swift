@@ -8,6 +8,7 @@ import Testing
         var manifestDigest: String
         var blobsUploaded: Int
         var chunkLayersReused: Int
+        var framesCompressed: Int
     }
 
     static func manifestLayers(_ address: String, _ repository: String, _ tag: String) throws -> [(mediaType: String, digest: String, number: Int?)] {
@@ -65,6 +66,8 @@ import Testing
         let summary = try JSONDecoder().decode(PushSummary.self, from: Data(result.stdout.utf8))
         #expect(summary.blobsUploaded == 2, "the changed chunk layer and the index")
         #expect(summary.chunkLayersReused == 2)
+        // Only the changed chunk's 8 frames were compressed, not the other 16 frames of data.
+        #expect(summary.framesCompressed == 8)
         let before = try Self.manifestLayers(registry.address, base.repository, "v1").filter { $0.number != nil }
         let after = try Self.manifestLayers(registry.address, base.repository, "v2").filter { $0.number != nil }
         #expect(after.count == 3)
@@ -76,6 +79,10 @@ import Testing
         let fresh = try MountedImage("\(registry.address)/\(base.repository):v2", scratch: scratch)
         defer { fresh.unmount() }
         try shell("cmp \(fresh.disk) \(expected)", timeout: 600)
+        // And its changed chunk is the very layer a plain push of the written disk makes: the
+        // frames compressed late went in, in frame order, as a full push puts them.
+        let plain = try PushedImage.push(expected, repository: TestEnvironment.repository("writable-plain"), extra: ["--chunk-size", "8M"])
+        #expect(Set(plain.chunks.map(\.digest)) == Set(after.map(\.digest)))
     }
 
     @Test func aRecordedProfileIsPushedAndPrefetchedFirstByAColdMount() throws {

@@ -78,17 +78,21 @@ log "read-only mount (alongside the writable one): disk.img equals the original 
 # --- 4: push of the written mount reuses the unchanged chunk layers.
 t0=$(date +%s)
 "$imgfs" push --quiet --json "$work/writable" "$ref2" > "$work/push2.json" || die "imgfs push $work/writable $ref2"
-read -r uploaded reused chunks bytes < <(python3 -c '
+read -r uploaded reused chunks bytes compressed < <(python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
-print(s["blobsUploaded"], s["chunkLayersReused"], s["chunkLayers"], s["bytesUploaded"])' "$work/push2.json") \
+print(s["blobsUploaded"], s["chunkLayersReused"], s["chunkLayers"], s["bytesUploaded"], s["framesCompressed"])' "$work/push2.json") \
     || die "cannot read the push summary: $(cat "$work/push2.json")"
 changed=$((chunks - reused))
-log "pushed the written disk as $ref2 in $(( $(date +%s) - t0 )) s: blobsUploaded=$uploaded chunkLayersReused=$reused of $chunks chunk layers (changed: $changed), bytesUploaded=$bytes"
+log "pushed the written disk as $ref2 in $(( $(date +%s) - t0 )) s: blobsUploaded=$uploaded chunkLayersReused=$reused of $chunks chunk layers (changed: $changed), bytesUploaded=$bytes, framesCompressed=$compressed"
 ((reused > 0)) || die "the push reused no chunk layers"
 ((changed >= 1 && changed * 2 <= chunks)) || die "$changed of $chunks chunk layers changed (want at least 1 and at most half)"
 # The changed chunk layers and the index; the config blob, if the registry lacks it, too.
 ((uploaded >= changed + 1 && uploaded <= changed + 2)) || die "the push uploaded $uploaded blobs for $changed changed chunk layers"
+# Frames of unchanged chunks are hashed, not compressed: at most the changed chunks' frames are.
+frames_per_chunk=$(( $(numfmt --from=iec "$chunk_size") / (1024 * 1024) ))   # frames of the default 1 MiB
+((compressed >= 1 && compressed <= changed * frames_per_chunk)) \
+    || die "the push compressed $compressed frames for $changed changed chunks of $frames_per_chunk frames"
 
 # --- 5: a fresh mount of the new image is the written disk.
 mount_image fresh "$ref2" --cache-dir "$work/cache-fresh"

@@ -87,20 +87,23 @@ final class ChunkAssembler {
             }
             // The chunk already has a layer of its own (an encoder deferred this frame before it
             // learnt that): compress it now, from the bytes at hand.
-            let member = try buffer.withBytes { (raw) throws(PushError) in
-                try compress(UnsafeRawBufferPointer(rebasing: raw[0..<frame.length]), frame: frame.index)
+            try store(frame.index) { () throws(PushError) in
+                let member = try buffer.withBytes { (raw) throws(PushError) in
+                    try compress(UnsafeRawBufferPointer(rebasing: raw[0..<frame.length]), frame: frame.index)
+                }
+                return (member, buffer)
             }
-            try store(frame.index, member: member, bytes: buffer)
             return
         }
         guard let member = frame.member else { return }
         try storeDeferred()
-        try store(frame.index, member: member, bytes: frame.isZero ? nil : frame.buffer)
+        try store(frame.index) { () throws(PushError) in (member, frame.isZero ? nil : frame.buffer) }
     }
 
-    /// Puts frame `index`'s member into the chunk's spool (or points it at an identical member
-    /// already there). `bytes` are its uncompressed bytes, nil for zeros.
-    private func store(_ index: Int, member: [UInt8], bytes: [UInt8]?) throws(PushError) {
+    /// Puts frame `index`'s member into the chunk's spool, or points it at an identical member
+    /// already there (then `encode` is not called). `encode` gives the member and the frame's
+    /// uncompressed bytes, nil for zeros.
+    private func store(_ index: Int, encode: () throws(PushError) -> (member: [UInt8], bytes: [UInt8]?)) throws(PushError) {
         let digest = entries[index].digest
         let length = geometry.length(ofFrame: index)
         // Single-layer images must gunzip to the exact disk, so nothing is deduplicated there.
@@ -110,6 +113,7 @@ final class ChunkAssembler {
             entries[index].length = stored.length
             return
         }
+        let (member, bytes) = try encode()
         let chunkSpool: SpoolFile
         do throws(IOError) {
             if let spool { chunkSpool = spool } else {
@@ -141,16 +145,18 @@ final class ChunkAssembler {
         let frames = deferred
         deferred = []
         for index in frames {
-            let length = geometry.length(ofFrame: index)
-            let bytes = try reread(index, length)
-            let member = try bytes.withBytes { (raw) throws(PushError) in
-                let frame = UnsafeRawBufferPointer(rebasing: raw[0..<length])
-                guard SHA256Hasher.digest(frame) == entries[index].digest else {
-                    throw PushError.source("the disk changed while it was pushed: frame \(index) (offset \(geometry.offset(ofFrame: index))) reads differently now")
+            try store(index) { () throws(PushError) in
+                let length = geometry.length(ofFrame: index)
+                let bytes = try reread(index, length)
+                let member = try bytes.withBytes { (raw) throws(PushError) in
+                    let frame = UnsafeRawBufferPointer(rebasing: raw[0..<length])
+                    guard SHA256Hasher.digest(frame) == entries[index].digest else {
+                        throw PushError.source("the disk changed while it was pushed: frame \(index) (offset \(geometry.offset(ofFrame: index))) reads differently now")
+                    }
+                    return try compress(frame, frame: index)
                 }
-                return try compress(frame, frame: index)
+                return (member, bytes)
             }
-            try store(index, member: member, bytes: bytes)
         }
     }
 

@@ -92,6 +92,18 @@ enum BitmapFormat {
 
     static func isSet(_ bits: [UInt8], _ frame: Int) -> Bool { bits[frame >> 3] & (1 << (frame & 7)) != 0 }
 
+    /// Sets frame `frame`'s bit; returns false if it was set already.
+    static func set(_ bits: inout [UInt8], _ frame: Int) -> Bool {
+        let mask: UInt8 = 1 << (frame & 7)
+        guard bits[frame >> 3] & mask == 0 else { return false }
+        bits[frame >> 3] |= mask
+        return true
+    }
+
+    static func clear(_ bits: inout [UInt8], _ frame: Int) {
+        bits[frame >> 3] &= ~(1 << (frame & 7))
+    }
+
     static func popcount(_ bits: [UInt8]) -> Int { bits.reduce(0) { $0 + $1.nonzeroBitCount } }
 
     private static func append<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {

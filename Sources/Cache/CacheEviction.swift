@@ -114,7 +114,7 @@ public enum CacheEviction {
                 try bitmap.write(h.encoded(), at: 0)
                 flagCleared = true
             }
-            for frame in batch { bits[frame >> 3] &= ~(1 << (frame & 7)) }
+            for frame in batch { BitmapFormat.clear(&bits, frame) }
             let low = batch[0] >> 3
             let high = batch[batch.count - 1] >> 3
             try bitmap.write(bits[low...high], at: UInt64(BitmapFormat.headerSize + low))

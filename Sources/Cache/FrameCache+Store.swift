@@ -99,11 +99,7 @@ extension FrameCache {
             var high = -1
             for frame in frames {
                 let byte = frame >> 3
-                let mask: UInt8 = 1 << (frame & 7)
-                if s.bits[byte] & mask == 0 {
-                    s.bits[byte] |= mask
-                    s.durableCount += 1
-                }
+                if BitmapFormat.set(&s.bits, frame) { s.durableCount += 1 }
                 _ = s.markResident(frame)
                 low = min(low, byte)
                 high = max(high, byte)

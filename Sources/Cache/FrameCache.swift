@@ -65,17 +65,14 @@ public final class FrameCache: Sendable {
 
         /// Sets a resident bit; false if it was set already.
         mutating func markResident(_ frame: Int) -> Bool {
-            let mask: UInt8 = 1 << (frame & 7)
-            guard resident[frame >> 3] & mask == 0 else { return false }
-            resident[frame >> 3] |= mask
+            guard BitmapFormat.set(&resident, frame) else { return false }
             residentCount += 1
             return true
         }
 
         mutating func clearResident(_ frame: Int) {
-            let mask: UInt8 = 1 << (frame & 7)
-            guard resident[frame >> 3] & mask != 0, !BitmapFormat.isSet(bits, frame) else { return }
-            resident[frame >> 3] &= ~mask
+            guard BitmapFormat.isSet(resident, frame), !BitmapFormat.isSet(bits, frame) else { return }
+            BitmapFormat.clear(&resident, frame)
             residentCount -= 1
         }
     }
@@ -179,10 +176,14 @@ public final class FrameCache: Sendable {
     }
 
     private func closeFiles() {
+        closeDataFiles()
+        lockFile.close()  // releases the flock
+    }
+
+    private func closeDataFiles() {
         data.close()
         directData?.close()
         bitmap.close()
-        lockFile.close()  // releases the flock
     }
 
     /// True if frame `frame`'s verified bytes (or, for a hole, its zeros) are in the cache, durable
@@ -347,9 +348,7 @@ extension FrameCache {
     /// closes; the deinit then closes nothing a second time.
     private func abandon() {
         state.withLock { $0.closed = true }
-        data.close()
-        directData?.close()
-        bitmap.close()
+        closeDataFiles()
     }
 
     func writeHeader(allPresent: Bool) throws(CacheError) {

@@ -94,7 +94,8 @@ extension FrameIndex {
                     throw .frameLayerOutOfRange(frame: index, layer: layer, layerCount: layers.count)
                 }
                 let limit = Self.maximumCompressedLength(forFrameLength: geometry.length(ofFrame: index))
-                guard length > 0, Int(length) <= limit else {
+                guard length > 0 else { throw .frameEmpty(frame: index) }
+                guard Int(length) <= limit else {
                     throw .frameTooLarge(frame: index, compressedLength: length, limit: limit)
                 }
                 let layerSize = layers[Int(layer)].compressedSize

@@ -86,7 +86,7 @@ struct MountCommand: ParsableCommand {
         do {
             let mountpoint = try Self.checkedMountpoint(self.mountpoint)
             let cacheRoot = try absolute(cacheDir ?? defaultCacheDirectory())
-            let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(escapedFileName(mountpoint)).log"
+            let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(mountpointFileName(mountpoint)).log"
             if foreground {
                 // A daemon's stderr is its log file (Daemon.spawnSelf); a foreground mount logs to stderr.
                 try serve(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate,
@@ -115,8 +115,13 @@ struct MountCommand: ParsableCommand {
         }
         let resolved = (manifestDigest: session.manifestDigest, offline: session.isOffline)
         if writable {
-            // Refuse a layer written over another image here, where the user sees the message.
-            do { try Self.describeOverlay(directory: try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot), session: session, reference: reference, typed: self.reference) } catch {
+            // Refuse a directory another mount writes, or a layer written over another image,
+            // here, where the user sees the message (the daemon takes the lock for real).
+            do {
+                let directory = try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)
+                try WritableDirectoryLock.checkAvailable(directory: directory)
+                try Self.describeOverlay(directory: directory, session: session, reference: reference, typed: self.reference)
+            } catch {
                 session.stop()
                 throw error
             }
@@ -210,9 +215,18 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The mount point as an absolute path, checked to be an existing directory.
+    /// The mount point as an absolute path, checked to be an existing empty directory.
     static func checkedMountpoint(_ path: String) throws -> String {
         guard let resolved = realpath(path, nil) else {
-            throw MountError.invalidArgument("\(path): mount point does not exist")
+            switch errno {
+            case ENOTCONN:
+                // What a mount whose daemon died answers to every call.
+                throw MountError.invalidArgument(
+                    "\(path): a dead mount is still attached here (its daemon has exited; the kernel answers " +
+                    "\"Transport endpoint is not connected\"); run `imgfs umount \(path)` and mount again")
+            case ENOENT: throw MountError.invalidArgument("\(path): mount point does not exist")
+            default: throw MountError.io(operation: "realpath", path: path, errno: errno)
+            }
         }
         defer { free(resolved) }
         let absolute = String(cString: resolved)
@@ -220,7 +234,22 @@ struct MountCommand: ParsableCommand {
         guard stat(absolute, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
             throw MountError.invalidArgument("\(path): mount point is not a directory")
         }
+        if let entry = try firstEntry(of: absolute) {
+            throw MountError.invalidArgument(
+                "\(path): mount point is not empty (it holds '\(entry)'); the mount would hide its files, so imgfs mounts only on an empty directory")
+        }
         return absolute
+    }
+
+    /// A name in `directory` other than `.` and `..`, or nil when it is empty.
+    static func firstEntry(of directory: String) throws -> String? {
+        guard let stream = opendir(directory) else { throw MountError.io(operation: "opendir", path: directory, errno: errno) }
+        defer { closedir(stream) }
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { return name }
+        }
+        return nil
     }
 }
 
@@ -262,9 +291,19 @@ func absolute(_ path: String) throws -> String {
     return String(cString: cwd) + "/" + path
 }
 
-/// A mount point as one file name: `/mnt/vm` → `mnt-vm` (dashes in names doubled so that
-/// distinct mount points stay distinct).
-func escapedFileName(_ mountpoint: String) -> String {
+/// A mount point as one file name that no other mount point shares: a readable part for the
+/// operator (`/mnt/vm` → `mnt-vm`) and the first 16 hex digits of the SHA-256 of the absolute
+/// path. Escaping alone cannot be both readable and collision-free (`/a/-b` and `/a-/b` once both
+/// became `a---b`, and two mounts shared one written disk).
+func mountpointFileName(_ mountpoint: String) -> String {
+    let readable = String(mountpoint.drop { $0 == "/" }.map { $0 == "/" ? "-" : $0 }.prefix(80))
+    let hash = SHA256Hasher.digest(Array(mountpoint.utf8)).hex.prefix(16)
+    return (readable.isEmpty ? "root" : readable) + "-" + hash
+}
+
+/// The name imgfs 0.1 gave a mount point's files (ambiguous, see `mountpointFileName`); only
+/// looked up to carry an existing written disk over to its new name.
+func legacyMountpointFileName(_ mountpoint: String) -> String {
     let trimmed = mountpoint.drop { $0 == "/" }
     let name = String(trimmed).replacing("-", with: "--").replacing("/", with: "-")
     return name.isEmpty ? "root" : name

@@ -70,10 +70,12 @@ extension FrameIndex {
         reader.position = Self.headerSize
         var layers = [LayerRef]()
         layers.reserveCapacity(layerCount)
-        for _ in 0..<layerCount {
+        for layerNumber in 0..<layerCount {
             let digest = Digest(sha256Bytes: reader.bytes(32))
             let size = reader.u64()
-            guard size <= UInt64(Int64.max) else { throw .badAnnotation(key: "index layer size", value: String(size)) }
+            guard size <= UInt64(Int64.max) else {
+                throw .notAnImgfsImage(reason: "frame index layer \(layerNumber) has a size of \(size) bytes, more than any blob can have")
+            }
             layers.append(LayerRef(digest: digest, compressedSize: Int64(size)))
         }
 

@@ -35,7 +35,7 @@ public struct ImgfsImage: Sendable {
         var vmConfig: Descriptor?
         var profile: Descriptor?
         for layer in manifest.layers {
-            guard layer.size >= 0 else { throw .badAnnotation(key: "size of layer \(layer.digest)", value: String(layer.size)) }
+            guard layer.size >= 0 else { throw .notAnImgfsImage(reason: "layer \(layer.digest) has a negative size \(layer.size)") }
             switch layer.mediaType {
             case .imgfsIndex:
                 guard index == nil else { throw .notAnImgfsImage(reason: "the manifest has two frame index layers") }

@@ -60,7 +60,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Give the VM a copy-on-write disk.img: written blocks stay in a local layer (--writable-dir), unwritten ones come from the image. `imgfs push MOUNTPOINT REF` uploads the written disk, re-using the image's unchanged chunk layers.")
     var writable = false
 
-    @Option(help: ArgumentHelp("The written disk's directory (default: <cache-dir>/writable/<mountpoint>); mounting the same image with it again continues that disk.", valueName: "dir"))
+    @Option(help: ArgumentHelp("The written disk's directory (default: <cache-dir>/writable/<mountpoint>-<hash of its path>); mounting the same image with it again continues that disk. One mount at a time: a directory in use is refused.", valueName: "dir"))
     var writableDir: String?
 
     @Option(help: ArgumentHelp("Record the order in which frames are first read to FILE (a boot profile for `imgfs push --profile`); written every few seconds and at unmount.", valueName: "file"))
@@ -217,13 +217,13 @@ struct MountCommand: ParsableCommand {
     /// The mount point as an absolute path, checked to be an existing directory.
     /// The mount point as an absolute path, checked to be an existing empty directory.
     static func checkedMountpoint(_ path: String) throws -> String {
+        // What a mount whose daemon died answers to every call on it.
+        let deadMount = MountError.invalidArgument(
+            "\(path): a dead mount is still attached here (its daemon has exited; the kernel answers " +
+            "\"Transport endpoint is not connected\"); run `imgfs umount \(path)` and mount again")
         guard let resolved = realpath(path, nil) else {
             switch errno {
-            case ENOTCONN:
-                // What a mount whose daemon died answers to every call.
-                throw MountError.invalidArgument(
-                    "\(path): a dead mount is still attached here (its daemon has exited; the kernel answers " +
-                    "\"Transport endpoint is not connected\"); run `imgfs umount \(path)` and mount again")
+            case ENOTCONN: throw deadMount
             case ENOENT: throw MountError.invalidArgument("\(path): mount point does not exist")
             default: throw MountError.io(operation: "realpath", path: path, errno: errno)
             }
@@ -231,7 +231,11 @@ struct MountCommand: ParsableCommand {
         defer { free(resolved) }
         let absolute = String(cString: resolved)
         var st = stat()
-        guard stat(absolute, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+        guard stat(absolute, &st) == 0 else {
+            if errno == ENOTCONN { throw deadMount }
+            throw MountError.io(operation: "stat", path: path, errno: errno)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
             throw MountError.invalidArgument("\(path): mount point is not a directory")
         }
         if let entry = try firstEntry(of: absolute) {

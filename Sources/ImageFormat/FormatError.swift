@@ -20,6 +20,8 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
     case badAnnotation(key: String, value: String)
     case unknownMediaType(String)
     case notAnImgfsImage(reason: String)
+    /// A writer's geometry whose index or manifest a reader would reject (`ImagePlan`).
+    case exceedsReaderLimit(String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
         case .badAnnotation(let key, let value): "annotation \(key) has an invalid value '\(value)'"
         case .unknownMediaType(let type): "unknown media type \(type)"
         case .notAnImgfsImage(let reason): "not an imgfs image: \(reason)"
+        case .exceedsReaderLimit(let message): "the image would break a limit every reader enforces: \(message)"
         }
     }
 }

@@ -6,7 +6,7 @@ import Verity
 /// layer with codec `.imgfsFrames`; readers that want frames use `VMImage.imgfs.index`.
 public enum ImgfsFormatReader {
     public static func read(_ manifest: Manifest, load: BlobLoader) throws(ImageLayoutError) -> VMImage {
-        let configBytes = try loadBlob(load, manifest.config, limit: FormatsLimits.maximumConfigSize, what: "imgfs config")
+        let configBytes = try loadBlob(load, manifest.config, limit: FormatLimits.maximumConfigSize, what: "imgfs config")
         let image: ImgfsImage
         let index: FrameIndex
         do {

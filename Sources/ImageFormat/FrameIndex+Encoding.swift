@@ -61,7 +61,8 @@ extension FrameIndex {
         guard declaredFrames == UInt64(geometry.frameCount) else {
             throw .indexFrameCountMismatch(declared: declaredFrames, expected: geometry.frameCount)
         }
-        guard layerCount <= geometry.frameCount + 1 else {
+        // Every layer stores at least one frame (checked below), so there cannot be more.
+        guard layerCount <= geometry.frameCount else {
             throw .notAnImgfsImage(reason: "frame index lists \(layerCount) layers for \(geometry.frameCount) frames")
         }
         let expectedSize = Self.headerSize + layerCount * Self.layerRecordSize + geometry.frameCount * Self.frameRecordSize
@@ -79,7 +80,10 @@ extension FrameIndex {
             layers.append(LayerRef(digest: digest, compressedSize: Int64(size)))
         }
 
+        // Other flag bits, the reserved frame field and the header's last 24 bytes are ignored
+        // (docs/FORMAT.md, "Versioning"): a later writer may use them for what old readers can skip.
         let layout: Layout = flags & Self.flagSingleLayer != 0 ? .singleLayer : .multiLayer
+        let zeroDigests = ZeroDigests(geometry)
         var frames = [FrameEntry]()
         frames.reserveCapacity(geometry.frameCount)
         for index in 0..<geometry.frameCount {
@@ -90,6 +94,10 @@ extension FrameIndex {
             _ = reader.u32()
             let digest = Digest(sha256Bytes: reader.bytes(32))
             let isHole = frameFlags & Self.frameFlagHole != 0
+            // A hole is served as zeros without a fetch, so its digest must say zeros.
+            if isHole, digest != zeroDigests.digest(ofFrame: index) {
+                throw .notAnImgfsImage(reason: "frame \(index) is flagged as a hole but its digest \(digest) is not that of \(geometry.length(ofFrame: index)) zero bytes")
+            }
             var location: Location? = nil
             if layer != Self.noLayer {
                 guard Int(layer) < layers.count else {
@@ -114,13 +122,33 @@ extension FrameIndex {
         if layout == .singleLayer, frames.contains(where: { $0.location == nil }) {
             throw .notAnImgfsImage(reason: "a single-layer index must store every frame")
         }
-        try Self.checkNoPartialOverlaps(frames)
+        try Self.checkLayerOrder(frames, layerCount: layers.count)
+        try Self.checkMembers(frames, layers: layers)
         self.init(geometry: geometry, layout: layout, layers: layers, frames: frames)
     }
 
-    /// Two frames may share one stored member (identical frames are stored once), but two
+    /// The layer table lists layers in the order frames first use them, and lists none that no
+    /// frame uses: so one disk has exactly one index, and a layer cannot hide in the table.
+    private static func checkLayerOrder(_ frames: [FrameEntry], layerCount: Int) throws(FormatError) {
+        var next = 0
+        for (i, frame) in frames.enumerated() {
+            guard let layer = frame.location?.layer, layer >= next else { continue }
+            guard layer == next else {
+                throw .notAnImgfsImage(reason: "frame \(i) is the first to use layer \(layer), but layer \(next) is not used before it (layers are listed in order of first use)")
+            }
+            next += 1
+        }
+        guard next == layerCount else {
+            throw .notAnImgfsImage(reason: "frame index layer \(next) is used by no frame")
+        }
+    }
+
+    /// The members of a layer tile it: sorted by offset they start at 0, follow each other
+    /// without gaps and end at the layer's size. So every byte of a chunk blob is in a member
+    /// that some frame names, and a reader that verifies frames has verified the whole blob's
+    /// content. Two frames may share one member (identical frames are stored once), but two
     /// members may not partly overlap: that would mean a corrupt or hostile index.
-    private static func checkNoPartialOverlaps(_ frames: [FrameEntry]) throws(FormatError) {
+    private static func checkMembers(_ frames: [FrameEntry], layers: [LayerRef]) throws(FormatError) {
         var members = [(location: Location, frame: Int)]()
         members.reserveCapacity(frames.count)
         for (i, frame) in frames.enumerated() {
@@ -130,18 +158,50 @@ extension FrameIndex {
             (a.location.layer, a.location.compressedOffset, a.location.compressedLength)
                 < (b.location.layer, b.location.compressedOffset, b.location.compressedLength)
         }
-        for (previous, next) in zip(members, members.dropFirst()) where previous.location.layer == next.location.layer {
-            if previous.location == next.location {
-                guard frames[previous.frame].digest == frames[next.frame].digest else {
-                    throw .notAnImgfsImage(reason: "frames \(previous.frame) and \(next.frame) share a stored member but not a digest")
+        var covered = [UInt64](repeating: 0, count: layers.count)  // end of the members so far, per layer
+        var previous: (location: Location, frame: Int)?
+        for member in members {
+            let layer = member.location.layer
+            if let previous, previous.location == member.location {
+                guard frames[previous.frame].digest == frames[member.frame].digest else {
+                    throw .notAnImgfsImage(reason: "frames \(previous.frame) and \(member.frame) share a stored member but not a digest")
                 }
                 continue
             }
-            let previousEnd = previous.location.compressedOffset + UInt64(previous.location.compressedLength)
-            if next.location.compressedOffset < previousEnd {
-                throw .notAnImgfsImage(reason: "frames \(previous.frame) and \(next.frame) overlap in layer \(next.location.layer)")
+            if member.location.compressedOffset < covered[layer] {
+                throw .notAnImgfsImage(reason: "frames \(previous?.frame ?? 0) and \(member.frame) overlap in layer \(layer)")
             }
+            if member.location.compressedOffset > covered[layer] {
+                throw .notAnImgfsImage(reason: "bytes \(covered[layer])..<\(member.location.compressedOffset) of layer \(layer) are in no frame's member (members must tile their layer)")
+            }
+            covered[layer] = member.location.compressedOffset + UInt64(member.location.compressedLength)
+            previous = member
         }
+        for (layer, end) in covered.enumerated() where end != UInt64(layers[layer].compressedSize) {
+            throw .notAnImgfsImage(reason: "bytes \(end)..<\(layers[layer].compressedSize) of layer \(layer) are in no frame's member (members must tile their layer)")
+        }
+    }
+}
+
+/// SHA-256 of a whole frame of zeros and of the short last frame, computed once per index.
+struct ZeroDigests {
+    let full: Digest
+    let last: Digest
+    let lastFrame: Int
+
+    init(_ geometry: DiskGeometry) {
+        lastFrame = geometry.frameCount - 1
+        full = Self.zeros(geometry.frameSize)
+        let lastLength = geometry.frameCount > 0 ? geometry.length(ofFrame: lastFrame) : geometry.frameSize
+        last = lastLength == geometry.frameSize ? full : Self.zeros(lastLength)
+    }
+
+    func digest(ofFrame index: Int) -> Digest { index == lastFrame ? last : full }
+
+    private static func zeros(_ count: Int) -> Digest {
+        let hasher = SHA256Hasher()
+        hasher.updateZeros(count: count)
+        return hasher.finalize()
     }
 }
 

@@ -43,16 +43,24 @@ public struct ImgfsImage: Sendable {
                 index = layer
             case .imgfsChunk:
                 let number = try Self.integerAnnotation(layer, ImgfsAnnotation.chunkNumber)
+                if number < chunkCount {
+                    // Where the chunk lies is implied by its number; the annotations must agree.
+                    let offset = number * config.disk.chunkSize
+                    let length = min(config.disk.chunkSize, config.disk.size - offset)
+                    for (key, expected) in [(ImgfsAnnotation.chunkOffset, offset), (ImgfsAnnotation.chunkLength, length)] {
+                        let value = try Self.integerAnnotation(layer, key)
+                        guard value == expected else {
+                            throw .badAnnotation(key: key, value: "\(value) (chunk \(number) of this geometry has \(expected))")
+                        }
+                    }
+                }
                 chunks.append((number, layer))
             case .imgfsNVRAM:
-                guard layer.size <= FormatLimits.maximumSmallBlobSize else { throw .notAnImgfsImage(reason: "nvram layer of \(layer.size) bytes is too large") }
-                nvram = layer
+                nvram = try Self.single(layer, "nvram", replacing: nvram)
             case .imgfsVMConfig:
-                guard layer.size <= FormatLimits.maximumSmallBlobSize else { throw .notAnImgfsImage(reason: "config.json layer of \(layer.size) bytes is too large") }
-                vmConfig = layer
+                vmConfig = try Self.single(layer, "config.json", replacing: vmConfig)
             case .imgfsBootProfile:
-                guard layer.size <= FormatLimits.maximumIndexSize else { throw .notAnImgfsImage(reason: "boot profile of \(layer.size) bytes is too large") }
-                profile = layer
+                profile = try Self.single(layer, "boot profile", replacing: profile)
             default:
                 // Unknown layers are ignored so that later format additions stay readable;
                 // docs/FORMAT.md says readers must do so.
@@ -102,16 +110,48 @@ public struct ImgfsImage: Sendable {
                 throw .notAnImgfsImage(reason: "layer \(layer.digest) is \(size) bytes in the manifest but \(layer.compressedSize) in the frame index")
             }
         }
+        // A frame of chunk c is stored in chunk c's layer, and a chunk has a layer exactly when
+        // it stores a frame: so an edit re-uploads one chunk, and no layer is along for the ride.
+        var chunkLayers = [UInt64: Digest]()
+        for descriptor in chunkDescriptors {
+            if let number = descriptor.annotations?[ImgfsAnnotation.chunkNumber].flatMap(UInt64.init) { chunkLayers[number] = descriptor.digest }
+        }
+        let framesPerChunk = index.layout == .singleLayer ? max(index.frames.count, 1) : Int(config.disk.chunkSize / UInt64(geometry.frameSize))
+        var storing = Set<UInt64>()
+        for (i, frame) in index.frames.enumerated() {
+            guard let location = frame.location else { continue }
+            let chunk = UInt64(i / framesPerChunk)
+            storing.insert(chunk)
+            guard let expected = chunkLayers[chunk] else {
+                throw .notAnImgfsImage(reason: "frame \(i) is stored, but chunk \(chunk) has no layer in the manifest")
+            }
+            guard index.layers[location.layer].digest == expected else {
+                throw .notAnImgfsImage(reason: "frame \(i) of chunk \(chunk) is stored in \(index.layers[location.layer].digest), not in chunk \(chunk)'s layer \(expected)")
+            }
+        }
+        if let unused = chunkLayers.keys.sorted().first(where: { !storing.contains($0) }) {
+            throw .notAnImgfsImage(reason: "chunk \(unused) has a layer in the manifest but stores no frame")
+        }
     }
 
     private static func integerAnnotation(_ layer: Descriptor, _ key: String) throws(FormatError) -> UInt64 {
         guard let text = layer.annotations?[key] else {
             throw .notAnImgfsImage(reason: "layer \(layer.digest) has no \(key) annotation")
         }
-        // Decimal digits only: UInt64("+1") parses, and a number is not a place for signs.
+        // Canonical decimal only: UInt64("+1") parses, and "01" and "1" must not be two numbers.
         guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              text == "0" || !text.hasPrefix("0"),
               let value = UInt64(text) else { throw .badAnnotation(key: key, value: text) }
         return value
+    }
+
+    /// nvram, config.json and the boot profile: at most one layer each, at most 64 MiB.
+    private static func single(_ layer: Descriptor, _ name: String, replacing existing: Descriptor?) throws(FormatError) -> Descriptor {
+        guard existing == nil else { throw .notAnImgfsImage(reason: "the manifest has two \(name) layers") }
+        guard layer.size <= FormatLimits.maximumSmallBlobSize else {
+            throw .notAnImgfsImage(reason: "\(name) layer of \(layer.size) bytes is larger than the \(FormatLimits.maximumSmallBlobSize)-byte limit")
+        }
+        return layer
     }
 
     /// `ceil(size / chunkSize)`, after checking that the chunk size is one a writer can make:

@@ -61,7 +61,7 @@ public struct ImageResolver: Sendable {
         let (topDigest, topBytes) = try topManifest(locator, offline: &offline)
         let (manifestDigest, manifest) = try imageManifest(topDigest, topBytes, locator: locator, offline: offline)
 
-        let configBytes = try smallBlob(manifest.config, limit: FormatLimits.maximumSmallBlobSize, what: "config", locator: locator, offline: offline)
+        let configBytes = try smallBlob(manifest.config, limit: FormatLimits.maximumConfigSize, what: "config", locator: locator, offline: offline)
         let image: ImgfsImage
         do { image = try ImgfsImage(manifest: manifest, configBytes: configBytes) } catch { throw .format(error) }
         let indexBytes = try smallBlob(image.indexDescriptor, limit: FormatLimits.maximumIndexSize, what: "frame index", locator: locator, offline: offline)
@@ -82,7 +82,7 @@ public struct ImageResolver: Sendable {
         if let descriptor = image.bootProfile {
             // A profile only orders prefetching; a broken one is worth a warning, not a failed mount.
             do {
-                let bytes = try smallBlob(descriptor, limit: FormatLimits.maximumIndexSize, what: "boot profile", locator: locator, offline: offline)
+                let bytes = try smallBlob(descriptor, limit: FormatLimits.maximumSmallBlobSize, what: "boot profile", locator: locator, offline: offline)
                 profile = BootProfile.decode(bytes, frameCount: index.frames.count) ?? []
                 if profile.isEmpty { logger.warning("boot profile layer is malformed; ignoring it", metadata: ["digest": "\(descriptor.digest)"]) }
             } catch {

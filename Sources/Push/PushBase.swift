@@ -26,7 +26,7 @@ public struct PushBase: Sendable {
             do { manifest = try ManifestEncoding.decode(Manifest.self, from: fetched.bytes) } catch {
                 throw PushError.source("base manifest \(manifestDigest): \(error)")
             }
-            let configBytes = try client.blob(repository, digest: manifest.config.digest, maxSize: FormatLimits.maximumSmallBlobSize)
+            let configBytes = try client.blob(repository, digest: manifest.config.digest, maxSize: FormatLimits.maximumConfigSize)
             let image = try ImgfsImage(manifest: manifest, configBytes: configBytes)
             let indexBytes = try client.blob(repository, digest: image.indexDescriptor.digest, maxSize: FormatLimits.maximumIndexSize)
             let index = try FrameIndex(decoding: indexBytes)

@@ -9,16 +9,19 @@ import Verity
     /// A 3-layer index over 10 frames of 64 KiB with a short last frame, holes and a shared member.
     static func sample() throws -> FrameIndex {
         let geometry = try DiskGeometry(diskSize: UInt64(frameSize) * 9 + 1000, frameSize: frameSize)
-        let layers = (0..<2).map { i in FrameIndex.LayerRef(digest: SHA256Hasher.digest([UInt8(i)]), compressedSize: 10_000) }
         var frames = [FrameIndex.FrameEntry]()
+        var layerEnds: [UInt64] = [0, 0]  // members tile their layer: each starts where the last ended
         for i in 0..<geometry.frameCount {
             let digest = SHA256Hasher.digest([UInt8(i), 1])
             switch i {
             case 2, 5: frames.append(.init(digest: SHA256Hasher.digest([UInt8](repeating: 0, count: frameSize)), isHole: true, location: nil))
             case 7: frames.append(.init(digest: frames[6].digest, isHole: false, location: frames[6].location))
-            default: frames.append(.init(digest: digest, isHole: false, location: .init(layer: i % 2, compressedOffset: UInt64(i * 500), compressedLength: 400)))
+            default:
+                frames.append(.init(digest: digest, isHole: false, location: .init(layer: i % 2, compressedOffset: layerEnds[i % 2], compressedLength: 400)))
+                layerEnds[i % 2] += 400
             }
         }
+        let layers = (0..<2).map { i in FrameIndex.LayerRef(digest: SHA256Hasher.digest([UInt8(i)]), compressedSize: Int64(layerEnds[i])) }
         return FrameIndex(geometry: geometry, layout: .multiLayer, layers: layers, frames: frames)
     }
 
@@ -142,9 +145,10 @@ import Verity
                                    layers: [.init(digest: SHA256Hasher.digest([0]), compressedSize: 99)],
                                    frames: Array(repeating: hole, count: geometry.frameCount))
         #expect(throws: FormatError.self) { try image.validate(wrongSize) }
+        let stored = FrameIndex.FrameEntry(digest: SHA256Hasher.digest([5]), isHole: false, location: .init(layer: 0, compressedOffset: 0, compressedLength: 100))
         let matching = FrameIndex(geometry: geometry, layout: .multiLayer,
                                   layers: [.init(digest: SHA256Hasher.digest([0]), compressedSize: 100)],
-                                  frames: Array(repeating: hole, count: geometry.frameCount))
+                                  frames: [stored] + Array(repeating: hole, count: geometry.frameCount - 1))
         try image.validate(matching)
     }
 }

@@ -37,6 +37,7 @@ struct TestImage {
         let geometry = try DiskGeometry(diskSize: UInt64(disk.count), frameSize: frameSize)
         let compressor = try GzipFrameCompressor(level: 1)
         var layerBlobs: [[UInt8]] = []
+        var layerChunks: [Int] = []
         var entries: [FrameIndex.FrameEntry] = []
         var current: [UInt8] = []
         var currentHasFrames = false
@@ -45,6 +46,7 @@ struct TestImage {
             let digest = SHA256Hasher.digest(bytes)
             if frame % chunkFrames == 0, frame > 0, currentHasFrames {
                 layerBlobs.append(current)
+                layerChunks.append((frame - 1) / chunkFrames)
                 current = []
                 currentHasFrames = false
             }
@@ -58,7 +60,10 @@ struct TestImage {
             current += member
             currentHasFrames = true
         }
-        if currentHasFrames { layerBlobs.append(current) }
+        if currentHasFrames {
+            layerBlobs.append(current)
+            layerChunks.append((frames - 1) / chunkFrames)
+        }
         let refs = layerBlobs.map { FrameIndex.LayerRef(digest: SHA256Hasher.digest($0), compressedSize: Int64($0.count)) }
         let index = FrameIndex(geometry: geometry, layout: .multiLayer, layers: refs, frames: entries)
         let indexBytes = index.encode()
@@ -67,8 +72,10 @@ struct TestImage {
         let config = ImageConfig(disk: .init(size: geometry.diskSize, frameSize: frameSize, chunkSize: UInt64(chunkFrames * frameSize), layout: .multiLayer))
         let configBytes = config.encoded()
         let chunks = refs.enumerated().map { i, ref in
-            ChunkLayer(number: i, digest: ref.digest, compressedSize: ref.compressedSize, diskOffset: 0, diskLength: 0,
-                       uncompressedSize: 0, uncompressedDigest: ref.digest)
+            let offset = UInt64(layerChunks[i] * chunkFrames * frameSize)
+            return ChunkLayer(number: layerChunks[i], digest: ref.digest, compressedSize: ref.compressedSize, diskOffset: offset,
+                              diskLength: min(UInt64(chunkFrames * frameSize), geometry.diskSize - offset),
+                              uncompressedSize: 0, uncompressedDigest: ref.digest)
         }
         let manifest = ImgfsImage.makeManifest(
             config: config, fsverityDigest: SHA256Hasher.digest([UInt8]()),

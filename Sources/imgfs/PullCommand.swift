@@ -9,8 +9,13 @@ struct PullCommand: OneLineErrors {
         discussion: """
         DIR receives disk.img (sparse: all-zero blocks are never written), nvram.bin and \
         config.json. Layers (lume, tart) or frame runs (imgfs) are fetched and decompressed in \
-        parallel on every core; every digest the manifest gives is checked, and for imgfs images \
-        the fs-verity digest of the whole disk too. disk.img appears only once it is complete and \
+        parallel on every core. What is checked: the manifest against its digest (when pulled by \
+        digest), the config and every small layer against their descriptors; for imgfs images \
+        every rule of docs/FORMAT.md, every frame against the frame index's SHA-256 (the frames' \
+        members tile each chunk blob, so every byte of it is verified without hashing the blob \
+        as a whole), and the finished disk against the manifest's fs-verity digest; for lume and \
+        tart images every layer blob against its digest and, where the format records them, \
+        the uncompressed size and digest of each part. disk.img appears only once it is complete and \
         verified; until then the data is in disk.img.partial, and .imgfs-pull.json records what is \
         done, so re-running an interrupted pull fetches only what is missing. Frames that \
         `imgfs mount` already cached locally are copied instead of downloaded.

@@ -25,6 +25,9 @@ public struct ImgfsImage: Sendable {
         guard Self.isImgfs(manifest) else {
             throw .notAnImgfsImage(reason: "config media type is \(manifest.config.mediaType), not \(MediaType.imgfsConfig)")
         }
+        guard manifest.config.size >= 0, manifest.config.size <= FormatLimits.maximumConfigSize, Int64(configBytes.count) <= FormatLimits.maximumConfigSize else {
+            throw .notAnImgfsImage(reason: "config blob of \(max(manifest.config.size, Int64(configBytes.count))) bytes is outside the \(FormatLimits.maximumConfigSize)-byte limit")
+        }
         let config = try ImageConfig(decoding: configBytes)
         let geometry = try DiskGeometry(diskSize: config.disk.size, frameSize: config.disk.frameSize)
 

@@ -101,6 +101,9 @@ import Verity
     static let violations: [Violation] = [
         // The manifest and config.
         Violation(rule: "config media type", expected: "not an imgfs image: config media type is application/vnd.oci.image.config.v1+json") { $0.configMediaType = .ociConfig },
+        Violation(rule: "config blob at most 1 MiB", expected: "config blob of 1048577 bytes is outside the 1048576-byte limit") { f in
+            f.editManifest = { $0.config.size = 1024 * 1024 + 1 }
+        },
         Violation(rule: "imgfsFormat 1", expected: "format version 2 is not supported") {
             $0.configOverride = Array(#"{"disk":{"chunkSize":262144,"frameSize":65536,"layout":"multi-layer","size":656360},"imgfsFormat":2}"#.utf8)
         },

@@ -92,18 +92,7 @@ final class FixtureProxy {
     let host: String
 
     init(upstream: String, arguments: [String] = []) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", TestRegistry.proxyScript, "--upstream", upstream] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = pipe.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        host = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        host = try startFixture(process, [TestRegistry.proxyScript, "--upstream", upstream] + arguments)
         guard host.hasPrefix("127.0.0.1:") else {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
@@ -125,6 +114,22 @@ final class FixtureProxy {
         let (_, output) = try TestRegistry.run("/usr/bin/curl", ["-s", "--noproxy", "*", "http://\(host)/_admin/\(path)"])
         return (try? JSONDecoder().decode([String: Int].self, from: Data(output.utf8))) ?? [:]
     }
+}
+
+/// Starts a Python fixture script and returns the first line it prints (its address).
+func startFixture(_ process: Process, _ arguments: [String]) throws -> String {
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3"] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    var line = Data()
+    while !line.contains(UInt8(ascii: "\n")) {
+        let chunk = pipe.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        line.append(chunk)
+    }
+    return String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 func withProxy(upstream: String, _ arguments: [String] = [], _ body: (FixtureProxy) throws -> Void) throws {

@@ -186,18 +186,7 @@ final class Redirector {
     static let script = TestRegistry.packageRoot.appendingPathComponent("Tests/FetchTests/Fixtures/redirector.py").path
 
     init(_ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.script] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = pipe.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        let words = String(decoding: line, as: UTF8.self).split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let words = try startFixture(process, [Self.script] + arguments).split(separator: " ").map(String.init)
         guard words.count == 2, words[0].hasPrefix("127.0.0.1:"), let raw = Int(words[1]) else {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()

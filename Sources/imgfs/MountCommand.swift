@@ -76,8 +76,9 @@ struct MountCommand: ParsableCommand {
     @Flag(help: .hidden)
     var resolvedOffline = false
 
-    /// Run as the mount's descriptor holder (MountCommand+Holder.swift).
-    @Flag(help: .hidden)
+    /// Run as the mount's descriptor holder (MountCommand+Holder.swift): what the background
+    /// daemon is, and what a service manager runs in the foreground.
+    @Flag(help: "With --foreground: stay in the foreground as the mount's descriptor holder (for service managers, see contrib/systemd): the serving process runs as a child, is started again whenever it dies and replaced by `imgfs upgrade`.")
     var holder = false
 
     /// Serve the mount whose descriptor the holder at this socket keeps.

@@ -48,10 +48,15 @@ public final class DescriptorHolder {
     private var upgrades: UInt32 = 0
     /// Until a server has answered the kernel's INIT, each new server must answer it for real.
     private var initAnswered = false
-    private var resendSupported: Bool?
+    private var resendSupported = false
+    private let resendAvailable: Bool
     private var signalPipe: [Int32] = [-1, -1]
 
-    public init(connection: FuseConnection, socketPath: String, server: ServerCommand, exclusive: Bool, logger: Logger) throws(FuseError) {
+    /// `resendAvailable: false` makes the holder behave as on a kernel without
+    /// FUSE_NOTIFY_RESEND (for tests of that path on newer kernels).
+    public init(connection: FuseConnection, socketPath: String, server: ServerCommand, exclusive: Bool,
+                resendAvailable: Bool = true, logger: Logger) throws(FuseError) {
+        self.resendAvailable = resendAvailable
         self.connection = connection
         self.socketPath = socketPath
         self.server = server
@@ -63,6 +68,7 @@ public final class DescriptorHolder {
     /// Starts the first server and returns once it serves.
     public func start() throws(DaemonError) {
         current = try startServer()
+        probeResend()
     }
 
     /// Supervises until the mount is gone; then removes the socket. SIGTERM, SIGINT and SIGHUP
@@ -103,7 +109,7 @@ public final class DescriptorHolder {
                 logger.warning("holder: the serving process exited; starting another",
                                metadata: ["pid": "\(current.pid)", "status": "\(status.map(describeWaitStatus) ?? "unknown")"])
                 restarts += 1
-                resend()
+                guard resend() else { return }
                 guard restartWithRetries() else { return }
                 logger.notice("holder: serving again", metadata: ["pid": "\(self.current?.pid ?? 0)", "restarts": "\(restarts)",
                                                                   "milliseconds": "\(milliseconds(since: detectedAt))"])
@@ -208,20 +214,29 @@ public final class DescriptorHolder {
         return false
     }
 
-    /// After a server died: its unanswered requests go back to the kernel's queue. Without
-    /// kernel support (before Linux 6.9) nothing can answer them, so the connection is
-    /// aborted rather than left to hang.
-    private func resend() {
-        if connection.resendUnanswered() {
-            resendSupported = true
-            return
-        }
-        if resendSupported == nil {
-            logger.critical("holder: the kernel cannot resend the requests the dead server had read (FUSE_NOTIFY_RESEND needs Linux 6.9); they would hang, so the mount is aborted",
-                            metadata: ["error": "\(describeErrno(errno))"])
-            try? connection.detach()
-            close(connection.descriptor)
-            resendSupported = false
+    /// After a server died: its unanswered requests go back to the kernel's queue. False when
+    /// the kernel cannot resend (before Linux 6.9): nothing could ever answer them, so the
+    /// connection is aborted (the holder's descriptor was the last one) and they fail with
+    /// ECONNABORTED instead of hanging.
+    private func resend() -> Bool {
+        // Before a server answered INIT, the only request read is INIT itself, still waiting in
+        // the kernel for the next server to answer it under its own id: it must not be resent.
+        guard initAnswered else { return true }
+        if resendSupported && connection.resendUnanswered() { return true }
+        logger.critical("holder: the kernel cannot resend the requests the dead server had read (FUSE_NOTIFY_RESEND needs Linux 6.9); the mount is aborted so that they fail instead of hanging",
+                        metadata: ["mountpoint": "\(connection.mountpoint)"])
+        try? connection.detach()
+        close(connection.descriptor)
+        return false
+    }
+
+    /// Whether the kernel knows FUSE_NOTIFY_RESEND: asked once the first server answered INIT
+    /// (a resend then only repeats requests that server is answering, which are idempotent
+    /// here; before, it would resend INIT itself).
+    private func probeResend() {
+        resendSupported = resendAvailable && connection.resendUnanswered()
+        if !resendSupported {
+            logger.warning("holder: the kernel cannot resend unanswered requests (FUSE_NOTIFY_RESEND needs Linux 6.9): a crash of the serving process will abort the mount, and upgrades are refused")
         }
     }
 
@@ -255,11 +270,14 @@ public final class DescriptorHolder {
     /// only once the new one serves (or first, for exclusive mounts); what it had read and
     /// not answered is resent, so no request fails.
     private func upgrade() throws(DaemonError) {
+        guard resendSupported else {
+            throw .childFailed("an upgrade needs the kernel to resend the old server's unanswered requests (FUSE_NOTIFY_RESEND, Linux 6.9)")
+        }
         let old = current
         if exclusive, let old {
             stop(old)
             current = nil
-            resend()
+            _ = resend()
         }
         // Counted first, so the new server's status shows it.
         upgrades += 1
@@ -276,7 +294,7 @@ public final class DescriptorHolder {
         }
         if !exclusive, let old {
             stop(old)
-            resend()
+            _ = resend()
         }
         logger.notice("holder: upgraded the serving process", metadata: ["old": "\(old?.pid ?? 0)", "new": "\(current?.pid ?? 0)", "upgrades": "\(upgrades)"])
     }

@@ -63,6 +63,10 @@ public final class FuseMount: @unchecked Sendable {
     /// carries a unique id the kernel does not know, so the kernel drops the reply with ENOENT,
     /// which libfuse treats as an interrupted request and does not report.
     ///
+    /// The kernel keeps what it negotiated with the first server (max_write, max_pages, flags),
+    /// so a server of another version must be built with the same `FuseMountOptions` and a
+    /// libfuse that negotiates the same from the same request; imgfs's options are fixed in code.
+    ///
     /// Worker threads share this one descriptor (no `clone_fd`): the kernel ends the requests
     /// in a cloned descriptor's queue with an error when it is closed, but requests read from
     /// the holder's descriptor stay queued when this process dies, for the holder to have

@@ -109,12 +109,14 @@ final class MountedImage {
     var disk: String { mountpoint + "/disk.img" }
 
     /// `executable`: the imgfs binary to mount with (default: the one under test).
-    init(_ reference: String, scratch: String, cache: String? = nil, extra: [String] = [], executable: String = TestEnvironment.imgfs) throws {
+    init(_ reference: String, scratch: String, cache: String? = nil, extra: [String] = [], executable: String = TestEnvironment.imgfs,
+         environment: [String: String] = [:]) throws {
         let id = UUID().uuidString.prefix(8)
         mountpoint = "\(scratch)/mnt-\(id)"
         self.cache = cache ?? "\(scratch)/cache-\(id)"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-        let result = try runCommand(executable, ["mount", "--cache-dir", self.cache] + extra + [reference, mountpoint], timeout: 300)
+        let result = try runCommand(executable, ["mount", "--cache-dir", self.cache] + extra + [reference, mountpoint],
+                                    environment: environment, timeout: 300)
         guard result.status == 0 else {
             unmount()
             throw ShellFailed(script: "imgfs mount \(reference)", result: result)

@@ -221,4 +221,42 @@ let directIO: Int32 = 0o40000
         #expect(after.upgrades == 1)
         try shell("echo 3 > /proc/sys/vm/drop_caches; cmp \(mount.disk) \(expected)", timeout: 600)
     }
+
+    /// Kernels before 6.9 cannot resend what a dead server had read. The holder then aborts the
+    /// mount: a read in flight fails at once instead of hanging, and umount cleans up. (This
+    /// kernel can resend; IMGFS_ASSUME_NO_RESEND makes the holder act as on an older one.)
+    @Test func withoutResendAReadInFlightFailsInsteadOfHanging() throws {
+        let scratch = try TestEnvironment.scratchDirectory("restart-noresend")
+        defer { TestEnvironment.remove(scratch) }
+        let image = try Self.pushRandomDisk(scratch, name: "restart-noresend")
+        let mount = try MountedImage(image.reference, scratch: scratch, extra: ["--no-prefetch"],
+                                     environment: ["IMGFS_ASSUME_NO_RESEND": "1"])
+        defer { mount.unmount() }
+        let refused = try imgfs(["upgrade", mount.mountpoint], timeout: 60)
+        #expect(refused.status != 0 && refused.stderr.contains("FUSE_NOTIFY_RESEND"), "an upgrade is refused: \(refused)")
+
+        let stop = scratch + "/stop", log = scratch + "/reader.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        FileManager.default.createFile(atPath: stop, contents: nil)  // one pass only
+        let reader = try Self.startReader(source: image.source, disk: mount.disk, stop: stop, log: log)
+        defer { if reader.isRunning { reader.terminate() } }
+        usleep(300_000)
+        let status = try mount.status()
+        kill(status.pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(30)
+        while reader.isRunning && Date() < deadline { usleep(50_000) }
+        #expect(!reader.isRunning, "the reader did not hang")
+        let logText = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(logText.contains("FAIL"), "the pass in flight failed: \(logText)")
+        let daemonLog = try String(contentsOfFile: try #require(status.logFile), encoding: .utf8)
+        #expect(daemonLog.contains("the mount is aborted so that they fail instead of hanging"))
+        // The holder detached the aborted mount itself; umount says so.
+        #expect(!MountSupport.isMounted(mount.mountpoint))
+        let result = try imgfs(["umount", mount.mountpoint], timeout: 60)
+        #expect(result.stderr.contains("is not mounted"), "umount: \(result)")
+        for pid in [status.pid] + (status.holderPid.map { [$0] } ?? []) {
+            for _ in 0..<100 where Self.isAlive(pid) { usleep(50_000) }
+            #expect(!Self.isAlive(pid), "pid \(pid) exited")
+        }
+    }
 }

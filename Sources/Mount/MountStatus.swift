@@ -113,7 +113,7 @@ public enum MountStatusFiles {
         return try? JSONDecoder().decode(MountStatus.self, from: Data(bytes))
     }
 
-    /// Every live mount's status; files of daemons that are gone are removed.
+    /// Every live mount's status; files of daemons that are gone (server and holder) are removed.
     public static func all() -> [MountStatus] {
         let directory = directory()
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
@@ -121,7 +121,8 @@ public enum MountStatusFiles {
         for name in names.sorted() where name.hasSuffix(".json") {
             let path = directory + "/" + name
             guard let status = read(path) else { continue }
-            guard isAlive(status.pid) else {
+            // A dead server whose holder lives is being replaced: the next one rewrites the file.
+            guard isAlive(status.pid) || status.holderPid.map(isAlive) == true else {
                 unlink(path)
                 continue
             }

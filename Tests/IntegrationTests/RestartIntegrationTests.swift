@@ -259,4 +259,21 @@ let directIO: Int32 = 0o40000
             #expect(!Self.isAlive(pid), "pid \(pid) exited")
         }
     }
+
+    @Test func anUpgradeToABinaryThatCannotStartIsRefusedAndTheOldServerServesOn() throws {
+        let scratch = try TestEnvironment.scratchDirectory("restart-badupgrade")
+        defer { TestEnvironment.remove(scratch) }
+        let image = try Self.pushRandomDisk(scratch, name: "restart-badupgrade")
+        let binary = try Self.privateBinary(scratch)
+        let mount = try MountedImage(image.reference, scratch: scratch, executable: binary)
+        defer { mount.unmount() }
+        let before = try mount.status()
+        try shell("printf '#!/bin/sh\\nexit 3\\n' > \(binary).new && chmod +x \(binary).new && mv -f \(binary).new \(binary)")
+        let result = try imgfs(["upgrade", mount.mountpoint], timeout: 120)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("exit status 3"), "the reason is given: \(result)")
+        let after = try mount.status()
+        #expect(after.pid == before.pid && after.upgrades == 0, "the old server still serves")
+        try shell("echo 3 > /proc/sys/vm/drop_caches; cmp \(image.source) \(mount.disk)", timeout: 600)
+    }
 }

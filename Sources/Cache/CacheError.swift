@@ -18,6 +18,9 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
     case entryInUse(path: String, reason: String)
     /// The cache entry was used after `close()`.
     case closed(path: String)
+    /// The cache's file system cannot hold a file the size of the disk (EFBIG: ext4 stops
+    /// just short of 16 TiB with 4 KiB blocks).
+    case fileTooLargeForFileSystem(path: String, size: UInt64)
 
     public var description: String {
         switch self {
@@ -37,6 +40,9 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
             "cache entry \(path) is invalid (\(reason)) and in use by another process; unmount it and retry"
         case .closed(let path):
             "cache entry \(path) was used after close"
+        case .fileTooLargeForFileSystem(let path, let size):
+            "the file system of the cache cannot hold \(path) at the disk's size of \(size) bytes (\(size >> 30) GiB; " +
+            "ext4 files end below 16 TiB with 4 KiB blocks): put --cache-dir on a file system with larger files (XFS, btrfs)"
         }
     }
 }

@@ -287,7 +287,9 @@ extension FrameCache {
         let data = try FileDescriptor.open(layout.dataPath, O_RDWR | O_CREAT)
         defer { data.close() }
         try data.truncate(to: 0)
-        try data.truncate(to: header.diskSize)
+        do { try data.truncate(to: header.diskSize) } catch .system(_, _, EFBIG) {
+            throw .fileTooLargeForFileSystem(path: layout.dataPath, size: header.diskSize)
+        }
         try data.sync()
 
         try writeFileAtomically(layout.digestsPath, digestListBytes(frameDigests), durable: true)

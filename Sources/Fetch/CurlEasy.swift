@@ -72,6 +72,8 @@ struct TransferResult {
 enum TransportFailure: Error {
     case curl(CurlFailure)
     case callback(any Error)
+    /// A URL the registry sent was not followed (see `URLPolicy`).
+    case refused(URLPolicy.Refusal)
 }
 
 /// A libcurl error, classified here so that no other file needs libcurl's constants.
@@ -154,6 +156,14 @@ final class CurlEasy: @unchecked Sendable {
         defer { curl_slist_free_all(headerList) }
 
         setLong(CURLOPT_NOSIGNAL, 1)
+        // Only HTTP, whatever URL a registry talks us into: libcurl would otherwise speak
+        // gopher, dict, file, ftp… (see URLPolicy, which refuses such URLs before they get here).
+        // Fail closed: a libcurl that cannot be limited must not run the transfer at all.
+        guard imgfs_curl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, URLPolicy.allowedProtocols) == CURLE_OK,
+              imgfs_curl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, URLPolicy.allowedProtocols) == CURLE_OK
+        else {
+            return .failure(.curl(CurlFailure(code: CURLE_NOT_BUILT_IN, message: "libcurl cannot be limited to http and https", osErrno: 0)))
+        }
         setString(CURLOPT_URL, transfer.url)
         setLong(CURLOPT_FOLLOWLOCATION, 0)  // redirects are followed by the client, which controls the Authorization header
         setLong(CURLOPT_CONNECTTIMEOUT_MS, settings.connectTimeoutMilliseconds)

@@ -41,6 +41,9 @@ public struct FetchError: Error, CustomStringConvertible {
         case tooLarge(limit: Int64, size: Int64?)
         /// The registry answered with something the protocol does not allow.
         case invalidResponse(String)
+        /// The registry pointed imgfs to a URL it does not follow (another protocol than
+        /// http/https, or a downgrade from https); the text says which, without the URL's path.
+        case refusedURL(String)
         /// The caller asked for something inconsistent (e.g. a body whose size differs from the blob's).
         case invalidRequest(String)
         /// The caller's sink or body reader threw; `underlying` holds its error.
@@ -126,6 +129,8 @@ public struct FetchError: Error, CustomStringConvertible {
             return "registry \(registry):\(what)\(sizeText) larger than the \(limit)-byte limit for \(operation.rawValue)"
         case .invalidResponse(let message):
             return "registry \(registry) sent an invalid response to \(operation.rawValue)\(what): \(message)"
+        case .refusedURL(let message):
+            return "registry \(registry) sent imgfs elsewhere while trying to \(operation.rawValue)\(what): \(message)"
         case .invalidRequest(let message):
             return "cannot \(operation.rawValue)\(what) on registry \(registry): \(message)"
         case .callback:

@@ -145,6 +145,10 @@ extension RegistryClient {
     func fetchToken(endpoint: Endpoint, realm: String, service: String?, scopes: [AuthScope], context: ErrorContext) throws(FetchError) -> String {
         var tokenContext = context
         tokenContext.operation = .token
+        // The realm is the registry's choice, and the stored credentials go to it.
+        if let refusal = URLPolicy.check(realm, from: endpoint.url("/v2/"), what: "the token realm") {
+            throw tokenContext.error(.refusedURL(refusal.description))
+        }
         var query: [String] = []
         if let service { query.append("service=" + percentEncode(service)) }
         for scope in scopes { query.append("scope=" + percentEncode(scope.scopeString)) }

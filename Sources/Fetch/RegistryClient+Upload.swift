@@ -116,6 +116,10 @@ extension RegistryClient {
         guard let location = response.headers["Location"], !location.isEmpty else {
             throw context.error(.invalidResponse("upload response has no Location"), status: response.status)
         }
-        return upstream.resolve(location: location)
+        let url = upstream.resolve(location: location)
+        if let refusal = URLPolicy.check(url, from: upstream.url("/v2/"), what: "the upload location") {
+            throw context.error(.refusedURL(refusal.description), status: response.status)
+        }
+        return url
     }
 }

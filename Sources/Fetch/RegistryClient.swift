@@ -39,8 +39,15 @@ public final class RegistryClient: Sendable {
         self.pool = HandlePool(maxIdle: options.maxIdleHandles)
         let apiHost = (registry == Reference.dockerHub || registry == "index.docker.io") ? Reference.dockerHubAPIHost : registry
         self.upstream = Endpoint(host: apiHost, credentialKey: registry, plainHTTP: options.plainHTTP ?? Reference.isLoopback(registry: registry))
-        self.mirrorEndpoints = options.mirrors.map {
-            Endpoint(host: $0, credentialKey: $0, plainHTTP: options.plainHTTP ?? Reference.isLoopback(registry: $0), isMirror: true)
+        self.mirrorEndpoints = options.mirrors.compactMap { text in
+            switch RegistryOptions.parseMirror(text) {
+            case .success(let mirror):
+                let plainHTTP = mirror.plainHTTP ?? options.plainHTTP ?? Reference.isLoopback(registry: mirror.host)
+                return Endpoint(host: mirror.host, credentialKey: mirror.host, plainHTTP: plainHTTP, isMirror: true)
+            case .failure(let refusal):
+                logger.error("ignoring registry mirror", metadata: ["mirror": "\(text)", "reason": "\(refusal)"])
+                return nil
+            }
         }
         self.settings = TransportSettings(
             connectTimeoutMilliseconds: max(1, options.connectTimeout.milliseconds),
@@ -120,6 +127,8 @@ public final class RegistryClient: Sendable {
             switch outcome {
             case .failure(.callback(let error)):
                 throw context.error(.callback, underlying: error)
+            case .failure(.refused(let refusal)):
+                throw context.error(.refusedURL(refusal.description))
             case .failure(.curl(let failure)):
                 let error = transportError(failure, context: context)
                 guard attempt < options.maxAttempts, failure.retriable else { throw error }
@@ -153,6 +162,10 @@ public final class RegistryClient: Sendable {
             }
             guard case .success(let response) = outcome, [301, 302, 303, 307, 308].contains(response.status),
                   let location = response.redirectURL else { return outcome }
+            if let refusal = URLPolicy.check(location, from: transfer.url, what: "a redirect (HTTP \(response.status))") {
+                logger.warning("refused a redirect", metadata: ["from": "\(transfer.url)", "reason": "\(refusal)"])
+                return .failure(.refused(refusal))
+            }
             if Self.origin(of: location) != Self.origin(of: transfer.url) {
                 transfer.headers.removeAll { $0.lowercased().hasPrefix("authorization:") }
             }
@@ -246,8 +259,9 @@ struct Endpoint: Hashable, Sendable {
     func url(_ path: String) -> String { (plainHTTP ? "http://" : "https://") + host + path }
 
     /// Resolves a `Location` header (absolute, or a path as distribution sends it) against this endpoint.
+    /// An absolute URL of any scheme is returned as it is, for `URLPolicy` to judge.
     func resolve(location: String) -> String {
-        if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }
+        if URLPolicy.scheme(of: location) != nil { return location }
         return url(location.hasPrefix("/") ? location : "/" + location)
     }
 }

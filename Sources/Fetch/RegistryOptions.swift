@@ -67,6 +67,41 @@ public struct RegistryOptions: Sendable {
     }
 }
 
+extension RegistryOptions {
+    /// A mirror as the user wrote it: `host[:port]`, or `http://host[:port]` / `https://host[:port]`
+    /// to choose the scheme (a trailing `/` is allowed; a path is not, mirrors serve `/v2/`).
+    public struct Mirror: Sendable, Equatable {
+        public var host: String
+        /// nil when no scheme was written: the registry's rule then decides (plain HTTP on loopback).
+        public var plainHTTP: Bool?
+    }
+
+    /// The error text for a mirror imgfs will not use, or the mirror.
+    public static func parseMirror(_ text: String) -> Result<Mirror, MirrorError> {
+        var rest = Substring(text.trimmingSpaces())
+        var plainHTTP: Bool? = nil
+        if let scheme = URLPolicy.scheme(of: String(rest)), rest.contains("://") {
+            guard scheme == "http" || scheme == "https" else {
+                return .failure(MirrorError(mirror: text, reason: "a \(scheme): URL; a mirror is host:port or an http(s):// URL"))
+            }
+            plainHTTP = scheme == "http"
+            rest = rest[rest.index(rest.startIndex, offsetBy: scheme.count + 3)...]
+        }
+        while rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard !rest.isEmpty, !rest.contains(where: { $0 == "/" || $0 == "@" || $0 == "?" || $0 == "#" || $0 == " " }) else {
+            return .failure(MirrorError(mirror: text, reason: "not host[:port]"))
+        }
+        return .success(Mirror(host: String(rest), plainHTTP: plainHTTP))
+    }
+}
+
+/// A mirror setting that names no usable registry host.
+public struct MirrorError: Error, CustomStringConvertible, Sendable {
+    public var mirror: String
+    public var reason: String
+    public var description: String { "registry mirror \"\(mirror)\" is \(reason)" }
+}
+
 func environment(_ name: String) -> String? {
     guard let value = getenv(name) else { return nil }
     let text = String(cString: value)

@@ -74,6 +74,12 @@ public enum LumeOCIFormat {
             }
             let offset = try requiredDecimal(layer.annotations, partOffsetAnnotation, where: name)
             let size = try requiredDecimal(layer.annotations, uncompressedSizeAnnotation, where: name)
+            // Checked before any `diskRange` is formed: offset + size is the registry's arithmetic.
+            let (end, overflow) = offset.addingReportingOverflow(size)
+            guard !overflow, end <= FormatsLimits.maximumDiskSize else {
+                throw .badAnnotation(layer: name, key: partOffsetAnnotation,
+                                     value: "\(offset) (with \(size) bytes the part ends past the \(FormatsLimits.maximumDiskSize)-byte disk limit)")
+            }
             let digest = try digestAnnotation(layer.annotations, uncompressedDigestAnnotation, where: name)
             segments.append(Segment(layerIndex: position, blob: layer, codec: .gzip, diskOffset: offset, length: size, uncompressedDigest: digest))
         }

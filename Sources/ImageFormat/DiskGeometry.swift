@@ -40,12 +40,22 @@ public struct DiskGeometry: Hashable, Sendable {
     }
 }
 
-/// Hard limits a reader enforces before trusting any size it reads from an image.
+/// Hard limits a reader enforces before trusting any size it reads from an image
+/// (docs/FORMAT.md, "Limits"). Writers check them too (`ImagePlan`), so that every image
+/// `imgfs push` uploads is one that `pull` and `mount` accept.
 public enum FormatLimits {
     /// 16 TiB: larger than any VM disk imgfs is meant for, small enough that frame counts fit in memory.
     public static let maximumDiskSize: UInt64 = 1 << 44
-    /// The index of a 16 TiB disk at 64 KiB frames; anything larger is rejected before download.
+    /// The frame index. At 56 bytes a frame it holds about 4.79 million frames: 292 GiB of disk
+    /// at 64 KiB frames, 4.6 TiB at 1 MiB, 18 TiB at 4 MiB; so a 16 TiB disk needs frames of
+    /// 4 MiB or more, and `ImagePlan` raises the frame size when the user gave none.
     public static let maximumIndexSize: Int64 = 256 * 1024 * 1024
-    /// Small JSON and nvram blobs read whole into memory.
+    /// The manifest, as the OCI distribution spec suggests and registries commonly enforce. With
+    /// about 420 bytes a chunk descriptor it holds about 9,900 chunk layers: 4.8 TiB of disk at
+    /// 512 MiB chunks, so larger disks need larger chunks.
+    public static let maximumManifestSize: Int64 = 4 * 1024 * 1024
+    /// The config blob (a few hundred bytes of JSON in practice).
+    public static let maximumConfigSize: Int64 = 1024 * 1024
+    /// nvram.bin, config.json and the boot profile, read whole into memory.
     public static let maximumSmallBlobSize: Int64 = 64 * 1024 * 1024
 }

@@ -12,11 +12,16 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
     case frameOutOfBounds(frame: Int, layer: Int, offset: UInt64, length: UInt32, layerSize: Int64)
     case frameLayerOutOfRange(frame: Int, layer: UInt32, layerCount: Int)
     case frameTooLarge(frame: Int, compressedLength: UInt32, limit: Int)
+    case frameEmpty(frame: Int)
+    /// A config field whose value no image can have; `reason` says what it must be.
+    case badConfig(field: String, value: String, reason: String)
     case layerMissingFromManifest(Digest)
     case missingLayer(String)
     case badAnnotation(key: String, value: String)
     case unknownMediaType(String)
     case notAnImgfsImage(reason: String)
+    /// A writer's geometry whose index or manifest a reader would reject (`ImagePlan`).
+    case exceedsReaderLimit(String)
 
     public var description: String {
         switch self {
@@ -31,11 +36,14 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
             "frame \(frame): \(length) bytes at offset \(offset) lie outside layer \(layer) of \(layerSize) bytes"
         case .frameLayerOutOfRange(let frame, let layer, let count): "frame \(frame) names layer \(layer), but the index lists \(count) layers"
         case .frameTooLarge(let frame, let length, let limit): "frame \(frame): compressed length \(length) exceeds the limit \(limit)"
+        case .frameEmpty(let frame): "frame \(frame) is stored with a compressed length of 0 (a stored frame has at least one byte)"
+        case .badConfig(let field, let value, let reason): "config field \(field) has an invalid value \(value): \(reason)"
         case .layerMissingFromManifest(let digest): "the frame index names layer \(digest), which the manifest does not list"
         case .missingLayer(let name): "the manifest has no \(name) layer"
         case .badAnnotation(let key, let value): "annotation \(key) has an invalid value '\(value)'"
         case .unknownMediaType(let type): "unknown media type \(type)"
         case .notAnImgfsImage(let reason): "not an imgfs image: \(reason)"
+        case .exceedsReaderLimit(let message): "the image would break a limit every reader enforces: \(message)"
         }
     }
 }

@@ -70,10 +70,12 @@ extension FrameIndex {
         reader.position = Self.headerSize
         var layers = [LayerRef]()
         layers.reserveCapacity(layerCount)
-        for _ in 0..<layerCount {
+        for layerNumber in 0..<layerCount {
             let digest = Digest(sha256Bytes: reader.bytes(32))
             let size = reader.u64()
-            guard size <= UInt64(Int64.max) else { throw .badAnnotation(key: "index layer size", value: String(size)) }
+            guard size <= UInt64(Int64.max) else {
+                throw .notAnImgfsImage(reason: "frame index layer \(layerNumber) has a size of \(size) bytes, more than any blob can have")
+            }
             layers.append(LayerRef(digest: digest, compressedSize: Int64(size)))
         }
 
@@ -94,7 +96,8 @@ extension FrameIndex {
                     throw .frameLayerOutOfRange(frame: index, layer: layer, layerCount: layers.count)
                 }
                 let limit = Self.maximumCompressedLength(forFrameLength: geometry.length(ofFrame: index))
-                guard length > 0, Int(length) <= limit else {
+                guard length > 0 else { throw .frameEmpty(frame: index) }
+                guard Int(length) <= limit else {
                     throw .frameTooLarge(frame: index, compressedLength: length, limit: limit)
                 }
                 let layerSize = layers[Int(layer)].compressedSize

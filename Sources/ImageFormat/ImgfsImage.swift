@@ -29,12 +29,13 @@ public struct ImgfsImage: Sendable {
         let geometry = try DiskGeometry(diskSize: config.disk.size, frameSize: config.disk.frameSize)
 
         var index: Descriptor?
-        var chunks = [(number: Int, descriptor: Descriptor)]()
+        let chunkCount = try Self.chunkCount(config.disk, geometry)
+        var chunks = [(number: UInt64, descriptor: Descriptor)]()
         var nvram: Descriptor?
         var vmConfig: Descriptor?
         var profile: Descriptor?
         for layer in manifest.layers {
-            guard layer.size >= 0 else { throw .badAnnotation(key: "size of layer \(layer.digest)", value: String(layer.size)) }
+            guard layer.size >= 0 else { throw .notAnImgfsImage(reason: "layer \(layer.digest) has a negative size \(layer.size)") }
             switch layer.mediaType {
             case .imgfsIndex:
                 guard index == nil else { throw .notAnImgfsImage(reason: "the manifest has two frame index layers") }
@@ -42,7 +43,7 @@ public struct ImgfsImage: Sendable {
                 index = layer
             case .imgfsChunk:
                 let number = try Self.integerAnnotation(layer, ImgfsAnnotation.chunkNumber)
-                chunks.append((Int(number), layer))
+                chunks.append((number, layer))
             case .imgfsNVRAM:
                 guard layer.size <= FormatLimits.maximumSmallBlobSize else { throw .notAnImgfsImage(reason: "nvram layer of \(layer.size) bytes is too large") }
                 nvram = layer
@@ -66,11 +67,10 @@ public struct ImgfsImage: Sendable {
             throw .badAnnotation(key: ImgfsAnnotation.fsverityDigest, value: verityText)
         }
         chunks.sort { $0.number < $1.number }
-        let chunkCount = config.disk.chunkSize == 0 ? 0 : (config.disk.size + config.disk.chunkSize - 1) / config.disk.chunkSize
         for (previous, next) in zip(chunks, chunks.dropFirst()) where previous.number == next.number {
             throw .badAnnotation(key: ImgfsAnnotation.chunkNumber, value: "\(next.number) (used by two layers)")
         }
-        if let last = chunks.last, UInt64(last.number) >= max(chunkCount, 1) {
+        if let last = chunks.last, last.number >= max(chunkCount, 1) {
             throw .badAnnotation(key: ImgfsAnnotation.chunkNumber, value: "\(last.number) (the disk has \(chunkCount) chunks)")
         }
         self.manifest = manifest
@@ -108,7 +108,32 @@ public struct ImgfsImage: Sendable {
         guard let text = layer.annotations?[key] else {
             throw .notAnImgfsImage(reason: "layer \(layer.digest) has no \(key) annotation")
         }
-        guard let value = UInt64(text) else { throw .badAnnotation(key: key, value: text) }
+        // Decimal digits only: UInt64("+1") parses, and a number is not a place for signs.
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let value = UInt64(text) else { throw .badAnnotation(key: key, value: text) }
         return value
+    }
+
+    /// `ceil(size / chunkSize)`, after checking that the chunk size is one a writer can make:
+    /// a positive multiple of the frame size (multi-layer), or the disk size (single-layer; 0
+    /// for an empty disk). Computed without `size + chunkSize - 1`, which a hostile config
+    /// could overflow.
+    static func chunkCount(_ disk: ImageConfig.Disk, _ geometry: DiskGeometry) throws(FormatError) -> UInt64 {
+        let chunkSize = disk.chunkSize
+        if disk.size == 0 { return 0 }
+        guard chunkSize > 0 else {
+            throw .badConfig(field: "disk.chunkSize", value: "0", reason: "a disk of \(disk.size) bytes needs a positive chunk size")
+        }
+        switch disk.layout {
+        case .singleLayer:
+            guard chunkSize == disk.size else {
+                throw .badConfig(field: "disk.chunkSize", value: String(chunkSize), reason: "a single-layer image has one chunk of the disk size \(disk.size)")
+            }
+        case .multiLayer:
+            guard chunkSize % UInt64(geometry.frameSize) == 0 else {
+                throw .badConfig(field: "disk.chunkSize", value: String(chunkSize), reason: "it must be a multiple of the frame size \(geometry.frameSize)")
+            }
+        }
+        return disk.size / chunkSize + (disk.size % chunkSize == 0 ? 0 : 1)
     }
 }

@@ -32,6 +32,8 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
     let blocks: WrittenBlockMap
     let dataPath: String
     private let dataFD: Int32
+    /// Held while the disk is open: no second mount writes this directory meanwhile.
+    private let lock: WritableDirectoryLock
     private let logger: Logger
     // Serialises read-modify-write of a block against other writes to it.
     // @unchecked Sendable: the mutexes are only touched through lock()/unlock().
@@ -41,6 +43,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
     /// Opens (or creates) the layer in `directory` for `base`.
     public init(base: any VirtualDisk, directory: String, logger: Logger) throws(MountError) {
         try Self.makeDirectory(directory)
+        let lock = try WritableDirectoryLock(directory: directory)
         let dataPath = directory + "/disk.data"
         let fd = open(dataPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw MountError.io(operation: "open", path: dataPath, errno: errno) }
@@ -65,6 +68,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
         }
         self.base = base
         self.directory = directory
+        self.lock = lock
         self.size = base.size
         self.blocks = map
         self.dataPath = dataPath

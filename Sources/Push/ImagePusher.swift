@@ -61,8 +61,17 @@ public final class ImagePusher: Sendable {
                      base: PushBase? = nil, bootProfile: [UInt8]? = nil) throws(PushError) -> PushResult {
         try checkRegistry()
 
-        let geometry: DiskGeometry
-        do { geometry = try DiskGeometry(diskSize: disk.size, frameSize: options.frameSize) } catch { throw .format(error) }
+        let layout: FrameIndex.Layout = options.singleLayer ? .singleLayer : .multiLayer
+        // Before reading the disk: an image readers would reject is refused (or re-cut) here.
+        let plan: ImagePlan
+        do {
+            plan = try ImagePlan(diskSize: disk.size, frameSize: options.frameSize, chunkSize: options.chunkSize, layout: layout,
+                                 adjustFrameSize: options.frameSizeIsAutomatic && base == nil,
+                                 adjustChunkSize: options.chunkSizeIsAutomatic && base == nil)
+        } catch { throw .format(error) }
+        for adjustment in plan.adjustments { logger.warning("push: \(adjustment)") }
+        let geometry = plan.geometry
+        let chunkSize = layout == .singleLayer ? options.chunkSize : plan.chunkSize
         let extents = try disk.dataExtents()
         progress.diskSize.store(Int64(disk.size), ordering: .relaxed)
         progress.dataBytes.store(Int64(extents.reduce(0) { $0 + $1.count }), ordering: .relaxed)
@@ -71,12 +80,11 @@ public final class ImagePusher: Sendable {
         let failure = PipelineFailure()
         let uploader = BlobUploader(client: client, repository: repository, threads: options.uploadThreads,
                                     progress: progress, failure: failure, logger: logger)
-        let layout: FrameIndex.Layout = options.singleLayer ? .singleLayer : .multiLayer
         // Over a base, frames it already has skip compression until their chunk shows a change.
         // Not for single-layer images (their one chunk is the whole disk, and changes), nor for
         // sources that cannot be read twice.
         let baseFrames = base.flatMap { base in
-            layout == .multiLayer && disk.canReadAgain ? BaseFrames(index: base.index, framesPerChunk: Int(options.chunkSize / UInt64(geometry.frameSize))) : nil
+            layout == .multiLayer && disk.canReadAgain ? BaseFrames(index: base.index, framesPerChunk: Int(chunkSize / UInt64(geometry.frameSize))) : nil
         }
         var reread: ((Int, Int) throws(PushError) -> [UInt8])?
         if baseFrames != nil {
@@ -86,7 +94,7 @@ public final class ImagePusher: Sendable {
                 return bytes
             }
         }
-        let assembler = ChunkAssembler(geometry: geometry, chunkSize: options.chunkSize, layout: layout,
+        let assembler = ChunkAssembler(geometry: geometry, chunkSize: chunkSize, layout: layout,
                                        spoolDirectory: options.spoolDirectory, base: base, reread: reread,
                                        compressionLevel: options.compressionLevel) { chunk throws(PushError) in
             uploader.submit(.init(digest: chunk.layer.digest, size: chunk.layer.compressedSize, body: .spool(chunk.spool)))
@@ -112,7 +120,7 @@ public final class ImagePusher: Sendable {
         uploader.submit(.init(digest: indexDigest, size: Int64(indexBytes.count), body: .bytes(indexBytes)))
 
         let config = ImageConfig(disk: .init(size: geometry.diskSize, frameSize: geometry.frameSize,
-                                             chunkSize: options.singleLayer ? geometry.diskSize : options.chunkSize,
+                                             chunkSize: plan.chunkSize,
                                              layout: layout),
                                  files: ["disk.img"] + (nvram != nil ? ["nvram.bin"] : []) + (vmConfig != nil ? ["config.json"] : []))
         let configBytes = config.encoded()

@@ -69,6 +69,8 @@ public struct PushBase: Sendable {
         var options = options
         options.frameSize = image.config.disk.frameSize
         options.chunkSize = image.config.disk.chunkSize
+        options.frameSizeIsAutomatic = false
+        options.chunkSizeIsAutomatic = false
         options.singleLayer = image.config.disk.layout == .singleLayer
         return options
     }

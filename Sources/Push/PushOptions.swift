@@ -6,6 +6,10 @@ public struct PushOptions: Sendable {
     public var frameSize: Int = DiskGeometry.defaultFrameSize
     /// Uncompressed disk bytes per chunk layer; a multiple of `frameSize`.
     public var chunkSize: UInt64 = 512 * 1024 * 1024
+    /// True when the user chose neither size: the push may then raise them so that the image's
+    /// index and manifest stay within what readers accept (`ImagePlan`); otherwise it refuses.
+    public var frameSizeIsAutomatic = true
+    public var chunkSizeIsAutomatic = true
     /// libdeflate level, 1–12 (6 is gzip's default trade-off; see docs/CODEC-NOTES.md).
     public var compressionLevel: Int = 6
     public var singleLayer: Bool = false

@@ -6,11 +6,11 @@ struct LayoutOptionGroup: ParsableArguments {
     @Flag(help: "Store the whole disk as one gzip layer (zeros included) for consumers that expect one disk layer; still indexed, so it still mounts lazily.")
     var singleLayer = false
 
-    @Option(help: ArgumentHelp("Uncompressed bytes per chunk layer (suffixes K, M, G).", valueName: "size"))
-    var chunkSize: String = "512M"
+    @Option(help: ArgumentHelp("Uncompressed bytes per chunk layer (suffixes K, M, G; default 512M, raised for disks whose manifest would pass the 4 MiB readers accept).", valueName: "size"))
+    var chunkSize: String?
 
-    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M.", valueName: "size"))
-    var frameSize: String = "1M"
+    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M (default 1M, raised for disks whose frame index would pass the 256 MiB readers accept).", valueName: "size"))
+    var frameSize: String?
 
     @Option(help: "Compression level, 1 (fastest) to 12 (smallest).")
     var compressionLevel: Int = 6
@@ -23,8 +23,14 @@ struct LayoutOptionGroup: ParsableArguments {
         var options = PushOptions()
         options.singleLayer = singleLayer
         options.compressionLevel = compressionLevel
-        options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
-        options.frameSize = Int(try parseSize(frameSize, option: "--frame-size"))
+        if let chunkSize {
+            options.chunkSize = try parseSize(chunkSize, option: "--chunk-size")
+            options.chunkSizeIsAutomatic = false
+        }
+        if let frameSize {
+            options.frameSize = Int(clamping: try parseSize(frameSize, option: "--frame-size"))
+            options.frameSizeIsAutomatic = false
+        }
         if let threads { options.compressionThreads = threads }
         return options
     }

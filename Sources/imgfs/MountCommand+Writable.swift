@@ -5,9 +5,19 @@ import OCI
 
 /// `--writable` and `--record-profile`: the disks stacked on top of the lazy image.
 extension MountCommand {
-    /// `<cache-root>/writable/<escaped mountpoint>` unless `--writable-dir` says otherwise.
+    /// `<cache-root>/writable/<mountpoint file name>` unless `--writable-dir` says otherwise.
     func writableDirectory(mountpoint: String, cacheRoot: String) throws -> String {
-        try writableDir.map(absolute) ?? "\(cacheRoot)/writable/\(escapedFileName(mountpoint))"
+        if let writableDir { return try absolute(writableDir) }
+        let directory = "\(cacheRoot)/writable/\(mountpointFileName(mountpoint))"
+        // A disk written under the old, ambiguous name moves to the new one the first time its
+        // mount point is mounted again, so an upgrade does not seem to lose it (the base-image
+        // check in `describeOverlay` still refuses one that another mount point had written).
+        let legacy = "\(cacheRoot)/writable/\(legacyMountpointFileName(mountpoint))"
+        if access(directory, F_OK) != 0, access(legacy + "/" + OverlayDescription.fileName, F_OK) == 0 {
+            try WritableDirectoryLock.checkAvailable(directory: legacy)
+            guard rename(legacy, directory) == 0 else { throw MountError.io(operation: "rename", path: legacy, errno: errno) }
+        }
+        return directory
     }
 
     /// Checks that a reused layer directory belongs to this image (a written disk must never be

@@ -60,7 +60,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Give the VM a copy-on-write disk.img: written blocks stay in a local layer (--writable-dir), unwritten ones come from the image. `imgfs push MOUNTPOINT REF` uploads the written disk, re-using the image's unchanged chunk layers.")
     var writable = false
 
-    @Option(help: ArgumentHelp("The written disk's directory (default: <cache-dir>/writable/<mountpoint>); mounting the same image with it again continues that disk.", valueName: "dir"))
+    @Option(help: ArgumentHelp("The written disk's directory (default: <cache-dir>/writable/<mountpoint>-<hash of its path>); mounting the same image with it again continues that disk. One mount at a time: a directory in use is refused.", valueName: "dir"))
     var writableDir: String?
 
     @Option(help: ArgumentHelp("Record the order in which frames are first read to FILE (a boot profile for `imgfs push --profile`); written every few seconds and at unmount.", valueName: "file"))
@@ -97,7 +97,7 @@ struct MountCommand: ParsableCommand {
             // for it until this process does. The holder passes it already resolved.
             let mountpoint = attach != nil ? self.mountpoint : try Self.checkedMountpoint(self.mountpoint)
             let cacheRoot = try absolute(cacheDir ?? defaultCacheDirectory())
-            let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(escapedFileName(mountpoint)).log"
+            let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(mountpointFileName(mountpoint)).log"
             if foreground && holder {
                 try hold(mountpoint: mountpoint, logFile: logFile)
             } else if foreground {
@@ -128,8 +128,13 @@ struct MountCommand: ParsableCommand {
         }
         let resolved = (manifestDigest: session.manifestDigest, offline: session.isOffline)
         if writable {
-            // Refuse a layer written over another image here, where the user sees the message.
-            do { try Self.describeOverlay(directory: try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot), session: session, reference: reference, typed: self.reference) } catch {
+            // Refuse a directory another mount writes, or a layer written over another image,
+            // here, where the user sees the message (the daemon takes the lock for real).
+            do {
+                let directory = try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)
+                try WritableDirectoryLock.checkAvailable(directory: directory)
+                try Self.describeOverlay(directory: directory, session: session, reference: reference, typed: self.reference)
+            } catch {
                 session.stop()
                 throw error
             }
@@ -242,17 +247,45 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The mount point as an absolute path, checked to be an existing directory.
+    /// The mount point as an absolute path, checked to be an existing empty directory.
     static func checkedMountpoint(_ path: String) throws -> String {
+        // What a mount whose daemon died answers to every call on it.
+        let deadMount = MountError.invalidArgument(
+            "\(path): a dead mount is still attached here (its daemon has exited; the kernel answers " +
+            "\"Transport endpoint is not connected\"); run `imgfs umount \(path)` and mount again")
         guard let resolved = realpath(path, nil) else {
-            throw MountError.invalidArgument("\(path): mount point does not exist")
+            switch errno {
+            case ENOTCONN: throw deadMount
+            case ENOENT: throw MountError.invalidArgument("\(path): mount point does not exist")
+            default: throw MountError.io(operation: "realpath", path: path, errno: errno)
+            }
         }
         defer { free(resolved) }
         let absolute = String(cString: resolved)
         var st = stat()
-        guard stat(absolute, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+        guard stat(absolute, &st) == 0 else {
+            if errno == ENOTCONN { throw deadMount }
+            throw MountError.io(operation: "stat", path: path, errno: errno)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
             throw MountError.invalidArgument("\(path): mount point is not a directory")
         }
+        if let entry = try firstEntry(of: absolute) {
+            throw MountError.invalidArgument(
+                "\(path): mount point is not empty (it holds '\(entry)'); the mount would hide its files, so imgfs mounts only on an empty directory")
+        }
         return absolute
+    }
+
+    /// A name in `directory` other than `.` and `..`, or nil when it is empty.
+    static func firstEntry(of directory: String) throws -> String? {
+        guard let stream = opendir(directory) else { throw MountError.io(operation: "opendir", path: directory, errno: errno) }
+        defer { closedir(stream) }
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { return name }
+        }
+        return nil
     }
 }
 
@@ -294,9 +327,19 @@ func absolute(_ path: String) throws -> String {
     return String(cString: cwd) + "/" + path
 }
 
-/// A mount point as one file name: `/mnt/vm` → `mnt-vm` (dashes in names doubled so that
-/// distinct mount points stay distinct).
-func escapedFileName(_ mountpoint: String) -> String {
+/// A mount point as one file name that no other mount point shares: a readable part for the
+/// operator (`/mnt/vm` → `mnt-vm`) and the first 16 hex digits of the SHA-256 of the absolute
+/// path. Escaping alone cannot be both readable and collision-free (`/a/-b` and `/a-/b` once both
+/// became `a---b`, and two mounts shared one written disk).
+func mountpointFileName(_ mountpoint: String) -> String {
+    let readable = String(mountpoint.drop { $0 == "/" }.map { $0 == "/" ? "-" : $0 }.prefix(80))
+    let hash = SHA256Hasher.digest(Array(mountpoint.utf8)).hex.prefix(16)
+    return (readable.isEmpty ? "root" : readable) + "-" + hash
+}
+
+/// The name imgfs 0.1 gave a mount point's files (ambiguous, see `mountpointFileName`); only
+/// looked up to carry an existing written disk over to its new name.
+func legacyMountpointFileName(_ mountpoint: String) -> String {
     let trimmed = mountpoint.drop { $0 == "/" }
     let name = String(trimmed).replacing("-", with: "--").replacing("/", with: "-")
     return name.isEmpty ? "root" : name

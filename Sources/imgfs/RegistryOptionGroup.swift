@@ -8,11 +8,17 @@ struct RegistryOptionGroup: ParsableArguments {
     @Flag(name: .long, help: "Use plain HTTP for a registry that is not on loopback (loopback registries use it already).")
     var plainHTTP = false
 
-    @Option(name: .long, help: ArgumentHelp("A registry mirror (host:port) tried first for pulls; repeatable. Also IMGFS_REGISTRY_MIRRORS.", valueName: "host:port"))
+    @Option(name: .long, help: ArgumentHelp("A registry mirror (host:port, or http(s)://host:port to choose the scheme) tried first for pulls; repeatable. Also IMGFS_REGISTRY_MIRRORS.", valueName: "host:port"))
     var mirror: [String] = []
 
     @Flag(name: .shortAndLong, help: "Log what imgfs does (-v: info, -vv: debug) on stderr.")
     var verbose: Int
+
+    func validate() throws {
+        for text in mirror {
+            if case .failure(let error) = RegistryOptions.parseMirror(text) { throw ValidationError(error.description) }
+        }
+    }
 
     func client(for reference: Reference, logger: Logger) -> RegistryClient {
         var options = RegistryOptions()

@@ -131,25 +131,46 @@ extension VirtualDisk {
         #expect(disk.seek(from: 0, whence: .hole) == 65536 + 4096)
     }
 
+    /// Two layers over one directory would each flush their own bitmap over the other's.
+    @Test func aDirectoryIsOpenedByOneDiskAtATime() throws {
+        let base = MemoryDisk(size: 1 << 20)
+        let dir = try temporaryDirectory("cow-lock")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let first = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
+            #expect {
+                _ = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
+            } throws: { error in
+                "\(error)".contains("\(dir) is in use by another writable mount (imgfs pid \(getpid()))")
+            }
+            withExtendedLifetime(first) {}
+        }
+        // Closed, the directory is free again.
+        _ = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
+    }
+
     @Test func concurrentPartialWritesToOneBlockAreAllKept() throws {
         let base = MemoryDisk(size: 1 << 20)
         let dir = try temporaryDirectory("cow-concurrent")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let disk = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
-        // 16 writers, each owning 16 bytes of each of the first 64 blocks: read-modify-write of a
-        // block must not lose another writer's bytes.
-        DispatchQueue.concurrentPerform(iterations: 16) { writer in
-            for block in 0..<64 {
-                _ = try? disk.writeBytes([UInt8](repeating: UInt8(writer + 1), count: 16), at: UInt64(block * 4096 + writer * 256 + 3))
-            }
-        }
-        try disk.flush()
         var expected = base.bytes
         for block in 0..<64 { for writer in 0..<16 {
             let at = block * 4096 + writer * 256 + 3
             expected.replaceSubrange(at..<at + 16, with: [UInt8](repeating: UInt8(writer + 1), count: 16))
         } }
-        #expect(try disk.readAll(0, 1 << 20) == expected)
+        do {
+            let disk = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
+            // 16 writers, each owning 16 bytes of each of the first 64 blocks: read-modify-write of a
+            // block must not lose another writer's bytes.
+            DispatchQueue.concurrentPerform(iterations: 16) { writer in
+                for block in 0..<64 {
+                    _ = try? disk.writeBytes([UInt8](repeating: UInt8(writer + 1), count: 16), at: UInt64(block * 4096 + writer * 256 + 3))
+                }
+            }
+            try disk.flush()
+            #expect(try disk.readAll(0, 1 << 20) == expected)
+            withExtendedLifetime(disk) {}
+        }
         let reopened = try CopyOnWriteDisk(base: base, directory: dir, logger: logger)
         #expect(try reopened.readAll(0, 1 << 20) == expected)
     }

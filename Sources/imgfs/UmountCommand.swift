@@ -47,8 +47,9 @@ struct UmountCommand: OneLineErrors {
                 writeStandardError("imgfs: warning: unmounted \(path), but its \(what) (pid \(pid)) is still running after \(Int(timeout)) s\n")
             }
         }
-        if let holder = status?.holderPid, !MountStatusFiles.isAlive(holder) {
-            // A killed holder leaves its socket behind.
+        // A killed holder leaves its socket behind (with no status file left to name it, when
+        // its server was killed too); a live one removes it as it exits.
+        if status?.holderPid.map(MountStatusFiles.isAlive) != true {
             unlink(MountStatusFiles.holderSocketPath(forMountpoint: path))
         }
     }

@@ -35,6 +35,19 @@ let directIO: Int32 = 0o40000
         return try mount.status()
     }
 
+    /// Where the holder of `mountpoint` listens (MountStatusFiles.holderSocketPath).
+    static func holderSocket(_ mountpoint: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in mountpoint.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        let runtime = TestEnvironment.environment["XDG_RUNTIME_DIR"].map { $0 + "/imgfs" }
+            ?? (geteuid() == 0 ? "/run/imgfs" : "/tmp/imgfs-\(geteuid())")
+        return runtime + "/holders/" + String(repeating: "0", count: 16 - hex.count) + hex + ".sock"
+    }
+
     static func isAlive(_ pid: Int32) -> Bool {
         guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return false }
@@ -170,9 +183,12 @@ let directIO: Int32 = 0o40000
         kill(try #require(status.holderPid), SIGKILL)
         kill(status.pid, SIGKILL)
         for _ in 0..<100 where Self.isAlive(status.pid) { usleep(20_000) }
+        let socket = Self.holderSocket(second.mountpoint)
+        #expect(FileManager.default.fileExists(atPath: socket), "the killed holder left \(socket)")
         let dead = try imgfs(["umount", second.mountpoint], timeout: 60)
         #expect(dead.status == 0, "umount of a dead mount: \(dead)")
         #expect(!MountSupport.isMounted(second.mountpoint))
+        #expect(!FileManager.default.fileExists(atPath: socket), "umount removed the holder's socket")
     }
 
     @Test func fsyncedWritesOfAWritableMountSurviveAKillAndPushUploadsOnlyTheChangedChunk() throws {

@@ -53,7 +53,9 @@ public enum Daemon {
         try spawn(executable: "/proc/self/exe", arguments: arguments, logFile: logFile)
     }
 
-    static func spawn(executable: String, arguments: [String], logFile: String?) throws(DaemonError) -> Child {
+    /// Starts `executable` (a real path, so `ps` shows its name) as a detached child, as
+    /// ``spawnSelf(arguments:logFile:)`` does.
+    public static func spawn(executable: String, arguments: [String], logFile: String?) throws(DaemonError) -> Child {
         var fds: [Int32] = [-1, -1]
         guard makeCloseOnExecPipe(&fds) else {
             throw .spawnFailed("pipe: \(describeErrno(errno))")

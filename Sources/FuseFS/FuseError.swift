@@ -31,6 +31,11 @@ public struct FuseError: Error, Sendable, Equatable, CustomStringConvertible {
         case busy
         /// `umount2` or `fusermount3 -u` failed for another reason.
         case unmountFailed(String)
+        /// Handing the `/dev/fuse` descriptor between the holder and a serving process failed.
+        case handoverFailed(String)
+        /// The descriptor holder of the mount is gone: the mount keeps its current serving
+        /// process but no longer survives that process's exit.
+        case holderGone(pid: Int32)
     }
 
     public var mountpoint: String
@@ -56,6 +61,8 @@ public struct FuseError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notMounted: what = "nothing is mounted there"
         case .busy: what = "the file system is busy"
         case .unmountFailed(let detail): what = "unmount failed: \(detail)"
+        case .handoverFailed(let detail): what = "descriptor handover failed: \(detail)"
+        case .holderGone(let pid): what = "its descriptor holder (pid \(pid)) is gone, so a crash or upgrade of the serving process would end the mount; `imgfs umount` it and mount again"
         }
         return "\(mountpoint): \(what)"
     }

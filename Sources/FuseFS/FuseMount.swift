@@ -39,22 +39,7 @@ public final class FuseMount: @unchecked Sendable {
         } catch {
             throw FuseError(mountpoint: mountpoint, reason: .invalidOptions("backend: \(error)"))
         }
-
-        LibfuseLog.install()
-        var arguments = ["imgfs", "-o", optionString]
-        if options.debug { arguments.append("-d") }
-        var operations = FuseOperations.table()
-        let userdata = Unmanaged.passUnretained(state).toOpaque()
-        let created = LibfuseLog.capturing(logger) {
-            withCStrings(arguments) { argv in
-                var args = fuse_args(argc: Int32(arguments.count), argv: argv, allocated: 0)
-                defer { fuse_opt_free_args(&args) }
-                return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
-            }
-        }
-        guard let session = created.value else {
-            throw FuseError(mountpoint: mountpoint, reason: .sessionCreationFailed(created.lastError ?? "fuse_session_new failed"))
-        }
+        let session = try Self.makeSession(mountpoint: mountpoint, optionString: optionString, state: state, logger: logger)
         let mounted = LibfuseLog.capturing(logger) { fuse_session_mount(session, mountpoint) }
         guard mounted.value == 0 else {
             fuse_session_destroy(session)
@@ -69,6 +54,81 @@ public final class FuseMount: @unchecked Sendable {
             state.readaheadSetting.withLock { $0 = "/sys/class/bdi/\(device)/read_ahead_kb" }
         }
         logger.info("mounted", metadata: ["mountpoint": "\(mountpoint)", "files": "\(state.entries.count)", "options": "\(optionString)"])
+    }
+
+    /// Serves a connection another process mounted (the descriptor holder), on `descriptor`,
+    /// which this mount owns from now on. `handover.initRequest` is fed to the new session as
+    /// if the kernel had just sent it: libfuse then negotiates as it did for the first server
+    /// (same request, same options) and takes the session as initialised. A replayed request
+    /// carries a unique id the kernel does not know, so the kernel drops the reply with ENOENT,
+    /// which libfuse treats as an interrupted request and does not report.
+    ///
+    /// The kernel keeps what it negotiated with the first server (max_write, max_pages, flags),
+    /// so a server of another version must be built with the same `FuseMountOptions` and a
+    /// libfuse that negotiates the same from the same request; imgfs's options are fixed in code.
+    ///
+    /// Worker threads share this one descriptor (no `clone_fd`): the kernel ends the requests
+    /// in a cloned descriptor's queue with an error when it is closed, but requests read from
+    /// the holder's descriptor stay queued when this process dies, for the holder to have
+    /// them resent.
+    public init(adopting descriptor: Int32, handover: FuseHandover, mountpoint: String, backend: any FileSystemBackend,
+                options: FuseMountOptions = FuseMountOptions(), logger: Logger) throws(FuseError) {
+        self.mountpoint = mountpoint
+        var options = options
+        options.cloneFD = false
+        let optionString = try options.mountOptionString(mountpoint: mountpoint)
+        do {
+            state = try FuseSessionState(backend: backend, options: options, logger: logger, mountTime: handover.mountTime, adopted: true)
+        } catch {
+            throw FuseError(mountpoint: mountpoint, reason: .invalidOptions("backend: \(error)"))
+        }
+        let session = try Self.makeSession(mountpoint: mountpoint, optionString: optionString, state: state, logger: logger)
+        // libfuse takes `/dev/fd/N` as an already mounted descriptor (and never unmounts it).
+        let adopted = LibfuseLog.capturing(logger) { fuse_session_mount(session, "/dev/fd/\(descriptor)") }
+        guard adopted.value == 0 else {
+            fuse_session_destroy(session)
+            throw FuseError(mountpoint: mountpoint, reason: .handoverFailed(adopted.lastError ?? "fuse_session_mount(/dev/fd/\(descriptor)) failed"))
+        }
+        var request = handover.initRequest
+        let processed = LibfuseLog.capturing(logger) {
+            request.withUnsafeMutableBytes { bytes in
+                var buffer = fuse_buf()
+                buffer.size = bytes.count
+                buffer.mem = bytes.baseAddress
+                buffer.fd = -1
+                fuse_session_process_buf(session, &buffer)
+            }
+        }
+        guard fuse_session_exited(session) == 0 else {
+            fuse_session_destroy(session)
+            throw FuseError(mountpoint: mountpoint, reason: .handoverFailed("libfuse refused the saved FUSE_INIT: \(processed.lastError ?? "session exited")"))
+        }
+        self.session = session
+        phase = Mutex(.mounted)
+        if options.maxReadahead > 128 << 10, let device = MountTable.fuseMount(exactly: mountpoint)?.device {
+            state.readaheadSetting.withLock { $0 = "/sys/class/bdi/\(device)/read_ahead_kb" }
+        }
+        logger.info("adopted the mount", metadata: ["mountpoint": "\(mountpoint)", "descriptor": "\(descriptor)",
+                                                    "restarts": "\(handover.restarts)", "upgrades": "\(handover.upgrades)"])
+    }
+
+    private static func makeSession(mountpoint: String, optionString: String, state: FuseSessionState, logger: Logger) throws(FuseError) -> OpaquePointer {
+        LibfuseLog.install()
+        var arguments = ["imgfs", "-o", optionString]
+        if state.options.debug { arguments.append("-d") }
+        var operations = FuseOperations.table()
+        let userdata = Unmanaged.passUnretained(state).toOpaque()
+        let created = LibfuseLog.capturing(logger) {
+            withCStrings(arguments) { argv in
+                var args = fuse_args(argc: Int32(arguments.count), argv: argv, allocated: 0)
+                defer { fuse_opt_free_args(&args) }
+                return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+            }
+        }
+        guard let session = created.value else {
+            throw FuseError(mountpoint: mountpoint, reason: .sessionCreationFailed(created.lastError ?? "fuse_session_new failed"))
+        }
+        return session
     }
 
     deinit {

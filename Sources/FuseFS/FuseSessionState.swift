@@ -13,6 +13,14 @@ import Synchronization
 /// Locks (all leaves; no lock is held while calling the backend or replying to FUSE):
 /// 1. `lookupCounts`: the kernel's references per inode (lookup/forget accounting).
 /// There is no other lock; `entries`, `names` and `options` are immutable after init.
+///
+/// Every identity the kernel holds is derived from the backend's fixed entry list, so a
+/// serving process started on an adopted descriptor after another one died presents the same
+/// tree without any saved state: the root is inode 1, entry `i` is inode `i + 2`, every
+/// generation is 1 (inodes are never reused), file handles are 0 (opens keep no state; reads
+/// and writes name the inode), and the root's times are the mount's time, which the holder
+/// hands over. Only the lookup counts start again from zero, so an adopted session accepts
+/// forgets for lookups it never answered.
 final class FuseSessionState: Sendable {
     static let rootInode: fuse_ino_t = 1
     static let firstFileInode: fuse_ino_t = 2
@@ -42,7 +50,11 @@ final class FuseSessionState: Sendable {
     /// mounting; applied once, after INIT (which would otherwise cap it at 128 KiB).
     let readaheadSetting = Mutex<String?>(nil)
 
-    init(backend: any FileSystemBackend, options: FuseMountOptions, logger: Logger) throws(FileSystemError) {
+    /// Whether another process answered this connection's lookups before (see above).
+    let adopted: Bool
+
+    init(backend: any FileSystemBackend, options: FuseMountOptions, logger: Logger, mountTime: Int64? = nil, adopted: Bool = false) throws(FileSystemError) {
+        self.adopted = adopted
         self.backend = backend
         self.options = options
         self.logger = logger
@@ -63,7 +75,7 @@ final class FuseSessionState: Sendable {
         ownerGID = getgid()
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        mountTime = Int64(now.tv_sec)
+        self.mountTime = mountTime ?? Int64(now.tv_sec)
         readBuffers = ThreadLocalBuffer(capacity: options.maxRead)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         spliceMinimum = options.spliceReplies ? 2 * page : Int.max
@@ -149,7 +161,7 @@ final class FuseSessionState: Sendable {
             counts[Int(inode)] = current >= count ? current - count : 0
             return current < count
         }
-        if underflow {
+        if underflow && !adopted {
             logger.warning("kernel forgot more lookups than it made", metadata: ["inode": "\(inode)", "count": "\(count)"])
         }
     }

@@ -47,6 +47,12 @@ enum MountTable {
         return mounts().last { $0.mountpoint == resolved && ($0.fsType == "fuse" || $0.fsType.hasPrefix("fuse.")) }
     }
 
+    /// The FUSE mount at exactly `path`, without resolving it: resolving a path inside a mount
+    /// that has no server yet would wait for one.
+    static func fuseMount(exactly path: String) -> Mount? {
+        mounts().last { $0.mountpoint == path && ($0.fsType == "fuse" || $0.fsType.hasPrefix("fuse.")) }
+    }
+
     static func realPath(_ path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }

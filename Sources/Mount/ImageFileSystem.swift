@@ -19,8 +19,10 @@ public final class ImageFileSystem: FileSystemBackend {
         self.init(disk: session.disk, nvram: session.resolved.nvram, vmConfig: session.resolved.vmConfig, logger: logger)
     }
 
-    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, logger: Logger) {
-        let time = Int64(time(nil))
+    /// `modificationTime` defaults to now; a server that takes over a mount passes the mount's
+    /// time, so the files look the same to the kernel as before.
+    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, modificationTime: Int64? = nil, logger: Logger) {
+        let time = modificationTime ?? Int64(time(nil))
         // A writable disk changes under the kernel, so it must not be cached as immutable.
         var files: [(FileEntry, Content)] = [
             (FileEntry(name: "disk.img", size: disk.size, writable: disk.isWritable, mode: disk.isWritable ? 0o644 : 0o444,

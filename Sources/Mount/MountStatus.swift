@@ -22,6 +22,19 @@ public struct MountStatus: Codable, Sendable {
     public var hitRatio: Double
     /// The copy-on-write layer of a `--writable` mount (its `overlay.json` names the base image).
     public var writableDirectory: String?
+    /// The descriptor holder that keeps the mount across restarts of the serving process
+    /// (`pid` above); nil for a `--foreground` mount, which has none.
+    public var holderPid: Int32?
+    /// Times the serving process was started again after it died, and replaced by `imgfs upgrade`.
+    public var restarts: UInt32?
+    public var upgrades: UInt32?
+    /// The serving binary: imgfs's version, and the path and modification time of the file
+    /// it was started from.
+    public var version: String?
+    public var serverBinary: String?
+    public var serverBinaryModified: Double?
+    /// Filled in by `imgfs status` (not the daemon): whether `holderPid` still runs.
+    public var holderAlive: Bool?
 
     public init(pid: Int32, mountpoint: String, reference: String, manifestDigest: String, cacheDirectory: String,
                 logFile: String?, diskSize: UInt64, totalFrames: Int, cachedFrames: Int, bytesCached: UInt64,
@@ -70,6 +83,22 @@ public enum MountStatusFiles {
         return directory() + "/" + name + ".json"
     }
 
+    /// The socket of the descriptor holder of `mountpoint` (an absolute path): a hash of it,
+    /// since socket paths are limited to 107 bytes.
+    public static func holderSocketPath(forMountpoint mountpoint: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in mountpoint.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return holderDirectory() + "/" + String(repeating: "0", count: 16 - hex.count) + hex + ".sock"
+    }
+
+    public static func holderDirectory() -> String {
+        String(directory().dropLast("/mounts".count)) + "/holders"
+    }
+
     public static func write(_ status: MountStatus) throws(MountError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -84,7 +113,7 @@ public enum MountStatusFiles {
         return try? JSONDecoder().decode(MountStatus.self, from: Data(bytes))
     }
 
-    /// Every live mount's status; files of daemons that are gone are removed.
+    /// Every live mount's status; files of daemons that are gone (server and holder) are removed.
     public static func all() -> [MountStatus] {
         let directory = directory()
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
@@ -92,7 +121,8 @@ public enum MountStatusFiles {
         for name in names.sorted() where name.hasSuffix(".json") {
             let path = directory + "/" + name
             guard let status = read(path) else { continue }
-            guard isAlive(status.pid) else {
+            // A dead server whose holder lives is being replaced: the next one rewrites the file.
+            guard isAlive(status.pid) || status.holderPid.map(isAlive) == true else {
                 unlink(path)
                 continue
             }
@@ -106,7 +136,17 @@ public enum MountStatusFiles {
     }
 
     /// True if a process with `pid` exists (EPERM means it exists but is not ours).
+    /// A zombie (killed, not yet reaped by its parent) counts as gone.
     public static func isAlive(_ pid: Int32) -> Bool {
-        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        // /proc/PID/stat: "pid (comm) S ..."; the state follows the last ')'.
+        // (A size-0 /proc file, so not LocalFiles.read, which reads st_size bytes.)
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return true }
+        defer { Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 1024)
+        let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count > 0, let close = bytes[..<count].lastIndex(of: UInt8(ascii: ")")), close + 2 < count else { return true }
+        return bytes[close + 2] != UInt8(ascii: "Z")
     }
 }

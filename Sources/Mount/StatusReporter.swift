@@ -11,9 +11,12 @@ public final class StatusReporter: Sendable {
     let writableDirectory: String?
     let logger: Logger
     let startedAt: Double
+    let process: ServingProcess?
     let thread = BackgroundThread(name: "status")
 
-    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
+    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
+                process: ServingProcess? = nil, logger: Logger) {
+        self.process = process
         self.writableDirectory = writableDirectory
         self.session = session
         self.mountpoint = mountpoint
@@ -36,9 +39,36 @@ public final class StatusReporter: Sendable {
     func writeOnce() {
         var status = session.status(pid: getpid(), mountpoint: mountpoint, reference: reference, logFile: logFile, startedAt: startedAt, now: wallClock())
         status.writableDirectory = writableDirectory
+        if let process {
+            status.holderPid = process.holderPid
+            status.restarts = process.restarts
+            status.upgrades = process.upgrades
+            status.version = process.version
+            status.serverBinary = process.binary
+            status.serverBinaryModified = process.binaryModified
+        }
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// Who serves a mount, for its status file.
+public struct ServingProcess: Sendable {
+    public var holderPid: Int32?
+    public var restarts: UInt32?
+    public var upgrades: UInt32?
+    public var version: String
+    public var binary: String?
+    public var binaryModified: Double?
+
+    public init(holderPid: Int32?, restarts: UInt32?, upgrades: UInt32?, version: String, binary: String?, binaryModified: Double?) {
+        self.holderPid = holderPid
+        self.restarts = restarts
+        self.upgrades = upgrades
+        self.version = version
+        self.binary = binary
+        self.binaryModified = binaryModified
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 
 @main
 struct Imgfs: ParsableCommand {
@@ -21,6 +22,26 @@ struct Imgfs: ParsableCommand {
           qemu-system-x86_64 -drive file=/mnt/vm/disk.img,format=raw,readonly=on …
           imgfs umount /mnt/vm
         """,
-        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, ConvertCommand.self, LoginCommand.self]
+        version: imgfsVersion,
+        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self, ConvertCommand.self, LoginCommand.self]
     )
+
+    /// Started by mount(8) as a mount helper, imgfs translates the helper's arguments into
+    /// `imgfs mount` ones (MountHelper.swift).
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let names = configuration.subcommands.map { $0.configuration.commandName ?? "" } + ["help"]
+        guard let program = CommandLine.arguments.first,
+              MountHelper.isHelperInvocation(programName: program, arguments: arguments, subcommands: names) else {
+            main(nil)
+            return
+        }
+        do {
+            guard let translated = try MountHelper.mountArguments(arguments) else { return }
+            main(translated)
+        } catch {
+            writeStandardError("imgfs: error: \(error)\n")
+            Glibc.exit(32)  // mount(8)'s "mount failure"
+        }
+    }
 }

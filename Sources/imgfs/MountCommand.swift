@@ -76,6 +76,15 @@ struct MountCommand: ParsableCommand {
     @Flag(help: .hidden)
     var resolvedOffline = false
 
+    /// Run as the mount's descriptor holder (MountCommand+Holder.swift): what the background
+    /// daemon is, and what a service manager runs in the foreground.
+    @Flag(help: "With --foreground: stay in the foreground as the mount's descriptor holder (for service managers, see contrib/systemd): the serving process runs as a child, is started again whenever it dies and replaced by `imgfs upgrade`.")
+    var holder = false
+
+    /// Serve the mount whose descriptor the holder at this socket keeps.
+    @Option(help: .hidden)
+    var attach: String?
+
     @OptionGroup var registry: RegistryOptionGroup
 
     func run() throws {
@@ -84,10 +93,14 @@ struct MountCommand: ParsableCommand {
         let limit = try cacheSize.map { try parseSize($0, option: "--cache-size") }
         let readyFd = readyFd
         do {
-            let mountpoint = try Self.checkedMountpoint(self.mountpoint)
+            // A server taking over a mount must not look at the mount point: nobody answers
+            // for it until this process does. The holder passes it already resolved.
+            let mountpoint = attach != nil ? self.mountpoint : try Self.checkedMountpoint(self.mountpoint)
             let cacheRoot = try absolute(cacheDir ?? defaultCacheDirectory())
             let logFile = try logFile.map(absolute) ?? "\(cacheRoot)/logs/\(mountpointFileName(mountpoint)).log"
-            if foreground {
+            if foreground && holder {
+                try hold(mountpoint: mountpoint, logFile: logFile)
+            } else if foreground {
                 // A daemon's stderr is its log file (Daemon.spawnSelf); a foreground mount logs to stderr.
                 try serve(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate,
                           logFile: readyFd == nil ? nil : logFile)
@@ -139,8 +152,12 @@ struct MountCommand: ParsableCommand {
         if writable { arguments += ["--writable", "--writable-dir", try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)] }
         if let recordProfile { arguments += ["--record-profile", try absolute(recordProfile)] }
         arguments += registry.passThroughArguments()
+        // The daemon is the descriptor holder, which starts the serving process with these
+        // same arguments (less this flag).
+        arguments.append("--holder")
         closeInheritedDescriptorsOnExec()
-        let child = try Daemon.spawnSelf(arguments: arguments, logFile: logFile)
+        // By its real path, so that `ps` shows `imgfs`, and an upgrade finds the binary on disk.
+        let child = try Daemon.spawn(executable: try currentExecutable(), arguments: arguments, logFile: logFile)
         try Daemon.waitForReady(child, timeout: .seconds(60))
         if resolved.offline {
             writeStandardError("imgfs: warning: the registry is unreachable; serving \(self.reference) from the cache (\(resolved.manifestDigest))\n")
@@ -159,20 +176,35 @@ struct MountCommand: ParsableCommand {
             session.stop()
             throw error
         }
-        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
-        var options = FuseMountOptions()
-        options.allowOther = allowOther
+        let attached: AttachedDescriptor?
+        do { attached = try attach.map { socket throws(FuseError) in try DescriptorHolder.attach(socketPath: socket, mountpoint: mountpoint) } } catch {
+            stacked.stop()
+            session.stop()
+            throw error
+        }
+        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes,
+                                         modificationTime: attached?.handover.mountTime, logger: logger)
+        let options = fuseOptions()
         let fuse: FuseMount
-        do { fuse = try FuseMount(mountpoint: mountpoint, backend: fileSystem, options: options, logger: logger) } catch {
+        do {
+            if let attached {
+                fuse = try FuseMount(adopting: attached.descriptor, handover: attached.handover, mountpoint: mountpoint,
+                                     backend: fileSystem, options: options, logger: logger)
+            } else {
+                fuse = try FuseMount(mountpoint: mountpoint, backend: fileSystem, options: options, logger: logger)
+            }
+        } catch {
             stacked.stop()
             session.stop()
             throw error
         }
         try fuse.installSignalHandlers()
+        attached?.watchHolder(mountpoint: mountpoint, logger: logger)
         session.start()
         stacked.start()
         let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile,
-                                      writableDirectory: stacked.writableDirectory, logger: logger)
+                                      writableDirectory: stacked.writableDirectory,
+                                      process: servingProcess(attached?.handover), logger: logger)
         reporter.start()
         logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FuseFS
 import Glibc
 import Mount
 
@@ -10,7 +11,10 @@ struct StatusCommand: ParsableCommand {
         discussion: """
         One line per mount: the image, its manifest digest, bytes cached of the disk, bytes \
         fetched from the network, frames fetched, the cache hit ratio of reads, frames that \
-        failed verification and range requests in flight. --json prints the daemons' full status.
+        failed verification, range requests in flight, how often the serving process was \
+        restarted after it died and upgraded (`imgfs upgrade`), and its version. A mount whose \
+        descriptor holder is gone is reported: it no longer survives its serving process. \
+        --json prints the daemons' full status.
 
         Examples:
           imgfs status
@@ -26,6 +30,9 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         var statuses = MountStatusFiles.all()
+        for index in statuses.indices {
+            if let holder = statuses[index].holderPid { statuses[index].holderAlive = MountStatusFiles.isAlive(holder) }
+        }
         if let mountpoint {
             let path = realpath(mountpoint, nil).map { pointer in
                 defer { free(pointer) }
@@ -38,13 +45,14 @@ struct StatusCommand: ParsableCommand {
         }
         if json {
             try printJSON(statuses)
+            reportLostHolders(statuses)
             return
         }
         guard !statuses.isEmpty else {
             print("no imgfs mounts")
             return
         }
-        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "HIT", "VERIFY-FAIL", "IN-FLIGHT"]]
+        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "HIT", "VERIFY-FAIL", "IN-FLIGHT", "RESTARTS", "UPGRADES", "VERSION"]]
         for s in statuses {
             let percent = s.diskSize == 0 ? 100 : Int(Double(s.bytesCached) / Double(s.diskSize) * 100)
             rows.append([
@@ -57,6 +65,9 @@ struct StatusCommand: ParsableCommand {
                 String(format: "%.1f%%", s.statistics.hitRatio * 100),
                 String(s.statistics.verificationFailures),
                 String(s.statistics.requestsInFlight),
+                s.holderPid == nil ? "-" : String(s.restarts ?? 0),
+                s.holderPid == nil ? "-" : String(s.upgrades ?? 0),
+                s.version ?? "-",
             ])
         }
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
@@ -65,6 +76,15 @@ struct StatusCommand: ParsableCommand {
                 i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
             }
             print(cells.joined(separator: "  "))
+        }
+        reportLostHolders(statuses)
+    }
+
+    /// One line on stderr per mount whose descriptor holder died: it keeps serving, but a crash
+    /// or upgrade of its server would now end it.
+    func reportLostHolders(_ statuses: [MountStatus]) {
+        for status in statuses where status.holderAlive == false {
+            writeStandardError("imgfs: warning: \(FuseError(mountpoint: status.mountpoint, reason: .holderGone(pid: status.holderPid ?? 0)))\n")
         }
     }
 }

@@ -26,11 +26,8 @@ struct UmountCommand: OneLineErrors {
     var timeout: Double = 30
 
     func execute() throws {
-        guard let resolved = realpath(mountpoint, nil) else {
-            throw MountError.invalidArgument("\(mountpoint): no such directory")
-        }
-        let path = String(cString: resolved)
-        free(resolved)
+        // A mount whose processes are all gone cannot be resolved (ENOTCONN); it is still in the table.
+        let path = resolvedMountpoint(mountpoint)
         guard let type = MountInfo.fsType(at: path) else {
             throw MountError.invalidArgument("\(path) is not mounted")
         }
@@ -39,13 +36,21 @@ struct UmountCommand: OneLineErrors {
         }
         let status = MountStatusFiles.read(MountStatusFiles.path(forMountpoint: path))
         try Daemon.unmount(path, lazy: lazy)
-        // The daemon finishes its cache writes and exits once the kernel lets go.
-        if let pid = status?.pid, !lazy {
-            let deadline = monotonicSeconds() + timeout
+        // The daemon finishes its cache writes and exits once the kernel lets go; its
+        // descriptor holder follows.
+        guard !lazy else { return }
+        let deadline = monotonicSeconds() + timeout
+        for (pid, what) in [(status?.pid, "daemon"), (status?.holderPid, "descriptor holder")] {
+            guard let pid else { continue }
             while MountStatusFiles.isAlive(pid), monotonicSeconds() < deadline { usleep(20_000) }
             if MountStatusFiles.isAlive(pid) {
-                writeStandardError("imgfs: warning: unmounted \(path), but its daemon (pid \(pid)) is still running after \(Int(timeout)) s\n")
+                writeStandardError("imgfs: warning: unmounted \(path), but its \(what) (pid \(pid)) is still running after \(Int(timeout)) s\n")
             }
+        }
+        // A killed holder leaves its socket behind (with no status file left to name it, when
+        // its server was killed too); a live one removes it as it exits.
+        if status?.holderPid.map(MountStatusFiles.isAlive) != true {
+            unlink(MountStatusFiles.holderSocketPath(forMountpoint: path))
         }
     }
 }

@@ -23,6 +23,23 @@ struct BootIntegrationTests {
         #expect(lines.contains { $0.hasPrefix("boot-test: warm boot: ok") }, "\(result)")
     }
 
+    /// Issue 10: the VM boots from a cold mount while its serving process is killed twice
+    /// (contrib/vm/run-restart-boot-test.sh); the descriptor holder restarts it each time.
+    @Test func vmBootsWhileTheServingProcessIsKilledTwice() throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("restart-boot")
+        defer { TestEnvironment.remove(scratch) }
+        let result = try runCommand(TestEnvironment.repositoryRoot + "/contrib/vm/run-restart-boot-test.sh", [],
+                                    environment: ["IMGFS_BIN": TestEnvironment.imgfs,
+                                                  "IMGFS_TEST_REGISTRY": registry.address,
+                                                  "IMGFS_TEST_SCRATCH": scratch],
+                                    timeout: 900)
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("restart-boot-test: killed the serving process") }.count == 2, "\(result)")
+        #expect(lines.contains { $0.hasPrefix("restart-boot-test: boot: ok") && $0.contains("(2 restarts)") }, "\(result)")
+    }
+
     /// The writable boot of issue 4: contrib/vm/run-writable-boot-test.sh boots an
     /// `imgfs mount --writable` disk (no snapshot) so the guest writes a token file and syncs,
     /// boots the same mount again and reads the token back, checks a read-only mount of the same

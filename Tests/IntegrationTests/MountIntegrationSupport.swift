@@ -93,6 +93,12 @@ struct MountStatusJSON: Decodable {
     var bytesCached: UInt64
     var offline: Bool
     var statistics: Statistics
+    var holderPid: Int32?
+    var holderAlive: Bool?
+    var restarts: UInt32?
+    var upgrades: UInt32?
+    var version: String?
+    var serverBinary: String?
 }
 
 /// An `imgfs mount` made by a test. `unmount()` is idempotent and falls back to a lazy
@@ -102,12 +108,15 @@ final class MountedImage {
     let cache: String
     var disk: String { mountpoint + "/disk.img" }
 
-    init(_ reference: String, scratch: String, cache: String? = nil, extra: [String] = []) throws {
+    /// `executable`: the imgfs binary to mount with (default: the one under test).
+    init(_ reference: String, scratch: String, cache: String? = nil, extra: [String] = [], executable: String = TestEnvironment.imgfs,
+         environment: [String: String] = [:]) throws {
         let id = UUID().uuidString.prefix(8)
         mountpoint = "\(scratch)/mnt-\(id)"
         self.cache = cache ?? "\(scratch)/cache-\(id)"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-        let result = try imgfs(["mount", "--cache-dir", self.cache] + extra + [reference, mountpoint], timeout: 300)
+        let result = try runCommand(executable, ["mount", "--cache-dir", self.cache] + extra + [reference, mountpoint],
+                                    environment: environment, timeout: 300)
         guard result.status == 0 else {
             unmount()
             throw ShellFailed(script: "imgfs mount \(reference)", result: result)

@@ -126,8 +126,10 @@ struct MountIntegrationTests {
             usleep(50_000)
         }
         #expect(fetched > 0)
-        let pid = try first.status().pid
-        kill(pid, SIGKILL)
+        // The holder would start another server: kill it first, so that the mount dies.
+        let status = try first.status()
+        if let holder = status.holderPid { kill(holder, SIGKILL) }
+        kill(status.pid, SIGKILL)
         reader.waitUntilExit()
         first.unmount()
 

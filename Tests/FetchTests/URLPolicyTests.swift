@@ -68,7 +68,7 @@ import Verity
     func blobRedirectToAnotherProtocolIsRefused(_ target: String) throws {
         try withRedirector(["--location", target]) { server in
             let (client, log) = server.client()
-            let error = try expectRefused { try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
+            let error = try expectRefused { _ = try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
             #expect(error.description.contains("only follows http and https"), "\(error)")
             var ranged: [UInt8] = []
             _ = try expectRefused { try client.blob("r/x", digest: Self.someDigest, range: 0..<10) { ranged += $0 } }
@@ -85,7 +85,7 @@ import Verity
         defer { try? FileManager.default.removeItem(atPath: path) }
         try withRedirector(["--location", "file://" + path]) { server in
             let (client, log) = server.client()
-            let error = try expectRefused { try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
+            let error = try expectRefused { _ = try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
             #expect(!error.description.contains(secret))
             #expect(!log.text.contains(secret))
         }
@@ -95,7 +95,7 @@ import Verity
     func tokenRealmOfAnotherProtocolIsRefused(_ realm: String) throws {
         try withRedirector(["--realm", realm]) { server in
             let (client, _) = server.client(credentials: .basic(username: "u", password: "p"))
-            let error = try expectRefused { try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
+            let error = try expectRefused { _ = try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
             #expect(error.operation == .token)
             #expect(error.description.contains("the token realm"), "\(error)")
             #expect(try server.rawTraffic() == (connections: 0, bytes: 0))
@@ -108,14 +108,14 @@ import Verity
         // A blob redirect to plain http.
         try withRedirector(["--tls-cert", tls.certificate, "--tls-key", tls.key, "--location", "http://127.0.0.1:{raw}/blob"]) { server in
             let (client, _) = server.client(tls: tls)
-            let error = try expectRefused { try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
+            let error = try expectRefused { _ = try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
             #expect(error.description.contains("downgrades https to plain http"), "\(error)")
             #expect(try server.rawTraffic() == (connections: 0, bytes: 0))
         }
         // A token realm on plain http: the basic credentials would cross the network in clear.
         try withRedirector(["--tls-cert", tls.certificate, "--tls-key", tls.key, "--realm", "http://127.0.0.1:{raw}/token"]) { server in
             let (client, _) = server.client(credentials: .basic(username: "u", password: "secret"), tls: tls)
-            let error = try expectRefused { try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
+            let error = try expectRefused { _ = try client.blob("r/x", digest: Self.someDigest, maxSize: 1 << 20) }
             #expect(error.operation == .token)
             #expect(error.description.contains("downgrades https to plain http"), "\(error)")
             #expect(try server.rawTraffic() == (connections: 0, bytes: 0))

@@ -111,6 +111,9 @@ public final class LazyDisk: Sendable {
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
 
+        // Cached frames this daemon has not served yet are checked against their digests first; one
+        // that fails is dropped from the cache and so joins the missing frames below.
+        for frame in cache.unverified(in: frames) where !index.frames[frame].isHole { checkCached(frame) }
         var missing: [Int] = []
         for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) { missing.append(frame) }
         statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
@@ -143,6 +146,21 @@ public final class LazyDisk: Sendable {
             statistics.readErrors.add(1, ordering: .relaxed)
             logger.error("read failed", metadata: ["offset": "\(offset)", "size": "\(length)", "error": "\(error)"])
             throw error
+        }
+    }
+
+    /// Checks a cached frame's bytes once per daemon (`FrameCache.verify`). A frame that fails is
+    /// dropped, counted and logged; the caller fetches it again. A check that cannot read the cache
+    /// is logged and leaves the frame unverified, so that the read reports the error.
+    func checkCached(_ frame: Int) {
+        do {
+            if case .dropped(let actual) = try cache.verify(frame) {
+                statistics.cacheVerificationFailures.add(1, ordering: .relaxed)
+                logger.warning("cached frame was corrupt; fetching it again", metadata: [
+                    "frame": "\(frame)", "expected": "\(index.frames[frame].digest)", "actual": "\(actual)"])
+            }
+        } catch {
+            logger.error("could not check a cached frame", metadata: ["frame": "\(frame)", "error": "\(error)"])
         }
     }
 

@@ -50,4 +50,64 @@ struct TrustIntegrationTests {
         let log = try String(contentsOfFile: mount.logFile, encoding: .utf8)
         #expect(log.contains("cached frame does not match its digest; dropped it"), "the drop is logged")
     }
+
+    // MARK: - Every fetched byte, one retry policy
+
+    @Test func aMountThroughAProxyThatDamagesEveryObjectOnceReadsTheWholeDiskRight() throws {
+        let scratch = try TestEnvironment.scratchDirectory("trust-proxy")
+        defer { TestEnvironment.remove(scratch) }
+        let image = try Self.randomImage(scratch, name: "trust-proxy")
+        let registry = try TestRegistry.shared()
+        // Every blob GET (config, frame index, each range of each chunk) arrives with one bit
+        // flipped the first time it is asked for: harsher than 5% at random, and it cannot pass by luck.
+        let proxy = try CorruptingProxy(upstream: registry.address, arguments: ["--corrupt-once"])
+        defer { proxy.stop() }
+        let reference = image.reference.replacingOccurrences(of: registry.address, with: proxy.address)
+        let mount = try MountedImage(reference, scratch: scratch, extra: ["--no-prefetch"])
+        defer { mount.unmount() }
+        try shell("cmp \(image.source) \(mount.disk)", timeout: 600)
+        let status = try mount.settledStatus()
+        let corrupted = try proxy.stats()["corrupted"] ?? 0
+        #expect(corrupted >= 3, "config, index and at least one range were damaged on the way")
+        #expect(status.statistics.verificationFailures >= 1, "damaged frames were caught and fetched again")
+        #expect(status.statistics.readErrors == 0)
+    }
+}
+
+/// Tests/FetchTests/Fixtures/proxy.py in front of a registry; `stop()` kills it.
+final class CorruptingProxy {
+    let process = Process()
+    let address: String
+
+    init(upstream: String, arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", TestEnvironment.repositoryRoot + "/Tests/FetchTests/Fixtures/proxy.py",
+                             "--upstream", upstream] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        address = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard address.hasPrefix("127.0.0.1:") else {
+            stop()
+            throw ShellFailed(script: "proxy.py", result: CommandResult(status: 1, stdout: address, stderr: "", seconds: 0))
+        }
+    }
+
+    func stats() throws -> [String: Int] {
+        let json = try shell("curl -sf --noproxy '*' http://\(address)/_admin/stats")
+        return try JSONDecoder().decode([String: Int].self, from: Data(json.utf8))
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
 }

@@ -41,12 +41,20 @@ struct FramePuller {
     func run() throws(PullError) {
         let geometry = index.geometry
         var remaining = [Int]()
+        var buffer = [UInt8](repeating: 0, count: geometry.frameSize)
+        var rechecked = 0
         for (frame, entry) in index.frames.enumerated() where !entry.isHole {
-            if journal.isFrameDone(frame) {
+            // A frame a previous run journalled is re-read and hashed, not trusted because the
+            // journal says so: the file may have been damaged or written to since.
+            if journal.isFrameDone(frame), try isIntact(frame, buffer: &buffer) {
                 progress.doneBytes.add(Int64(geometry.length(ofFrame: frame)), ordering: .relaxed)
             } else {
+                if journal.isFrameDone(frame) { rechecked += 1 }
                 remaining.append(frame)
             }
+        }
+        if rechecked > 0 {
+            logger.warning("frames of the resumed pull no longer match their digests; fetching them again", metadata: ["count": "\(rechecked)"])
         }
         if remaining.count < index.frames.filter({ !$0.isHole }).count { progress.unitsResumed.add(1, ordering: .relaxed) }
         remaining = try copyFromCache(remaining)
@@ -159,6 +167,17 @@ struct FramePuller {
         }
         try disk.sync()
         try journal.markFramesDone(run.frames)
+    }
+
+    /// Whether the bytes of `frame` in the partial disk hash to the index's digest.
+    private func isIntact(_ frame: Int, buffer: inout [UInt8]) throws(PullError) -> Bool {
+        let length = index.geometry.length(ofFrame: frame)
+        let offset = index.geometry.offset(ofFrame: frame)
+        let disk = self.disk
+        try buffer.withUnsafeMutableBytes { raw in
+            Result { () throws(PullError) in try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<length]), at: offset) }
+        }.get()
+        return buffer.withUnsafeBytes { SHA256Hasher.digest(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == index.frames[frame].digest
     }
 
     private func write(_ frame: VerifiedFrame, frame index: Int) throws(PullError) {

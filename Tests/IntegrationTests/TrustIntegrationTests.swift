@@ -1,5 +1,8 @@
+import Fetch
 import Foundation
+import OCI
 import Testing
+import Verity
 
 /// Issue 11 ("Trust nothing"), against the real registry, real FUSE mounts and the real `imgfs`
 /// binary. Every test unmounts what it mounted, even when it fails.
@@ -112,6 +115,46 @@ struct TrustIntegrationTests {
         #expect(resumed.bytesDownloaded > 0, "the damaged frame was fetched again")
         #expect(resumed.bytesDownloaded < Int64(2 * image.frameSize), "and only about it: \(resumed.bytesDownloaded)")
         try shell("cmp \(image.source) \(vm)/disk.img")
+    }
+
+    // MARK: - A container image is named as one
+
+    @Test func aContainerImageIsRefusedByMountPullAndConvertWithAMessageThatNamesIt() throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("trust-container")
+        defer { TestEnvironment.remove(scratch) }
+        // A small but real container image: an OCI config and one tar+gzip layer.
+        let repository = TestEnvironment.repository("trust-container")
+        let client = RegistryClient(registry: registry.address, credentials: StaticCredentials([:]))
+        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Cmd":["/bin/sh"]}}"#.utf8)
+        try shell("mkdir -p \(scratch)/root/etc && echo hello > \(scratch)/root/etc/motd && tar -C \(scratch)/root -czf \(scratch)/layer.tgz .")
+        let layer = [UInt8](try Data(contentsOf: URL(fileURLWithPath: scratch + "/layer.tgz")))
+        for blob in [config, layer] {
+            try client.uploadBlob(repository, digest: SHA256Hasher.digest(blob), size: Int64(blob.count), body: .bytes(blob))
+        }
+        let manifest = Manifest(config: Descriptor(mediaType: "application/vnd.oci.image.config.v1+json", digest: SHA256Hasher.digest(config), size: Int64(config.count)),
+                                layers: [Descriptor(mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: SHA256Hasher.digest(layer), size: Int64(layer.count))])
+        try client.putManifest(repository, reference: "v1", bytes: ManifestEncoding.encode(manifest), mediaType: .ociManifest)
+        let reference = "\(registry.address)/\(repository):v1"
+        let expected = "not a VM image imgfs can read: it is a container image (config application/vnd.oci.image.config.v1+json, "
+            + "1 layer of application/vnd.oci.image.layer.v1.tar+gzip); imgfs reads VM disk images in its own format, lume's (OCI and legacy) and tart's"
+
+        let mountpoint = scratch + "/mnt"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        let mount = try imgfs(["mount", "--cache-dir", scratch + "/cache", reference, mountpoint], timeout: 120)
+        defer { if MountSupport.isMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint], timeout: 30) } }
+        #expect(mount.status != 0)
+        #expect(!MountSupport.isMounted(mountpoint))
+        #expect(mount.stderr.contains(expected), "\(mount)")
+        #expect(mount.stderr.split(separator: "\n").count == 1, "one line: \(mount)")
+
+        let pull = try imgfs(["pull", "--quiet", reference, scratch + "/vm"], timeout: 120)
+        #expect(pull.status != 0)
+        #expect(pull.stderr.contains(expected), "\(pull)")
+
+        let convert = try imgfs(["convert", "--quiet", reference, "\(registry.address)/\(repository)-converted:v1"], timeout: 120)
+        #expect(convert.status != 0)
+        #expect(convert.stderr.contains(expected), "\(convert)")
     }
 
     // MARK: - Every fetched byte, one retry policy

@@ -28,7 +28,7 @@ extension FrameCache {
 
     /// Checks a resident frame's bytes in the data file against its digest, once per process:
     /// a match sets its in-memory verified bit, a mismatch drops the frame from the cache (its
-    /// bits are cleared durably and its bytes punched out), so that it is fetched again.
+    /// bits are cleared durably), so that it is fetched again.
     ///
     /// Costs one read and one SHA-256 of the frame the first time; nothing after that.
     public func verify(_ frame: Int) throws(CacheError) -> CachedFrameCheck {
@@ -73,12 +73,12 @@ extension FrameCache {
     /// and unverified, and so was left alone.
     ///
     /// Order: the all-present flag is cleared first (it must never claim more than the bits), then
-    /// the frame's bytes are punched out while it is still resident, so no thread of this process
-    /// stages its refetched bytes meanwhile (staging skips resident frames), and last its bits are
-    /// cleared, in memory and durably in the bitmap file. Clearing a bit under the shared lock is
-    /// safe here although another process may hold the entry: that process checks every frame
-    /// before serving it too, so a bit that it writes back over this one costs a check, not a
-    /// wrong byte.
+    /// the frame's bits, in memory and durably in the bitmap file. The bad bytes stay in the data
+    /// file until the refetched frame overwrites them: no bit vouches for them, and punching them
+    /// out could race with another process (a second mount, or `imgfs verify` beside a mount) that
+    /// is writing its own verified copy of the frame there. Clearing a bit under the shared lock is
+    /// safe for the same reason: every process checks each frame before serving it, so a bit that
+    /// another process writes back over this one costs a check, not a wrong byte.
     @discardableResult
     func drop(_ frame: Int) throws(CacheError) -> Bool {
         try commitLock.withLock { (_) throws(CacheError) -> Bool in
@@ -92,7 +92,6 @@ extension FrameCache {
                 try writeHeader(allPresent: false)
                 state.withLock { $0.allPresentOnDisk = false }
             }
-            try data.punchHole(offset: geometry.offset(ofFrame: frame), length: UInt64(geometry.length(ofFrame: frame)))
             try state.withLock { (s) throws(CacheError) in
                 guard !s.closed else { throw .closed(path: layout.directory) }
                 if BitmapFormat.isSet(s.bits, frame) {

@@ -78,6 +78,9 @@ public final class LazyDisk: Sendable {
         let threads = (0..<options.readaheadThreads).map { i in
             WorkerThread(name: "readahead-\(i)") { [self] in
                 while let frames = readaheadJobs.pop() {
+                    // Cached frames ahead of a sequential reader are checked here, off the reader's
+                    // path, so that its reads of them are spliced from the cache file at once.
+                    for frame in frames where cache.contains(frame) && !cache.isVerified(frame) { checkCached(frame) }
                     do { _ = try obtain(frames, purpose: .readahead) } catch {
                         logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
                     }
@@ -177,7 +180,8 @@ public final class LazyDisk: Sendable {
         // Batches of a few frames, so that a reader who catches up with readahead waits for one
         // small batch, not for the whole window.
         var batch: [Int] = []
-        for frame in ahead where !index.frames[frame].isHole && !cache.contains(frame) {
+        // Missing frames are fetched, and cached ones this daemon has not checked yet are checked.
+        for frame in ahead where !index.frames[frame].isHole && !cache.isVerified(frame) {
             batch.append(frame)
             if batch.count == 8 {
                 _ = readaheadJobs.offer(batch)

@@ -157,6 +157,91 @@ struct TrustIntegrationTests {
         #expect(convert.stderr.contains(expected), "\(convert)")
     }
 
+    // MARK: - imgfs verify
+
+    struct VerifyJSON: Decodable {
+        struct Cache: Decodable {
+            var checked: Int
+            var dropped: Int
+            var droppedUnits: [String]
+            var total: Int
+        }
+        struct Remote: Decodable {
+            var blobs: Int
+            var frames: Int
+            var fsverityDigest: String?
+        }
+        var ok: Bool
+        var mode: String
+        var cache: Cache?
+        var remote: Remote?
+    }
+
+    @Test func verifyScrubsTheCacheOfAMountAndOfAReferenceDroppingWhatDoesNotMatch() throws {
+        let scratch = try TestEnvironment.scratchDirectory("trust-verify")
+        defer { TestEnvironment.remove(scratch) }
+        let image = try Self.randomImage(scratch, name: "trust-verify")
+        let cache = scratch + "/cache"
+        let mount = try MountedImage(image.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+        defer { mount.unmount() }
+        try shell("cat \(mount.disk) > /dev/null", timeout: 600)
+
+        let clean = try imgfs(["verify", "--json", mount.mountpoint], timeout: 300)
+        #expect(clean.status == 0, "\(clean)")
+        let cleanReport = try JSONDecoder().decode(VerifyJSON.self, from: Data(clean.stdout.utf8))
+        #expect(cleanReport.ok && cleanReport.mode == "cache")
+        #expect(cleanReport.cache?.checked == image.dataFrames)
+        #expect(cleanReport.cache?.total == image.dataFrames)
+
+        let data = try shell("ls \(cache)/disks/*/data").trimmingCharacters(in: .whitespacesAndNewlines)
+        try flip(data, at: 7 * image.frameSize + 1)
+        let damaged = try imgfs(["verify", "--json", mount.mountpoint], timeout: 300)
+        #expect(damaged.status == 1, "\(damaged)")
+        let damagedReport = try JSONDecoder().decode(VerifyJSON.self, from: Data(damaged.stdout.utf8))
+        #expect(!damagedReport.ok)
+        #expect(damagedReport.cache?.dropped == 1)
+        #expect(damagedReport.cache?.droppedUnits == ["7"])
+        #expect(damaged.stderr.contains("1 cached frames did not match their digests and were dropped"), "\(damaged)")
+
+        // Dropped means gone: the next scrub finds one frame fewer, all good; a fresh mount reads it right.
+        let again = try imgfs(["verify", "--json", mount.mountpoint], timeout: 300)
+        #expect(again.status == 0, "\(again)")
+        #expect(try JSONDecoder().decode(VerifyJSON.self, from: Data(again.stdout.utf8)).cache?.checked == image.dataFrames - 1)
+        mount.unmount()
+        let remount = try MountedImage(image.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+        defer { remount.unmount() }
+        try shell("cmp \(image.source) \(remount.disk)", timeout: 600)
+        #expect(try remount.settledStatus().statistics.framesFetched == 1)
+        remount.unmount()
+
+        // By reference, without a mount.
+        let byReference = try imgfs(["verify", "--cache-dir", cache, image.reference], timeout: 300)
+        #expect(byReference.status == 0, "\(byReference)")
+        #expect(byReference.stdout.contains("\(image.dataFrames) cached frames of \(image.dataFrames) checked, 0 corrupt"), "\(byReference)")
+    }
+
+    @Test func verifyRemoteChecksEveryBlobFrameAndTheFsverityDigestAndNamesACorruptBlob() throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("trust-verify-remote")
+        defer { TestEnvironment.remove(scratch) }
+        let image = try Self.randomImage(scratch, name: "trust-verify-remote")
+        let good = try imgfs(["verify", "--remote", "--json", image.reference], timeout: 300)
+        #expect(good.status == 0, "\(good)")
+        let report = try JSONDecoder().decode(VerifyJSON.self, from: Data(good.stdout.utf8))
+        #expect(report.ok && report.mode == "remote")
+        #expect(report.remote?.frames == image.dataFrames)
+        #expect(report.remote?.fsverityDigest == image.fsverityDigest)
+        #expect(report.remote?.blobs == image.chunks.count + 2, "every chunk layer, the config and the index")
+
+        // One byte of one chunk layer flipped in the registry's storage.
+        let victim = try #require(image.chunks.first { $0.number == 1 })
+        try flip(try MountSupport.blobDataPath(registry, victim.digest), at: 1000)
+        let bad = try imgfs(["verify", "--remote", image.reference], timeout: 300)
+        #expect(bad.status == 1, "\(bad)")
+        #expect(bad.stderr.contains(victim.digest), "the error names the blob: \(bad)")
+        #expect(bad.stderr.split(separator: "\n").last?.hasPrefix("imgfs: error:") == true, "\(bad)")
+    }
+
     // MARK: - Every fetched byte, one retry policy
 
     @Test func aMountThroughAProxyThatDamagesEveryObjectOnceReadsTheWholeDiskRight() throws {

@@ -12,6 +12,8 @@ public struct LazyDiskOptions: Sendable {
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
     /// Tries per frame before a read fails (a frame that fails verification is fetched again).
     public var fetchAttempts = 3
+    /// How long a frame that failed every attempt fails again at once, without a new fetch.
+    public var failureMemory: Double = 5
     /// The longest a read waits for its frames before it fails with EIO.
     public var readTimeout: Double = 30
     /// Readahead window, in frames, once reads look sequential.
@@ -48,6 +50,11 @@ public final class LazyDisk: Sendable {
     let streams: StreamDetector
     let readaheadJobs: JobQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
+    let verifierThread = Mutex<WorkerThread?>(nil)
+    /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
+    /// with the same error. The kernel retries a failed read page by page; without this, a
+    /// registry that stalls mid-body would hold each of those retries for another full timeout.
+    let recentFailures = Mutex<[Int: (until: Double, error: MountError)]>([:])
     let committer: CacheCommitter
     let activity = ReadActivity()
     let stopping = Atomic<Bool>(false)
@@ -71,9 +78,10 @@ public final class LazyDisk: Sendable {
         self.committer = CacheCommitter(cache: cache, logger: logger)
     }
 
-    /// Starts the cache's background commits and the readahead threads.
+    /// Starts the cache's background commits, the cached-frame checker and the readahead threads.
     public func start() {
         committer.start()
+        startVerifier()
         guard options.readaheadThreads > 0 else { return }
         let threads = (0..<options.readaheadThreads).map { i in
             WorkerThread(name: "readahead-\(i)") { [self] in
@@ -99,6 +107,10 @@ public final class LazyDisk: Sendable {
             return threads
         }
         for thread in threads { thread.join() }
+        verifierThread.withLock { thread in
+            thread?.join()
+            thread = nil
+        }
         committer.stop()
     }
 
@@ -171,6 +183,22 @@ public final class LazyDisk: Sendable {
     /// profile and background prefetch. Does not wait for frames other threads are fetching.
     func prefetch(_ frames: [Int], purpose: Purpose) throws(MountError) {
         _ = try obtain(frames.filter { !index.frames[$0].isHole }, purpose: purpose)
+    }
+
+    /// One thread at the lowest CPU priority checks every cached frame once, in disk order, from
+    /// the start of the mount: what it has checked by the time a reader gets there is spliced from
+    /// the cache file straight away instead of being hashed on the reader's path. A remounted,
+    /// fully cached disk thus pays its one SHA-256 per frame mostly on a core the reader does not use.
+    func startVerifier() {
+        guard !cache.unverified(in: 0..<index.frames.count).isEmpty else { return }
+        let thread = WorkerThread(name: "cache-verify") { [self] in
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            for frame in 0..<index.frames.count {
+                if isStopping { return }
+                if !index.frames[frame].isHole, cache.contains(frame), !cache.isVerified(frame) { checkCached(frame) }
+            }
+        }
+        verifierThread.withLock { $0 = thread }
     }
 
     // MARK: - Readahead

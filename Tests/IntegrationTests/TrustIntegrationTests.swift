@@ -251,7 +251,7 @@ struct TrustIntegrationTests {
         let registry = try TestRegistry.shared()
         // Every blob GET (config, frame index, each range of each chunk) arrives with one bit
         // flipped the first time it is asked for: harsher than 5% at random, and it cannot pass by luck.
-        let proxy = try CorruptingProxy(upstream: registry.address, arguments: ["--corrupt-once"])
+        let proxy = try FixtureServer("proxy.py", upstream: registry.address, arguments: ["--corrupt-once"])
         defer { proxy.stop() }
         let reference = image.reference.replacingOccurrences(of: registry.address, with: proxy.address)
         let mount = try MountedImage(reference, scratch: scratch, extra: ["--no-prefetch"])
@@ -265,14 +265,15 @@ struct TrustIntegrationTests {
     }
 }
 
-/// Tests/FetchTests/Fixtures/proxy.py in front of a registry; `stop()` kills it.
-final class CorruptingProxy {
+/// A Python fixture of Tests/FetchTests/Fixtures (proxy.py, hostile_registry.py) in front of a
+/// registry; `stop()` kills it.
+final class FixtureServer {
     let process = Process()
     let address: String
 
-    init(upstream: String, arguments: [String]) throws {
+    init(_ script: String, upstream: String, arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", TestEnvironment.repositoryRoot + "/Tests/FetchTests/Fixtures/proxy.py",
+        process.arguments = ["python3", TestEnvironment.repositoryRoot + "/Tests/FetchTests/Fixtures/" + script,
                              "--upstream", upstream] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
@@ -286,7 +287,7 @@ final class CorruptingProxy {
         address = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard address.hasPrefix("127.0.0.1:") else {
             stop()
-            throw ShellFailed(script: "proxy.py", result: CommandResult(status: 1, stdout: address, stderr: "", seconds: 0))
+            throw ShellFailed(script: script, result: CommandResult(status: 1, stdout: address, stderr: "", seconds: 0))
         }
     }
 

@@ -1,5 +1,8 @@
+import Codec
+import Fetch
 import Foundation
 import Testing
+import Verity
 
 /// Issue 11's hostile registry: a real image served through Tests/FetchTests/Fixtures/
 /// hostile_registry.py, which misbehaves in one way per test, and mutated copies of a real image
@@ -135,5 +138,152 @@ struct HostileRegistryTests {
         #expect(result.stderr.contains("is not valid"), "\(result)")
         #expect(result.stderr.contains("size"), "names the field: \(result)")
         #expect((try server.stats()["manifests_mistyped"] ?? 0) > 0)
+    }
+
+    // MARK: - Mutated images: the index and the members
+
+    /// The hostile image's manifest (as JSON) and frame index, to push mutated copies of.
+    struct Mutator {
+        let registry: TestRegistry
+        let image: PushedImage
+        let client: RegistryClient
+        let manifest: [String: Any]
+        let index: [UInt8]
+
+        init() throws {
+            registry = try TestRegistry.shared()
+            image = try HostileRegistryTests.image.get()
+            client = RegistryClient(registry: registry.address, credentials: StaticCredentials([:]))
+            let raw = try shell("curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' http://\(registry.address)/v2/\(image.repository)/manifests/v1")
+            manifest = try #require(try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any])
+            let layers = try #require(manifest["layers"] as? [[String: Any]])
+            let indexDigest = try #require(layers.first { ($0["mediaType"] as? String) == "application/vnd.imgfs.disk.index.v1" }?["digest"] as? String)
+            let file = NSTemporaryDirectory() + "imgfs-hostile-index-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try shell("curl -sfL -o \(file) http://\(registry.address)/v2/\(image.repository)/blobs/\(indexDigest)")
+            index = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        }
+
+        var layerCount: Int { Int(read32(20)) }
+        func read32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(index[at + $1]) << (8 * UInt32($1)) } }
+        func read64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(index[at + $1]) << (8 * UInt64($1)) } }
+        /// Byte offset of frame `frame`'s record in the index.
+        func frameRecord(_ frame: Int) -> Int { 64 + 40 * layerCount + 56 * frame }
+
+        static func put32(_ value: UInt32, at: Int, in bytes: inout [UInt8]) { for i in 0..<4 { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) } }
+        static func put64(_ value: UInt64, at: Int, in bytes: inout [UInt8]) { for i in 0..<8 { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) } }
+
+        /// Pushes the image with `index` as its frame index and, if given, chunk layer `chunk`
+        /// replaced by `layer`; returns its reference.
+        func push(tag: String, index: [UInt8], replacing chunk: (digest: String, bytes: [UInt8])? = nil) throws -> String {
+            func upload(_ bytes: [UInt8]) throws -> String {
+                let digest = SHA256Hasher.digest(bytes)
+                try client.uploadBlob(image.repository, digest: digest, size: Int64(bytes.count), body: .bytes(bytes))
+                return digest.description
+            }
+            let indexDigest = try upload(index)
+            let chunkDigest = try chunk.map { try upload($0.bytes) }
+            var copy = manifest
+            let layers = (manifest["layers"] as? [[String: Any]] ?? []).map { layer -> [String: Any] in
+                var layer = layer
+                if (layer["mediaType"] as? String) == "application/vnd.imgfs.disk.index.v1" {
+                    layer["digest"] = indexDigest
+                    layer["size"] = index.count
+                } else if let chunk, let chunkDigest, (layer["digest"] as? String) == chunk.digest {
+                    layer["digest"] = chunkDigest
+                    layer["size"] = chunk.bytes.count
+                }
+                return layer
+            }
+            copy["layers"] = layers
+            let bytes = [UInt8](try JSONSerialization.data(withJSONObject: copy, options: [.sortedKeys]))
+            try client.putManifest(image.repository, reference: tag, bytes: bytes, mediaType: .ociManifest)
+            return "\(registry.address)/\(image.repository):\(tag)"
+        }
+    }
+
+    /// `imgfs mount` of `reference`: must fail within 20 s with one error line containing `expected`.
+    func expectMountRefused(_ reference: String, _ expected: [String], comment: String) throws {
+        let scratch = try TestEnvironment.scratchDirectory("hostile-refused")
+        defer { TestEnvironment.remove(scratch) }
+        try FileManager.default.createDirectory(atPath: scratch + "/mnt", withIntermediateDirectories: true)
+        let result = try imgfs(["mount", "--cache-dir", scratch + "/cache", reference, scratch + "/mnt"], timeout: 60)
+        defer { if MountSupport.isMounted(scratch + "/mnt") { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", scratch + "/mnt"], timeout: 30) } }
+        #expect(result.status == 1, "\(comment): \(result)")
+        #expect(result.seconds < 20, "\(comment)")
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("imgfs: error:") }
+        #expect(errors.count == 1, "\(comment): \(result)")
+        for text in expected { #expect(errors.first?.contains(text) == true, "\(comment): wants '\(text)' in \(result.stderr)") }
+    }
+
+    @Test func indexFieldsOutOfRangeAreRefusedWithAClearError() throws {
+        let m = try Mutator()
+        let frameCount = Int(m.read64(32))
+        var cases: [(String, [UInt8], [String])] = []
+
+        var pastBlob = m.index
+        let record2 = m.frameRecord(2)
+        Mutator.put64(m.read64(record2) + 5_000_000, at: record2, in: &pastBlob)
+        cases.append(("a member past its blob", pastBlob, ["frame 2", "outside layer"]))
+
+        var overlapping = m.index
+        let record3 = m.frameRecord(3)
+        Mutator.put32(m.read32(record2 + 12), at: record3 + 12, in: &overlapping)  // frame 3 into frame 2's layer
+        Mutator.put64(m.read64(record2) + 1, at: record3, in: &overlapping)        // one byte into frame 2's member
+        Mutator.put32(m.read32(record2 + 8) - 1, at: record3 + 8, in: &overlapping)
+        cases.append(("overlapping members", overlapping, ["overlap"]))
+
+        var zeroFrameSize = m.index
+        Mutator.put32(0, at: 16, in: &zeroFrameSize)
+        cases.append(("a frame size of 0", zeroFrameSize, ["frame size"]))
+
+        var oddFrameSize = m.index
+        Mutator.put32(1_000_000, at: 16, in: &oddFrameSize)
+        cases.append(("a frame size not a power of two", oddFrameSize, ["frame size", "1000000"]))
+
+        var hugeDisk = m.index
+        Mutator.put64(1 << 63, at: 24, in: &hugeDisk)
+        cases.append(("a disk size of 2^63", hugeDisk, ["9223372036854775808"]))
+
+        var moreFrames = m.index
+        Mutator.put64(UInt64(frameCount + 1), at: 32, in: &moreFrames)
+        cases.append(("a frame count that does not match the disk size", moreFrames, ["\(frameCount + 1)"]))
+
+        for (number, (comment, index, expected)) in cases.enumerated() {
+            let reference = try m.push(tag: "bad-index-\(number)", index: index)
+            try expectMountRefused(reference, expected, comment: comment)
+        }
+    }
+
+    @Test(arguments: [2 * 1024 * 1024, 512 * 1024])
+    func aMemberThatInflatesPastOrShortOfItsFrameIsEIOForThatFrameOnly(inflatedSize: Int) throws {
+        let m = try Mutator()
+        let image = m.image
+        let victim = try #require(image.chunks.first { $0.number == 0 })
+        // A gzip member of zeros that inflates to twice the frame (a small decompression bomb) or to half of it.
+        let member = try [UInt8](repeating: 0, count: inflatedSize).withUnsafeBytes { try GzipStreamEncoder(level: 9).encodeMember($0) }
+        var index = m.index
+        // Frame 0 is the only frame of chunk 0 (one frame per chunk): point it at the new member.
+        let record0 = m.frameRecord(0)
+        let layer = Int(m.read32(record0 + 12))
+        Mutator.put64(0, at: record0, in: &index)
+        Mutator.put32(UInt32(member.count), at: record0 + 8, in: &index)
+        let digest = SHA256Hasher.digest(member)
+        index.replaceSubrange(64 + 40 * layer..<64 + 40 * layer + 32, with: digest.bytes)
+        Mutator.put64(UInt64(member.count), at: 64 + 40 * layer + 32, in: &index)
+        let reference = try m.push(tag: "bomb-\(inflatedSize)", index: index, replacing: (victim.digest, member))
+
+        let scratch = try TestEnvironment.scratchDirectory("hostile-bomb")
+        defer { TestEnvironment.remove(scratch) }
+        let mount = try MountedImage(reference, scratch: scratch, extra: ["--no-prefetch"])
+        defer { mount.unmount() }
+        let bad = readFrame(mount, 0, image: image)
+        #expect(bad.bytes == nil)
+        #expect(bad.errno == EIO)
+        #expect(bad.seconds < 30)
+        let good = readFrame(mount, 1, image: image)
+        #expect(good.bytes == (try MountSupport.read(image.source, offset: UInt64(image.frameSize), count: image.frameSize)))
+        let log = try String(contentsOfFile: mount.logFile, encoding: .utf8)
+        #expect(log.contains("frame does not decompress"), "the log says why")
     }
 }

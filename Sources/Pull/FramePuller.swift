@@ -65,7 +65,11 @@ struct FramePuller {
             do { decompressor = try GzipFrameDecompressor() } catch {
                 throw .frame(layer: SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)")
             }
-            return { (run) throws(PullError) in try fetch(run, decompressor: decompressor, pool: pool) }
+            return { (run) throws(PullError) in
+                try DamageRetry.run("layer \(run.layer) bytes \(run.range.lowerBound)..<\(run.range.upperBound)", logger: logger) { () throws(PullError) in
+                    try fetch(run, decompressor: decompressor, pool: pool)
+                }
+            }
         }
     }
 

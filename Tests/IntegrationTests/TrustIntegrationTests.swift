@@ -263,6 +263,25 @@ struct TrustIntegrationTests {
         #expect(status.statistics.verificationFailures >= 1, "damaged frames were caught and fetched again")
         #expect(status.statistics.readErrors == 0)
     }
+
+    @Test func aPullThroughAProxyThatDamagesEveryObjectOnceWritesTheRightDisk() throws {
+        let scratch = try TestEnvironment.scratchDirectory("trust-proxy-pull")
+        defer { TestEnvironment.remove(scratch) }
+        let registry = try TestRegistry.shared()
+        let image = try Self.randomImage(scratch, name: "trust-proxy-pull")
+        // A tart image too: its layers are pulled whole (LayerPuller), not frame by frame.
+        let tartRepository = TestEnvironment.repository("trust-proxy-tart")
+        try PeerImageFixtures(registry: registry).push(.tart, disk: image.source, repository: tartRepository, tag: "v1", partSize: 4 * 1024 * 1024)
+        let proxy = try FixtureServer("proxy.py", upstream: registry.address, arguments: ["--corrupt-once"])
+        defer { proxy.stop() }
+        for (name, reference) in [("imgfs", image.reference), ("tart", "\(registry.address)/\(tartRepository):v1")] {
+            let viaProxy = reference.replacingOccurrences(of: registry.address, with: proxy.address)
+            let result = try imgfs(["pull", "--quiet", "--no-cache", viaProxy, scratch + "/vm-" + name], timeout: 600)
+            #expect(result.status == 0, "\(name): \(result)")
+            try shell("cmp \(image.source) \(scratch)/vm-\(name)/disk.img")
+        }
+        #expect((try proxy.stats()["corrupted"] ?? 0) >= 4, "blobs of both images were damaged on the way")
+    }
 }
 
 /// A Python fixture of Tests/FetchTests/Fixtures (proxy.py, hostile_registry.py) in front of a

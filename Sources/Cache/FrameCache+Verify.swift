@@ -53,7 +53,7 @@ extension FrameCache {
         guard try drop(frame) else {
             return state.withLock { BitmapFormat.isSet($0.verified, frame) } ? .verified : .absent
         }
-        logger.error("cached frame does not match its digest; dropped it from the cache to fetch it again", metadata: [
+        logger.info("cached frame does not match its digest; dropped it from the cache to fetch it again", metadata: [
             "entry": "\(layout.directory)", "frame": "\(frame)", "expected": "\(frameDigests[frame])", "actual": "\(actual)"])
         return .dropped(actual: actual)
     }

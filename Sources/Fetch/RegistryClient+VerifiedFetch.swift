@@ -31,7 +31,8 @@ extension RegistryClient {
     }
 
     /// Runs `attempt` until it succeeds, fails for another reason than a bad body, or has been
-    /// tried `verifiedFetchAttempts` times; logs each retry with the digests involved.
+    /// tried `verifiedFetchAttempts` times; logs each retry with the digests involved (at info: a
+    /// daemon's log shows it, a command's stderr keeps to the one error line it renders).
     func retryingBadBodies<T>(_ attempt: () throws(FetchError) -> T) throws(FetchError) -> T {
         var tries = 0
         while true {
@@ -41,11 +42,11 @@ extension RegistryClient {
             } catch {
                 guard Self.isBadBody(error), tries < Self.verifiedFetchAttempts else {
                     if tries > 1 {
-                        logger.error("giving up on a fetch after \(tries) attempts", metadata: ["error": "\(error)"])
+                        logger.debug("giving up on a fetch after \(tries) attempts", metadata: ["error": "\(error)"])
                     }
                     throw error
                 }
-                logger.warning("fetched bytes are wrong; fetching them again", metadata: [
+                logger.info("fetched bytes are wrong; fetching them again", metadata: [
                     "error": "\(error)", "attempt": "\(tries)"])
                 stats.withLock { $0.retries += 1 }
                 sleep(for: backoff(attempt: tries))

@@ -101,7 +101,7 @@ struct SegmentStore: Sendable {
         let expected = segment.uncompressedDigest ?? recorded
         let actual = try Self.digest(of: file, layer: segment.name)
         if let expected, actual == expected { return file }
-        logger.error("cached layer does not match its digest; removing it to fetch it again", metadata: [
+        logger.info("cached layer does not match its digest; removing it to fetch it again", metadata: [
             "layer": "\(segment.name)", "path": "\(file.path)", "expected": "\(expected.map { "\($0)" } ?? "none recorded")",
             "actual": "\(actual)"])
         unlink(file.path)

@@ -15,7 +15,7 @@ enum DamageRetry {
                 return try attempt()
             } catch {
                 guard isDamage(error), tries < RegistryClient.verifiedFetchAttempts else { throw error }
-                logger.warning("damaged bytes; fetching them again", metadata: ["what": "\(what())", "attempt": "\(tries)", "error": "\(error)"])
+                logger.info("damaged bytes; fetching them again", metadata: ["what": "\(what())", "attempt": "\(tries)", "error": "\(error)"])
                 usleep(UInt32(100_000 * tries))
             }
         }

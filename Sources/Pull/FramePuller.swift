@@ -54,7 +54,7 @@ struct FramePuller {
             }
         }
         if rechecked > 0 {
-            logger.warning("frames of the resumed pull no longer match their digests; fetching them again", metadata: ["count": "\(rechecked)"])
+            logger.info("frames of the resumed pull no longer match their digests; fetching them again", metadata: ["count": "\(rechecked)"])
         }
         if remaining.count < index.frames.filter({ !$0.isHole }).count { progress.unitsResumed.add(1, ordering: .relaxed) }
         remaining = try copyFromCache(remaining)

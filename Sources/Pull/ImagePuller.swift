@@ -56,7 +56,7 @@ public final class ImagePuller: Sendable {
         // gives the disk's fs-verity digest: bytes on disk are not trusted because a file says so.
         if resumed, journal.isComplete, access(diskPath, F_OK) == 0, let expected = image.fsverityDigest,
            (try? FSVerity.digest(ofFileAt: diskPath)) != expected {
-            logger.warning("the pulled disk.img does not match the manifest's fs-verity digest any more; pulling it again",
+            logger.info("the pulled disk.img does not match the manifest's fs-verity digest any more; pulling it again",
                            metadata: ["directory": "\(directory)"])
             journal.remove()
             (journal, resumed) = PullJournal.open(directory: directory, manifestDigest: manifestDigest, diskSize: image.layout.diskSize, frameCount: frameCount)

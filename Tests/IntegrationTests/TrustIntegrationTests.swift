@@ -220,6 +220,39 @@ struct TrustIntegrationTests {
         #expect(byReference.stdout.contains("\(image.dataFrames) cached frames of \(image.dataFrames) checked, 0 corrupt"), "\(byReference)")
     }
 
+    @Test func verifyScrubsTheLayerFilesOfATartImageAndARemountFetchesTheDroppedLayer() throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("trust-verify-tart")
+        defer { TestEnvironment.remove(scratch) }
+        let source = scratch + "/disk.img"
+        try shell("head -c 12582912 /dev/urandom > \(source) && truncate -s 16M \(source)")
+        let repository = TestEnvironment.repository("trust-verify-tart")
+        try PeerImageFixtures(registry: registry).push(.tart, disk: source, repository: repository, tag: "v1", partSize: 4 * 1024 * 1024)
+        let reference = "\(registry.address)/\(repository):v1"
+        let cache = scratch + "/cache"
+        do {
+            let mount = try MountedImage(reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+            defer { mount.unmount() }
+            try shell("cat \(mount.disk) > /dev/null", timeout: 600)
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: cache + "/segments").filter { !$0.hasSuffix(".sha256") }.sorted()
+        #expect(files.count == 4, "\(files)")
+        let victim = try #require(files.first)
+        try flip(cache + "/segments/" + victim, at: 12345)
+
+        let damaged = try imgfs(["verify", "--json", "--cache-dir", cache, reference], timeout: 300)
+        #expect(damaged.status == 1, "\(damaged)")
+        let report = try JSONDecoder().decode(VerifyJSON.self, from: Data(damaged.stdout.utf8))
+        #expect(report.cache?.checked == 4)
+        #expect(report.cache?.dropped == 1)
+        #expect(!FileManager.default.fileExists(atPath: cache + "/segments/" + victim), "the damaged layer file is gone")
+
+        let mount = try MountedImage(reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+        defer { mount.unmount() }
+        try shell("cmp \(source) \(mount.disk)", timeout: 600)
+        #expect(try mount.settledStatus().statistics.framesFetched == 1, "only the dropped layer was fetched again")
+    }
+
     @Test func verifyRemoteChecksEveryBlobFrameAndTheFsverityDigestAndNamesACorruptBlob() throws {
         let registry = try TestRegistry.shared()
         let scratch = try TestEnvironment.scratchDirectory("trust-verify-remote")

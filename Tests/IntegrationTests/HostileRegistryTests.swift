@@ -286,4 +286,68 @@ struct HostileRegistryTests {
         let log = try String(contentsOfFile: mount.logFile, encoding: .utf8)
         #expect(log.contains("frame does not decompress"), "the log says why")
     }
+
+    // MARK: - lume and tart annotations
+
+    /// Pushes `format` of a small random disk, then copies of its manifest with `mutate` applied
+    /// to its layers' (or the manifest's) annotations; each copy must be refused in one error line
+    /// that contains every string of its case.
+    func expectAnnotationCasesRefused(_ format: PeerFormat, _ cases: [(String, (inout [String: Any]) -> Void, [String])]) throws {
+        let registry = try TestRegistry.shared()
+        let scratch = try TestEnvironment.scratchDirectory("hostile-annotations")
+        defer { TestEnvironment.remove(scratch) }
+        let source = scratch + "/disk.img"
+        try shell("head -c 12582912 /dev/urandom > \(source) && truncate -s 16M \(source)")
+        let repository = TestEnvironment.repository("hostile-\(format.rawValue)")
+        try PeerImageFixtures(registry: registry).push(format, disk: source, repository: repository, tag: "v1", partSize: 4 * 1024 * 1024)
+        let raw = try shell("curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' http://\(registry.address)/v2/\(repository)/manifests/v1")
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any])
+        let client = RegistryClient(registry: registry.address, credentials: StaticCredentials([:]))
+        for (number, (comment, mutate, expected)) in cases.enumerated() {
+            var copy = manifest
+            mutate(&copy)
+            let bytes = [UInt8](try JSONSerialization.data(withJSONObject: copy, options: [.sortedKeys]))
+            try client.putManifest(repository, reference: "bad-\(number)", bytes: bytes, mediaType: .ociManifest)
+            try expectMountRefused("\(registry.address)/\(repository):bad-\(number)", expected, comment: "\(format) \(comment)")
+        }
+    }
+
+    /// Sets annotation `key` of the disk layers for which `which` (their position among them) is true.
+    static func setLayerAnnotation(_ key: String, _ value: (Int) -> String?, in manifest: inout [String: Any]) {
+        var layers = manifest["layers"] as? [[String: Any]] ?? []
+        var position = 0
+        for i in layers.indices {
+            guard var annotations = layers[i]["annotations"] as? [String: String], annotations[key] != nil else { continue }
+            if let new = value(position) { annotations[key] = new }
+            layers[i]["annotations"] = annotations
+            position += 1
+        }
+        manifest["layers"] = layers
+    }
+
+    @Test func lumeAnnotationsThatAreNegativeOverlapOrDoNotAddUpAreRefused() throws {
+        let offset = "org.trycua.lume.part.offset", size = "org.trycua.lume.content.uncompressed-size"
+        let total = "org.trycua.lume.total-uncompressed-size"
+        try expectAnnotationCasesRefused(.lumeChunked, [
+            ("a negative part offset", { Self.setLayerAnnotation(offset, { $0 == 1 ? "-4194304" : nil }, in: &$0) }, [offset, "-4194304"]),
+            ("a negative part size", { Self.setLayerAnnotation(size, { $0 == 2 ? "-1" : nil }, in: &$0) }, [size, "-1"]),
+            ("overlapping parts", { Self.setLayerAnnotation(offset, { $0 == 2 ? "4194304" : nil }, in: &$0) }, ["overlaps"]),
+            ("a part past the total size", { manifest in
+                var annotations = manifest["annotations"] as? [String: String] ?? [:]
+                annotations[total] = "8388608"
+                manifest["annotations"] = annotations
+            }, ["8388608"]),
+        ])
+    }
+
+    @Test func tartAnnotationsThatAreNegativeOrDoNotAddUpAreRefused() throws {
+        let size = "org.cirruslabs.tart.uncompressed-size", disk = "org.cirruslabs.tart.uncompressed-disk-size"
+        try expectAnnotationCasesRefused(.tart, [
+            ("a negative layer size", { Self.setLayerAnnotation(size, { $0 == 0 ? "-1" : nil }, in: &$0) }, [size, "-1"]),
+            ("a disk size smaller than its layers", { Self.setLayerAnnotation(disk, { _ in "4096" }, in: &$0)
+                var annotations = $0["annotations"] as? [String: String] ?? [:]
+                if annotations[disk] != nil { annotations[disk] = "4096"; $0["annotations"] = annotations }
+            }, ["4096"]),
+        ])
+    }
 }

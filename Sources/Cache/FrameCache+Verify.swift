@@ -39,8 +39,7 @@ extension FrameCache {
             return BitmapFormat.isSet(s.verified, frame) ? .verified : nil
         }
         if let known { return known }
-        let bytes = try data.read(count: geometry.length(ofFrame: frame), at: geometry.offset(ofFrame: frame))
-        let actual = SHA256Hasher.digest(bytes)
+        let actual = try digestOfStoredFrame(frame)
         if actual == frameDigests[frame] {
             state.withLock { s in
                 // Dropped and not yet fetched again by another thread meanwhile: nothing to vouch for.
@@ -56,6 +55,24 @@ extension FrameCache {
         logger.info("cached frame does not match its digest; dropped it from the cache to fetch it again", metadata: [
             "entry": "\(layout.directory)", "frame": "\(frame)", "expected": "\(frameDigests[frame])", "actual": "\(actual)"])
         return .dropped(actual: actual)
+    }
+
+    /// SHA-256 of frame `frame`'s bytes in the data file, hashed straight from the page cache
+    /// through a private read-only mapping (no copy into a buffer first); a plain read where the
+    /// file cannot be mapped. The data file always has the disk's full size, so the mapping never
+    /// reaches past its end.
+    func digestOfStoredFrame(_ frame: Int) throws(CacheError) -> Digest {
+        let length = geometry.length(ofFrame: frame)
+        let offset = geometry.offset(ofFrame: frame)
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset - offset % page
+        let lead = Int(offset - start)
+        if let mapped = mmap(nil, lead + length, PROT_READ, MAP_PRIVATE, data.rawValue, off_t(start)), mapped != MAP_FAILED {
+            defer { munmap(mapped, lead + length) }
+            _ = madvise(mapped, lead + length, MADV_SEQUENTIAL)
+            return SHA256Hasher.digest(UnsafeRawBufferPointer(start: mapped + lead, count: length))
+        }
+        return SHA256Hasher.digest(try data.read(count: length, at: offset))
     }
 
     /// Checks every resident frame (a scrub): returns the frames that were dropped. Frames checked

@@ -1,4 +1,5 @@
 import Glibc
+import Verity
 
 /// A cache operation failed: which syscall, on which file, which frame, and why.
 public enum CacheError: Error, Equatable, CustomStringConvertible {
@@ -6,6 +7,8 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
     case system(operation: String, path: String, errno: Int32)
     /// `read` was asked for a frame whose bit is clear: a bug in the caller, who must check `contains` first.
     case frameNotPresent(frame: Int, path: String)
+    /// A cached frame's bytes do not hash to its digest; it has been dropped from the cache.
+    case corruptFrame(frame: Int, path: String, expected: Digest, actual: Digest)
     /// A frame number outside `0..<frameCount`.
     case frameOutOfRange(frame: Int, frameCount: Int)
     /// A verified frame whose length does not match the entry's geometry (a frame of another image).
@@ -28,6 +31,8 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
             "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         case .frameNotPresent(let frame, let path):
             "frame \(frame) is not in the cache \(path)"
+        case .corruptFrame(let frame, let path, let expected, let actual):
+            "frame \(frame) in the cache \(path) hashes to \(actual), not \(expected); it was dropped from the cache"
         case .frameOutOfRange(let frame, let frameCount):
             "frame \(frame) is out of range: the disk has \(frameCount) frames"
         case .frameLengthMismatch(let frame, let expected, let actual):

@@ -36,6 +36,9 @@ public final class FrameCache: Sendable {
     let lockFile: FileDescriptor
     let header: BitmapFormat.Header
     let logger: Logger
+    /// SHA-256 of every frame's uncompressed bytes, from the image's index: what a cached frame is
+    /// checked against before this process serves it for the first time (see `verify`).
+    let frameDigests: [Digest]
     let state: Mutex<State>
     /// Serialises `commitStaged`; taken before `state`, never under it.
     let commitLock = Mutex<Void>(())
@@ -51,6 +54,12 @@ public final class FrameCache: Sendable {
         var residentCount: Int
         /// Written with `stage` and not yet made durable by `commitStaged`.
         var staged: [Int] = []
+        /// Resident frames whose bytes this process has checked against their digest (or wrote
+        /// itself from a `VerifiedFrame`, or punched as a hole): the only ones it serves. A subset
+        /// of `resident`. Never written to disk, dm-verity style: the bitmap file says which frames
+        /// were stored, not that their bytes are still intact, so each process checks each frame
+        /// once (bit rot, a copied cache directory or a stray write is caught before it is served).
+        var verified: [UInt8]
         /// Whether the header on disk carries the all-present flag.
         var allPresentOnDisk: Bool
         var closed = false
@@ -60,11 +69,14 @@ public final class FrameCache: Sendable {
             self.durableCount = durableCount
             self.resident = bits
             self.residentCount = durableCount
+            self.verified = [UInt8](repeating: 0, count: bits.count)
             self.allPresentOnDisk = allPresentOnDisk
         }
 
-        /// Sets a resident bit; false if it was set already.
+        /// Sets a resident bit for bytes this process has just written and verified (or punched);
+        /// false if it was set already.
         mutating func markResident(_ frame: Int) -> Bool {
+            _ = BitmapFormat.set(&verified, frame)
             guard BitmapFormat.set(&resident, frame) else { return false }
             residentCount += 1
             return true
@@ -73,6 +85,7 @@ public final class FrameCache: Sendable {
         mutating func clearResident(_ frame: Int) {
             guard BitmapFormat.isSet(resident, frame), !BitmapFormat.isSet(bits, frame) else { return }
             BitmapFormat.clear(&resident, frame)
+            BitmapFormat.clear(&verified, frame)
             residentCount -= 1
         }
     }
@@ -124,7 +137,7 @@ public final class FrameCache: Sendable {
                 }
             }
             cache = try load(layout, lockFile: lockFile, expected: expected, geometry: geometry,
-                             key: key, imageReference: imageReference, logger: logger)
+                             key: key, frameDigests: frameDigests, imageReference: imageReference, logger: logger)
         } catch {
             lockFile.close()
             throw error
@@ -141,7 +154,7 @@ public final class FrameCache: Sendable {
 
     private init(layout: CacheLayout, data: FileDescriptor, directData: DirectWriter?, bitmap: FileDescriptor, lockFile: FileDescriptor,
                  header: BitmapFormat.Header, state: State, geometry: DiskGeometry, key: CacheKey,
-                 imageReference: String, logger: Logger) {
+                 frameDigests: [Digest], imageReference: String, logger: Logger) {
         self.layout = layout
         self.data = data
         self.directData = directData
@@ -152,6 +165,7 @@ public final class FrameCache: Sendable {
         self.geometry = geometry
         self.key = key
         self.imageReference = imageReference
+        self.frameDigests = frameDigests
         self.logger = logger
     }
 
@@ -303,7 +317,8 @@ extension FrameCache {
     /// Opens the data and bitmap files and reads the bits. Caller holds the shared lock, and
     /// closes `lockFile` if this throws.
     static func load(_ layout: CacheLayout, lockFile: FileDescriptor, expected: BitmapFormat.Header,
-                     geometry: DiskGeometry, key: CacheKey, imageReference: String, logger: Logger) throws(CacheError) -> FrameCache {
+                     geometry: DiskGeometry, key: CacheKey, frameDigests: [Digest], imageReference: String,
+                     logger: Logger) throws(CacheError) -> FrameCache {
         let data = try FileDescriptor.open(layout.dataPath, O_RDWR)
         let bitmap: FileDescriptor
         do { bitmap = try FileDescriptor.open(layout.bitmapPath, O_RDWR) } catch {
@@ -332,7 +347,7 @@ extension FrameCache {
         let cache = FrameCache(
             layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, header: expected,
             state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
-            geometry: geometry, key: key, imageReference: imageReference, logger: logger)
+            geometry: geometry, key: key, frameDigests: frameDigests, imageReference: imageReference, logger: logger)
         // The flag is derived from the bits; the bits win if the two disagree.
         if header.allPresent != (present == frames) {
             logger.info("bitmap all-present flag disagrees with its bits, rewriting it", metadata: [

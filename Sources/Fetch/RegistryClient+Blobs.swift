@@ -16,8 +16,9 @@ extension RegistryClient {
         return length
     }
 
-    /// A whole (small) blob in memory, verified against `digest`.
-    public func blob(_ repository: String, digest: Digest, maxSize: Int64) throws(FetchError) -> [UInt8] {
+    /// One attempt at a whole (small) blob in memory, verified against `digest`; `blob(_:digest:maxSize:)`
+    /// (in `+VerifiedFetch`) retries it.
+    func blobAttempt(_ repository: String, digest: Digest, maxSize: Int64) throws(FetchError) -> [UInt8] {
         var bytes: [UInt8] = []
         let hasher = SHA256Hasher()
         do {

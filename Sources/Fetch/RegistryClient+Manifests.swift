@@ -16,9 +16,10 @@ public struct FetchedManifest: Sendable, Equatable {
 }
 
 extension RegistryClient {
-    /// `GET /v2/<repository>/manifests/<reference>`; mirrors first. When `reference` is a
-    /// digest the bytes must hash to it.
-    public func manifest(_ repository: String, reference: String, accept: [MediaType] = MediaType.acceptedManifests) throws(FetchError) -> FetchedManifest {
+    /// One attempt at `GET /v2/<repository>/manifests/<reference>`; mirrors first. When
+    /// `reference` is a digest the bytes must hash to it. `manifest(_:reference:accept:)` (in
+    /// `+VerifiedFetch`) retries it.
+    func manifestAttempt(_ repository: String, reference: String, accept: [MediaType]) throws(FetchError) -> FetchedManifest {
         let context = ErrorContext(operation: .getManifest, registry: registry, repository: repository, reference: reference)
         let pinned = reference.hasPrefix("sha256:") ? try? Digest(parsing: reference) : nil
         let limit = options.maxManifestSize

@@ -81,8 +81,7 @@ public enum VMImageReader {
         case .lumeLegacy: return try LumeLegacyFormat.read(manifest, load: load)
         case .tart: return try TartFormat.read(manifest)
         case nil:
-            let types = ([manifest.config.mediaType] + manifest.layers.map(\.mediaType)).map(\.rawValue)
-            throw .unrecognised(reason: "no imgfs, lume or tart media types (config and layers: \(types.joined(separator: ", ")))")
+            throw .unrecognised(reason: ForeignArtifact.describe(manifest))
         }
     }
 }

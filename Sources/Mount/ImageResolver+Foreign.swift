@@ -31,9 +31,13 @@ extension ImageResolver {
         let (topDigest, topBytes) = try topManifest(locator, offline: &offline)
         let (manifestDigest, manifest) = try imageManifest(topDigest, topBytes, locator: locator, offline: offline)
         switch VMImageReader.kind(of: manifest) {
-        case .imgfs?, nil:
-            // imgfs's own path (and its errors for manifests of no known format), pinned to the
-            // manifest just chosen: it is in the store now, so this asks the registry nothing.
+        case nil:
+            // The same words as pull and convert: what it is (a container image, a Helm chart…)
+            // and what imgfs reads, not which media type the imgfs reader expected.
+            throw .foreign(.layout(.unrecognised(reason: ForeignArtifact.describe(manifest))))
+        case .imgfs?:
+            // imgfs's own path, pinned to the manifest just chosen: it is in the store now, so
+            // this asks the registry nothing.
             var pinned = locator
             pinned.digest = manifestDigest
             var resolved = try resolve(pinned)

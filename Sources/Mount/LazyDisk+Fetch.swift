@@ -11,7 +11,9 @@ extension LazyDisk {
     /// Throws the first failure, after every owned frame has been completed.
     func obtain(_ frames: [Int], purpose: Purpose) throws(MountError) -> [Int: VerifiedFrame] {
         guard !isStopping else { throw .stopped }
-        let deadline = monotonicNow() + options.readTimeout
+        let now = monotonicNow()
+        let deadline = now + options.readTimeout
+        if purpose == .demand, let failed = recentFailure(among: frames, now: now) { throw failed }
         let (owned, waiting) = flights.claim(frames) { cache.contains($0) }
         var results: [Int: VerifiedFrame] = [:]
         var failure: MountError?
@@ -65,6 +67,7 @@ extension LazyDisk {
         var attempt = 0
         while !pending.isEmpty {
             attempt += 1
+            let attemptStart = monotonicNow()
             for group in FetchPlan.groups(for: Array(pending.keys), index: index, maxBytes: options.maxRequestBytes) {
                 // Each frame is staged and handed to its waiters as soon as it is verified, not
                 // after the whole range: a sequential reader waits for one frame, not for sixteen.
@@ -85,9 +88,22 @@ extension LazyDisk {
                     }
                 }
             }
-            if pending.isEmpty || attempt >= options.fetchAttempts || monotonicNow() >= deadline || isStopping { break }
+            // Another attempt only if one as long as this one still ends before the deadline: a
+            // registry that stalls mid-body costs one attempt's timeouts, not one per attempt, and
+            // the reader gets EIO within its read timeout.
+            let pause = 0.1 * Double(attempt)
+            if pending.isEmpty || attempt >= options.fetchAttempts || isStopping
+                || monotonicNow() + pause + (monotonicNow() - attemptStart) >= deadline { break }
             // A short pause before trying again, so that a registry hiccup has time to pass.
-            usleep(UInt32(100_000 * attempt))
+            usleep(UInt32(pause * 1_000_000))
+        }
+        if !pending.isEmpty {
+            let until = monotonicNow() + options.failureMemory
+            recentFailures.withLock { failures in
+                for frame in pending.keys {
+                    failures[frame] = (until, lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout))
+                }
+            }
         }
         for (frame, flight) in pending {
             let error = lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout)
@@ -96,6 +112,16 @@ extension LazyDisk {
                     "frame": "\(frame)", "attempts": "\(attempt)", "error": "\(error)"])
             }
             complete(flight, .failure(error))
+        }
+    }
+
+    /// The error of a frame of `frames` that failed every attempt less than `failureMemory` ago.
+    func recentFailure(among frames: [Int], now: Double) -> MountError? {
+        recentFailures.withLock { failures in
+            guard !failures.isEmpty else { return nil }
+            failures = failures.filter { $0.value.until > now }
+            for frame in frames { if let failure = failures[frame] { return failure.error } }
+            return nil
         }
     }
 

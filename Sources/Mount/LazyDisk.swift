@@ -12,6 +12,8 @@ public struct LazyDiskOptions: Sendable {
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
     /// Tries per frame before a read fails (a frame that fails verification is fetched again).
     public var fetchAttempts = 3
+    /// How long a frame that failed every attempt fails again at once, without a new fetch.
+    public var failureMemory: Double = 5
     /// The longest a read waits for its frames before it fails with EIO.
     public var readTimeout: Double = 30
     /// Readahead window, in frames, once reads look sequential.
@@ -48,6 +50,11 @@ public final class LazyDisk: Sendable {
     let streams: StreamDetector
     let readaheadJobs: JobQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
+    let verifierThread = Mutex<WorkerThread?>(nil)
+    /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
+    /// with the same error. The kernel retries a failed read page by page; without this, a
+    /// registry that stalls mid-body would hold each of those retries for another full timeout.
+    let recentFailures = Mutex<[Int: (until: Double, error: MountError)]>([:])
     let committer: CacheCommitter
     let activity = ReadActivity()
     let stopping = Atomic<Bool>(false)
@@ -71,13 +78,17 @@ public final class LazyDisk: Sendable {
         self.committer = CacheCommitter(cache: cache, logger: logger)
     }
 
-    /// Starts the cache's background commits and the readahead threads.
+    /// Starts the cache's background commits, the cached-frame checker and the readahead threads.
     public func start() {
         committer.start()
+        startVerifier()
         guard options.readaheadThreads > 0 else { return }
         let threads = (0..<options.readaheadThreads).map { i in
             WorkerThread(name: "readahead-\(i)") { [self] in
                 while let frames = readaheadJobs.pop() {
+                    // Cached frames ahead of a sequential reader are checked here, off the reader's
+                    // path, so that its reads of them are spliced from the cache file at once.
+                    for frame in frames where cache.contains(frame) && !cache.isVerified(frame) { checkCached(frame) }
                     do { _ = try obtain(frames, purpose: .readahead) } catch {
                         logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
                     }
@@ -96,6 +107,10 @@ public final class LazyDisk: Sendable {
             return threads
         }
         for thread in threads { thread.join() }
+        verifierThread.withLock { thread in
+            thread?.join()
+            thread = nil
+        }
         committer.stop()
     }
 
@@ -111,6 +126,9 @@ public final class LazyDisk: Sendable {
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
 
+        // Cached frames this daemon has not served yet are checked against their digests first; one
+        // that fails is dropped from the cache and so joins the missing frames below.
+        for frame in cache.unverified(in: frames) where !index.frames[frame].isHole { checkCached(frame) }
         var missing: [Int] = []
         for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) { missing.append(frame) }
         statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
@@ -146,10 +164,41 @@ public final class LazyDisk: Sendable {
         }
     }
 
+    /// Checks a cached frame's bytes once per daemon (`FrameCache.verify`). A frame that fails is
+    /// dropped, counted and logged; the caller fetches it again. A check that cannot read the cache
+    /// is logged and leaves the frame unverified, so that the read reports the error.
+    func checkCached(_ frame: Int) {
+        do {
+            if case .dropped(let actual) = try cache.verify(frame) {
+                statistics.cacheVerificationFailures.add(1, ordering: .relaxed)
+                logger.warning("cached frame was corrupt; fetching it again", metadata: [
+                    "frame": "\(frame)", "expected": "\(index.frames[frame].digest)", "actual": "\(actual)"])
+            }
+        } catch {
+            logger.error("could not check a cached frame", metadata: ["frame": "\(frame)", "error": "\(error)"])
+        }
+    }
+
     /// Makes `frames` present (fetching those that are missing) without reading them; for the
     /// profile and background prefetch. Does not wait for frames other threads are fetching.
     func prefetch(_ frames: [Int], purpose: Purpose) throws(MountError) {
         _ = try obtain(frames.filter { !index.frames[$0].isHole }, purpose: purpose)
+    }
+
+    /// One thread at the lowest CPU priority checks every cached frame once, in disk order, from
+    /// the start of the mount: what it has checked by the time a reader gets there is spliced from
+    /// the cache file straight away instead of being hashed on the reader's path. A remounted,
+    /// fully cached disk thus pays its one SHA-256 per frame mostly on a core the reader does not use.
+    func startVerifier() {
+        guard !cache.unverified(in: 0..<index.frames.count).isEmpty else { return }
+        let thread = WorkerThread(name: "cache-verify") { [self] in
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            for frame in 0..<index.frames.count {
+                if isStopping { return }
+                if !index.frames[frame].isHole, cache.contains(frame), !cache.isVerified(frame) { checkCached(frame) }
+            }
+        }
+        verifierThread.withLock { $0 = thread }
     }
 
     // MARK: - Readahead
@@ -159,7 +208,8 @@ public final class LazyDisk: Sendable {
         // Batches of a few frames, so that a reader who catches up with readahead waits for one
         // small batch, not for the whole window.
         var batch: [Int] = []
-        for frame in ahead where !index.frames[frame].isHole && !cache.contains(frame) {
+        // Missing frames are fetched, and cached ones this daemon has not checked yet are checked.
+        for frame in ahead where !index.frames[frame].isHole && !cache.isVerified(frame) {
             batch.append(frame)
             if batch.count == 8 {
                 _ = readaheadJobs.offer(batch)

@@ -17,6 +17,9 @@ public final class MountStatistics: Sendable {
     let sharedFrames = Atomic<Int64>(0)
     /// Frames whose bytes did not decompress or hash to the index's digest.
     let verificationFailures = Atomic<Int64>(0)
+    /// Cached frames whose bytes no longer matched their digest when first served by this daemon
+    /// (dropped from the cache and fetched again).
+    let cacheVerificationFailures = Atomic<Int64>(0)
     /// Range requests being sent or received right now.
     let requestsInFlight = Atomic<Int>(0)
     /// The most range requests ever in flight at once: evidence that readers are served in parallel.
@@ -57,7 +60,8 @@ public final class MountStatistics: Sendable {
             readErrors: readErrors.load(ordering: .relaxed),
             readaheadFrames: readaheadFrames.load(ordering: .relaxed),
             profileFrames: profileFrames.load(ordering: .relaxed),
-            prefetchedFrames: prefetchedFrames.load(ordering: .relaxed))
+            prefetchedFrames: prefetchedFrames.load(ordering: .relaxed),
+            cacheVerificationFailures: cacheVerificationFailures.load(ordering: .relaxed))
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -74,6 +78,8 @@ public final class MountStatistics: Sendable {
         public var readaheadFrames: Int64
         public var profileFrames: Int64
         public var prefetchedFrames: Int64
+        /// Optional so that the status of a daemon from before it existed still decodes.
+        public var cacheVerificationFailures: Int64?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {

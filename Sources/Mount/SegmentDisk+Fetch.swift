@@ -9,7 +9,7 @@ extension SegmentDisk {
     func fetch(_ segment: Segment, key: SegmentKey, demanded: Bool) -> Result<VerifiedSegmentFile, MountError> {
         // Another flight (or another mount sharing the cache) may have finished it meanwhile.
         do {
-            if let file = try store.open(key, length: segment.length, layer: segment.name) { return .success(file) }
+            if let file = try store.openChecked(key, segment: segment, logger: logger) { return .success(file) }
         } catch {
             return .failure(error)
         }
@@ -58,6 +58,11 @@ extension SegmentDisk {
         let decoder: SegmentDecoder
         do { decoder = try SegmentDecoder(segment: segment) } catch { throw .foreign(.verification(error, attempts: attempt)) }
         let writer = SparseWriter(fd: fd, base: segment.diskOffset, path: partial, layer: segment.name)
+        // The digest of the decoded bytes, recorded beside the file so that a later daemon can check
+        // the file before serving it even when the manifest gives no uncompressed digest.
+        let hasher = SHA256Hasher()
+        var hashed: UInt64 = 0
+        var inOrder = true
         var position: Int64 = 0
         while position < segment.blob.size {
             guard !isStopping else { throw .stopped }
@@ -65,7 +70,17 @@ extension SegmentDisk {
             let bytes = try request(segment, range: range)
             let fed = bytes.withUnsafeBytes { raw in
                 Result { () throws(SegmentError) in
-                    try decoder.feed(raw) { diskOffset, decoded in try writer.write(decoded, atDiskOffset: diskOffset) }
+                    try decoder.feed(raw) { diskOffset, decoded in
+                        try writer.write(decoded, atDiskOffset: diskOffset)
+                        let at = diskOffset - segment.diskOffset
+                        if at > hashed { hasher.updateZeros(count: Int(at - hashed)); hashed = at }
+                        if at == hashed {
+                            hasher.update(decoded)
+                            hashed += UInt64(decoded.count)
+                        } else {
+                            inOrder = false
+                        }
+                    }
                 }
             }
             if case .failure(let error) = fed {
@@ -77,6 +92,12 @@ extension SegmentDisk {
         }
         do { try decoder.finish() } catch { throw .foreign(.verification(error, attempts: attempt)) }
 
+        if hashed < segment.length { hasher.updateZeros(count: Int(segment.length - hashed)) }
+        // Decoders deliver in disk order; if one ever does not, there is no digest to record and
+        // the next daemon fetches the layer again rather than trust it unchecked.
+        if let digest = inOrder ? hasher.finalize() : segment.uncompressedDigest {
+            try store.storeDigest(digest, for: key, layer: segment.name)
+        }
         guard fsync(fd) == 0 else { throw ioError("fsync", partial) }
         close(fd)
         isOpen = false

@@ -152,7 +152,8 @@ public final class SegmentDisk: VirtualDisk {
             statistics.cacheHits.add(1, ordering: .relaxed)
             return file
         }
-        if let file = try store.open(key, length: segment.length, layer: segment.name) {
+        // Not opened by this daemon yet: checked once, whole, before its first byte is served.
+        if let file = try store.openChecked(key, segment: segment, logger: logger) {
             files.withLock { $0[key] = file }
             statistics.cacheHits.add(1, ordering: .relaxed)
             return file

@@ -79,6 +79,55 @@ struct SegmentStore: Sendable {
         return VerifiedSegmentFile(fd: fd, length: length, path: path)
     }
 
+    /// Where the SHA-256 of a layer's decoded bytes is kept, written when the fetch verified them:
+    /// what a later daemon checks the file against when the manifest gives no uncompressed digest.
+    func digestPath(_ key: SegmentKey) -> String { finalPath(key) + ".sha256" }
+
+    /// Records the digest of a fetched layer's decoded bytes, durably, before the layer's file is
+    /// renamed into place (so a final file never lacks its digest, except one from before digests
+    /// were kept, which `openChecked` discards).
+    func storeDigest(_ digest: Digest, for key: SegmentKey, layer: String) throws(MountError) {
+        let path = digestPath(key)
+        try LocalFiles.writeAtomically(path, Array(digest.description.utf8), durable: true)
+    }
+
+    /// `open`, for a file this daemon has not served yet: the whole file is hashed and compared
+    /// with the segment's uncompressed digest (or, without one, the digest recorded when it was
+    /// fetched). A file that does not match, or has no digest to match, is removed and nil is
+    /// returned, so the layer is fetched again: bytes on disk are not trusted because of their name.
+    func openChecked(_ key: SegmentKey, segment: Segment, logger: Logger) throws(MountError) -> VerifiedSegmentFile? {
+        guard let file = try open(key, length: segment.length, layer: segment.name) else { return nil }
+        let recorded = (try? LocalFiles.read(digestPath(key), limit: 100)).flatMap { try? Digest(parsing: String(decoding: $0, as: UTF8.self)) }
+        let expected = segment.uncompressedDigest ?? recorded
+        let actual = try Self.digest(of: file, layer: segment.name)
+        if let expected, actual == expected { return file }
+        logger.info("cached layer does not match its digest; removing it to fetch it again", metadata: [
+            "layer": "\(segment.name)", "path": "\(file.path)", "expected": "\(expected.map { "\($0)" } ?? "none recorded")",
+            "actual": "\(actual)"])
+        unlink(file.path)
+        unlink(digestPath(key))
+        return nil
+    }
+
+    /// SHA-256 of a layer file's bytes (holes read as zeros), 1 MiB at a time.
+    static func digest(of file: VerifiedSegmentFile, layer: String) throws(MountError) -> Digest {
+        let hasher = SHA256Hasher()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: UInt64 = 0
+        while offset < file.length {
+            let count = Int(min(UInt64(buffer.count), file.length - offset))
+            let result = buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(MountError) in
+                    try file.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]), layer: layer)
+                }
+            }
+            try result.get()
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            offset += UInt64(count)
+        }
+        return hasher.finalize()
+    }
+
     func contains(_ key: SegmentKey, length: UInt64) -> Bool {
         var st = stat()
         return stat(finalPath(key), &st) == 0 && st.st_size == off_t(length)

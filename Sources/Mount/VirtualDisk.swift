@@ -36,7 +36,17 @@ extension LazyDisk: VirtualDisk {
     public func localExtent(at offset: UInt64, count: Int) -> LocalExtent? {
         guard count > 0, offset < size, UInt64(count) <= size - offset else { return nil }
         let frames = geometry.frames(covering: offset, length: count)
-        guard let descriptor = cache.presentDataDescriptor(frames: frames) else { return nil }
+        var descriptor = cache.presentDataDescriptor(frames: frames)
+        if descriptor == nil {
+            // Cached frames this daemon has not served yet are checked here, so that their first
+            // read is spliced too rather than copied through `read`; one that fails is dropped and
+            // the read goes through `read`, which fetches it again.
+            let unchecked = cache.unverified(in: frames).filter { !index.frames[$0].isHole }
+            guard !unchecked.isEmpty else { return nil }
+            for frame in unchecked { checkCached(frame) }
+            descriptor = cache.presentDataDescriptor(frames: frames)
+        }
+        guard let descriptor else { return nil }
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
         statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)

@@ -41,12 +41,20 @@ struct FramePuller {
     func run() throws(PullError) {
         let geometry = index.geometry
         var remaining = [Int]()
+        var buffer = [UInt8](repeating: 0, count: geometry.frameSize)
+        var rechecked = 0
         for (frame, entry) in index.frames.enumerated() where !entry.isHole {
-            if journal.isFrameDone(frame) {
+            // A frame a previous run journalled is re-read and hashed, not trusted because the
+            // journal says so: the file may have been damaged or written to since.
+            if journal.isFrameDone(frame), try isIntact(frame, buffer: &buffer) {
                 progress.doneBytes.add(Int64(geometry.length(ofFrame: frame)), ordering: .relaxed)
             } else {
+                if journal.isFrameDone(frame) { rechecked += 1 }
                 remaining.append(frame)
             }
+        }
+        if rechecked > 0 {
+            logger.info("frames of the resumed pull no longer match their digests; fetching them again", metadata: ["count": "\(rechecked)"])
         }
         if remaining.count < index.frames.filter({ !$0.isHole }).count { progress.unitsResumed.add(1, ordering: .relaxed) }
         remaining = try copyFromCache(remaining)
@@ -57,7 +65,11 @@ struct FramePuller {
             do { decompressor = try GzipFrameDecompressor() } catch {
                 throw .frame(layer: SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)")
             }
-            return { (run) throws(PullError) in try fetch(run, decompressor: decompressor, pool: pool) }
+            return { (run) throws(PullError) in
+                try DamageRetry.run("layer \(run.layer) bytes \(run.range.lowerBound)..<\(run.range.upperBound)", logger: logger) { () throws(PullError) in
+                    try fetch(run, decompressor: decompressor, pool: pool)
+                }
+            }
         }
     }
 
@@ -159,6 +171,17 @@ struct FramePuller {
         }
         try disk.sync()
         try journal.markFramesDone(run.frames)
+    }
+
+    /// Whether the bytes of `frame` in the partial disk hash to the index's digest.
+    private func isIntact(_ frame: Int, buffer: inout [UInt8]) throws(PullError) -> Bool {
+        let length = index.geometry.length(ofFrame: frame)
+        let offset = index.geometry.offset(ofFrame: frame)
+        let disk = self.disk
+        try buffer.withUnsafeMutableBytes { raw in
+            Result { () throws(PullError) in try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<length]), at: offset) }
+        }.get()
+        return buffer.withUnsafeBytes { SHA256Hasher.digest(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == index.frames[frame].digest
     }
 
     private func write(_ frame: VerifiedFrame, frame index: Int) throws(PullError) {

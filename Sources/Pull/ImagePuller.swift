@@ -51,7 +51,16 @@ public final class ImagePuller: Sendable {
         let diskPath = directory + "/disk.img"
         let partialPath = directory + "/disk.img.partial"
         let frameCount = image.imgfs?.index.frames.count ?? 0
-        let (journal, resumed) = PullJournal.open(directory: directory, manifestDigest: manifestDigest, diskSize: image.layout.diskSize, frameCount: frameCount)
+        var (journal, resumed) = PullJournal.open(directory: directory, manifestDigest: manifestDigest, diskSize: image.layout.diskSize, frameCount: frameCount)
+        // A pull the journal calls complete is checked before it is reported so, where the manifest
+        // gives the disk's fs-verity digest: bytes on disk are not trusted because a file says so.
+        if resumed, journal.isComplete, access(diskPath, F_OK) == 0, let expected = image.fsverityDigest,
+           (try? FSVerity.digest(ofFileAt: diskPath)) != expected {
+            logger.info("the pulled disk.img does not match the manifest's fs-verity digest any more; pulling it again",
+                           metadata: ["directory": "\(directory)"])
+            journal.remove()
+            (journal, resumed) = PullJournal.open(directory: directory, manifestDigest: manifestDigest, diskSize: image.layout.diskSize, frameCount: frameCount)
+        }
         var result = PullResult(reference: displayName, manifestDigest: manifestDigest, format: image.kind.rawValue, directory: directory,
                                 diskSize: image.layout.diskSize, files: [], bytesDownloaded: 0, requests: 0, framesFromCache: 0,
                                 unitsResumed: 0, fsverityDigest: image.fsverityDigest, verityEnabled: false, alreadyComplete: false)

@@ -23,7 +23,7 @@ struct Imgfs: ParsableCommand {
           imgfs umount /mnt/vm
         """,
         version: imgfsVersion,
-        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self, ConvertCommand.self, LoginCommand.self]
+        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self, VerifyCommand.self, ConvertCommand.self, LoginCommand.self]
     )
 
     /// Started by mount(8) as a mount helper, imgfs translates the helper's arguments into

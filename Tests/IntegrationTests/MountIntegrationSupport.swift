@@ -81,6 +81,7 @@ struct MountStatusJSON: Decodable {
         var peakRequestsInFlight: Int
         var readErrors: Int64
         var sharedFrames: Int64
+        var cacheVerificationFailures: Int64?
     }
     var pid: Int32
     var mountpoint: String

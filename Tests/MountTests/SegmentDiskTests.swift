@@ -234,7 +234,7 @@ func segmentFiles(_ root: String) -> [String] {
             #expect(try disk.bytes(at: 0, count: 300_000) == fixture.disk)
             disk.stop()
         }
-        let files = segmentFiles(directory.path)
+        let files = segmentFiles(directory.path).filter { !$0.hasSuffix(".sha256") }
         #expect(files.count == 1 && !files[0].contains(".partial"), "\(files)")
         // Zero blocks were skipped: the cached file is sparse.
         var st = stat()
@@ -284,5 +284,39 @@ func segmentFiles(_ root: String) -> [String] {
         defer { disk.stop() }
         #expect(!FileManager.default.fileExists(atPath: stale))
         #expect(try disk.bytes(at: 0, count: 10_000) == part)
+    }
+
+    /// Issue 11: a layer file is checked, whole, the first time a daemon serves it; one that
+    /// changed on disk is removed and fetched again, with or without an uncompressed digest in
+    /// the manifest (without one, the digest recorded at fetch time is the reference).
+    @Test(arguments: [true, false])
+    func aFlippedByteInACachedLayerIsNeverServedAndTheLayerIsFetchedAgain(withUncompressedDigest: Bool) throws {
+        let part = SegmentFixture.pattern(100_000, seed: 12)
+        let fixture = try SegmentFixture(size: 120_000, pieces: [(10_000, part, .gzip)], withUncompressedDigest: withUncompressedDigest)
+        let directory = TemporaryDirectory()
+        do {
+            let disk = try fixture.open(directory.path)
+            #expect(try disk.bytes(at: 0, count: 120_000) == fixture.disk)
+            disk.stop()
+        }
+        let key = SegmentKey(fixture.layout.segments[0])
+        let path = directory.path + "/segments/" + key.name
+        #expect(FileManager.default.fileExists(atPath: path + ".sha256"))
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: 777)
+        let original = try #require(try handle.read(upToCount: 1))
+        try handle.seek(toOffset: 777)
+        try handle.write(contentsOf: Data([original[0] ^ 0x01]))
+        try handle.close()
+
+        let before = fixture.source.totalRequests
+        let again = try fixture.open(directory.path)
+        defer { again.stop() }
+        #expect(try again.bytes(at: 0, count: 120_000) == fixture.disk)
+        #expect(fixture.source.totalRequests > before, "the layer was fetched again")
+        // Repaired on disk, and checked only once per daemon: no further fetch.
+        let after = fixture.source.totalRequests
+        #expect(try again.bytes(at: 10_777, count: 1) == [part[777]])
+        #expect(fixture.source.totalRequests == after)
     }
 }

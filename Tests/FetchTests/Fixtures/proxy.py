@@ -8,6 +8,9 @@
   requests fail with that status.
 - redirects: /_admin/redirect?on=1 answers blob GETs with 307 to http://localhost:PORT/_blobstore/...
   (another origin than 127.0.0.1:PORT), which records whether an Authorization header came along.
+- corruption: --corrupt-once flips one bit in the body of the first GET of every blob and
+  manifest-by-digest (per path and Range), so every object a client fetches arrives damaged once;
+  --corrupt-rate R flips one bit in a fraction R of those responses, at random. Counted in stats.
 - /_admin/revoke forgets every issued token; /_admin/stats returns counters as JSON.
 - --log FILE: one line per request: METHOD PATH STATUS RANGE.
 
@@ -15,6 +18,7 @@ Prints 127.0.0.1:PORT on stdout once listening. Standard library only.
 """
 import argparse
 import base64
+import random
 import http.client
 import json
 import secrets
@@ -35,7 +39,9 @@ class State:
         self.faults = []  # [(status, retry_after)]
         self.redirect = False
         self.stats = {"requests": 0, "tokens_issued": 0, "token_denied": 0, "faults_served": 0,
-                      "unauthorized": 0, "blobstore_requests": 0, "blobstore_auth_headers": 0}
+                      "unauthorized": 0, "blobstore_requests": 0, "blobstore_auth_headers": 0,
+                      "corrupted": 0}
+        self.corrupted_keys = set()
         self.port = 0
 
     def bump(self, key, n=1):
@@ -165,7 +171,7 @@ def make_handler(state):
             try:
                 conn.request(self.command, path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = self.maybe_corrupt(path, resp.status, resp.read())
                 out = {k: v for k, v in resp.getheaders() if k.lower() not in HOP and k.lower() != "content-length"}
                 if self.command == "HEAD":
                     out["Content-Length"] = resp.getheader("Content-Length", "0")
@@ -174,6 +180,28 @@ def make_handler(state):
                 self.reply(resp.status, data, out, head=self.command == "HEAD")
             finally:
                 conn.close()
+
+        def maybe_corrupt(self, path, status, data):
+            if self.command != "GET" or status not in (200, 206) or not data:
+                return data
+            if "/blobs/sha256:" not in path and "/manifests/sha256:" not in path:
+                return data
+            corrupt = False
+            with state.lock:
+                if args.corrupt_once:
+                    key = (path, self.headers.get("Range", ""))
+                    if key not in state.corrupted_keys:
+                        state.corrupted_keys.add(key)
+                        corrupt = True
+                if not corrupt and args.corrupt_rate > 0 and random.random() < args.corrupt_rate:
+                    corrupt = True
+                if corrupt:
+                    state.stats["corrupted"] += 1
+            if not corrupt:
+                return data
+            damaged = bytearray(data)
+            damaged[random.randrange(len(damaged))] ^= 1 << random.randrange(8)
+            return bytes(damaged)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
@@ -189,6 +217,8 @@ def main():
     p.add_argument("--token-ttl", type=int, default=300)
     p.add_argument("--access-token", action="store_true", help="answer with access_token instead of token")
     p.add_argument("--log")
+    p.add_argument("--corrupt-once", action="store_true", help="damage the first GET of every blob/manifest-by-digest range")
+    p.add_argument("--corrupt-rate", type=float, default=0.0, help="damage this fraction of blob/manifest-by-digest GETs")
     args = p.parse_args()
     state = State(args)
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))

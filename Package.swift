@@ -21,6 +21,9 @@ let package = Package(
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
 
+        // The commit a build was made from, handed in as a C define (contrib/package/build).
+        .target(name: "CBuildInfo"),
+
         // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
         .target(name: "Threading"),
         // Small file-system helpers shared by the pipelines (spool files, typed errno errors).
@@ -52,7 +55,7 @@ let package = Package(
         .target(name: "Mount", dependencies: ["SystemIO", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
-            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
+            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -22,6 +22,11 @@ public struct MountStatus: Codable, Sendable {
     public var hitRatio: Double
     /// The copy-on-write layer of a `--writable` mount (its `overlay.json` names the base image).
     public var writableDirectory: String?
+    /// The daemon's `imgfs --version` parts: after an upgrade, a mount still served by the old
+    /// binary says so here.
+    public var version: String?
+    /// The commit the daemon was built from; nil when it was built without one (a plain `swift build`).
+    public var commit: String?
 
     public init(pid: Int32, mountpoint: String, reference: String, manifestDigest: String, cacheDirectory: String,
                 logFile: String?, diskSize: UInt64, totalFrames: Int, cachedFrames: Int, bytesCached: UInt64,

@@ -9,12 +9,17 @@ public final class StatusReporter: Sendable {
     let reference: String?
     let logFile: String?
     let writableDirectory: String?
+    let version: String?
+    let commit: String?
     let logger: Logger
     let startedAt: Double
     let thread = BackgroundThread(name: "status")
 
-    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil, logger: Logger) {
+    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
+                version: String? = nil, commit: String? = nil, logger: Logger) {
         self.writableDirectory = writableDirectory
+        self.version = version
+        self.commit = commit
         self.session = session
         self.mountpoint = mountpoint
         self.reference = reference
@@ -36,6 +41,8 @@ public final class StatusReporter: Sendable {
     func writeOnce() {
         var status = session.status(pid: getpid(), mountpoint: mountpoint, reference: reference, logFile: logFile, startedAt: startedAt, now: wallClock())
         status.writableDirectory = writableDirectory
+        status.version = version
+        status.commit = commit
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }

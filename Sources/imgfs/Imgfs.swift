@@ -21,6 +21,7 @@ struct Imgfs: ParsableCommand {
           qemu-system-x86_64 -drive file=/mnt/vm/disk.img,format=raw,readonly=on …
           imgfs umount /mnt/vm
         """,
+        version: BuildInfo.description,
         subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, ConvertCommand.self, LoginCommand.self]
     )
 }

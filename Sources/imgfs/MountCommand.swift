@@ -172,7 +172,8 @@ struct MountCommand: ParsableCommand {
         session.start()
         stacked.start()
         let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile,
-                                      writableDirectory: stacked.writableDirectory, logger: logger)
+                                      writableDirectory: stacked.writableDirectory,
+                                      version: BuildInfo.version, commit: BuildInfo.commit, logger: logger)
         reporter.start()
         logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import Glibc
 import Mount
 
@@ -54,7 +54,7 @@ struct StatusCommand: ParsableCommand {
                 "\(formatBytes(Int64(s.bytesCached)))/\(formatBytes(Int64(s.diskSize))) \(percent)%",
                 formatBytes(s.statistics.bytesFetched),
                 String(s.statistics.framesFetched),
-                String(format: "%.1f%%", s.statistics.hitRatio * 100),
+                oneDecimal(s.statistics.hitRatio * 100) + "%",
                 String(s.statistics.verificationFailures),
                 String(s.statistics.requestsInFlight),
             ])

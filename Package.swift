@@ -2,6 +2,14 @@
 // imgfs: lazy, verified, cached FUSE mounts of VM images stored in OCI registries.
 import PackageDescription
 
+/// `IMGFS_BUILD_COMMIT` from the environment as `-DIMGFS_BUILD_COMMIT="<commit>"`; only hex
+/// digits and `-dirty` are let through, since the value becomes C source.
+let buildCommitSettings: [CSetting] = {
+    guard let commit = Context.environment["IMGFS_BUILD_COMMIT"], !commit.isEmpty,
+          commit.allSatisfy({ $0.isHexDigit || "-dirty".contains($0) }) else { return [] }
+    return [.define("IMGFS_BUILD_COMMIT", to: "\"\(commit)\"")]
+}()
+
 let package = Package(
     name: "imgfs",
     platforms: [.macOS(.v15)],
@@ -21,8 +29,9 @@ let package = Package(
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
 
-        // The commit a build was made from, handed in as a C define (contrib/package/build).
-        .target(name: "CBuildInfo"),
+        // The commit a build was made from (contrib/package/build sets IMGFS_BUILD_COMMIT), as a C
+        // define of this target alone, so a new commit recompiles one C file, not every module.
+        .target(name: "CBuildInfo", cSettings: buildCommitSettings),
 
         // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
         .target(name: "Threading"),

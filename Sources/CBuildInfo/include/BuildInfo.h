@@ -1,7 +1,7 @@
 // Swift has no compile-time constants with values (`-D` only sets flags), so the commit a
 // build was made from reaches the binary through this C function, compiled with
-// `-Xcc -DIMGFS_BUILD_COMMIT='"<commit>"'` by contrib/package/build. A plain `swift build`
-// passes nothing and the function returns NULL.
+// -DIMGFS_BUILD_COMMIT="<commit>" when IMGFS_BUILD_COMMIT is set (Package.swift;
+// contrib/package/build sets it). A plain `swift build` passes nothing and it returns NULL.
 #ifndef IMGFS_BUILD_INFO_H
 #define IMGFS_BUILD_INFO_H
 

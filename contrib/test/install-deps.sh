@@ -6,6 +6,7 @@ packages=(
     libfuse3-dev fuse3 libcurl4-openssl-dev zlib1g-dev libssl-dev libdeflate-dev liblz4-dev   # build
     docker-registry apache2-utils skopeo curl openssl fsverity pigz e2fsprogs python3 bc               # tests, benchmarks
     qemu-system-x86 busybox-static                # VM boot test (contrib/vm; it downloads linux-image-amd64 itself)
+    dpkg-dev chrpath lintian mmdebstrap prometheus   # the Debian package, its install test, promtool for the metrics
 )
 missing=()
 for p in "${packages[@]}"; do

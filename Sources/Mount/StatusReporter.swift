@@ -11,12 +11,15 @@ public final class StatusReporter: Sendable {
     let writableDirectory: String?
     let version: String?
     let commit: String?
+    /// Registry requests retried so far (the registry client's count), if the mount has a client.
+    let retries: (@Sendable () -> Int64)?
     let logger: Logger
     let startedAt: Double
     let thread = BackgroundThread(name: "status")
 
     public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
-                version: String? = nil, commit: String? = nil, logger: Logger) {
+                version: String? = nil, commit: String? = nil, retries: (@Sendable () -> Int64)? = nil, logger: Logger) {
+        self.retries = retries
         self.writableDirectory = writableDirectory
         self.version = version
         self.commit = commit
@@ -43,6 +46,7 @@ public final class StatusReporter: Sendable {
         status.writableDirectory = writableDirectory
         status.version = version
         status.commit = commit
+        status.statistics.retries = retries?()
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }

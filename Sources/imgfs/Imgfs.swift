@@ -22,6 +22,6 @@ struct Imgfs: ParsableCommand {
           imgfs umount /mnt/vm
         """,
         version: BuildInfo.description,
-        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, ConvertCommand.self, LoginCommand.self]
+        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self, MetricsCommand.self, ConvertCommand.self, LoginCommand.self]
     )
 }

@@ -10,11 +10,15 @@ struct StatusCommand: ParsableCommand {
         discussion: """
         One line per mount: the image, its manifest digest, bytes cached of the disk, bytes \
         fetched from the network, frames fetched, the cache hit ratio of reads, frames that \
-        failed verification and range requests in flight. --json prints the daemons' full status.
+        failed verification and range requests in flight. --json prints the daemons' full status; \
+        --prometheus prints the metrics `imgfs metrics` serves, for node_exporter's textfile \
+        collector (write to a temporary file and rename it into the collector's directory).
 
         Examples:
           imgfs status
           imgfs status /mnt/vm --json
+          imgfs status --prometheus > /var/lib/prometheus/node-exporter/imgfs.prom.$$ && \\
+            mv /var/lib/prometheus/node-exporter/imgfs.prom.$$ /var/lib/prometheus/node-exporter/imgfs.prom
         """
     )
 
@@ -23,6 +27,13 @@ struct StatusCommand: ParsableCommand {
 
     @Flag(help: "Print JSON (an array of mounts) instead of a table.")
     var json = false
+
+    @Flag(help: "Print every mount's metrics in the Prometheus text format (for node_exporter's textfile collector).")
+    var prometheus = false
+
+    func validate() throws {
+        if json && prometheus { throw ValidationError("--json and --prometheus: choose one") }
+    }
 
     func run() throws {
         var statuses = MountStatusFiles.all()
@@ -38,6 +49,11 @@ struct StatusCommand: ParsableCommand {
         }
         if json {
             try printJSON(statuses)
+            return
+        }
+        if prometheus {
+            // No mounts is an empty exposition, which the textfile collector reads as "no samples".
+            print(PrometheusExposition.render(statuses), terminator: "")
             return
         }
         guard !statuses.isEmpty else {

@@ -2,6 +2,14 @@
 // imgfs: lazy, verified, cached FUSE mounts of VM images stored in OCI registries.
 import PackageDescription
 
+/// `IMGFS_BUILD_COMMIT` from the environment as `-DIMGFS_BUILD_COMMIT="<commit>"`; only hex
+/// digits and `-dirty` are let through, since the value becomes C source.
+let buildCommitSettings: [CSetting] = {
+    guard let commit = Context.environment["IMGFS_BUILD_COMMIT"], !commit.isEmpty,
+          commit.allSatisfy({ $0.isHexDigit || "-dirty".contains($0) }) else { return [] }
+    return [.define("IMGFS_BUILD_COMMIT", to: "\"\(commit)\"")]
+}()
+
 let package = Package(
     name: "imgfs",
     platforms: [.macOS(.v15)],
@@ -20,6 +28,10 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+
+        // The commit a build was made from (contrib/package/build sets IMGFS_BUILD_COMMIT), as a C
+        // define of this target alone, so a new commit recompiles one C file, not every module.
+        .target(name: "CBuildInfo", cSettings: buildCommitSettings),
 
         // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
         .target(name: "Threading"),
@@ -52,7 +64,7 @@ let package = Package(
         .target(name: "Mount", dependencies: ["SystemIO", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
-            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity",
+            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -2,7 +2,7 @@ import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-import Foundation
+import FoundationEssentials
 #endif
 
 /// `meta.json`: what `imgfs status` shows and what eviction sorts by. Advisory only:

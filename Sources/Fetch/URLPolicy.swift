@@ -28,7 +28,7 @@ enum URLPolicy {
 
     /// The host (and port) of an absolute URL, without user info, for messages.
     static func host(of url: String) -> String {
-        guard let start = url.range(of: "://") else { return "" }
+        guard let start = url.firstRange(of: "://") else { return "" }
         let authority = url[start.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
         return String(authority.split(separator: "@").last ?? authority)
     }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Verity
 
 /// The manifest's config blob (`application/vnd.imgfs.config.v1+json`): the format version and the

@@ -146,6 +146,8 @@ extension LazyDisk {
             if purpose == .demand { statistics.demandRequestsInFlight.subtract(1, ordering: .relaxed) }
         }
         let bytes: [UInt8]
+        let started = monotonicNow()
+        defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
             bytes = try source.blob(layer.digest, range: group.range)
         } catch {

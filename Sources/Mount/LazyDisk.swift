@@ -156,6 +156,7 @@ public final class LazyDisk: Sendable {
                 done += count
                 position += UInt64(count)
             }
+            statistics.bytesServed.add(Int64(done), ordering: .relaxed)
             return done
         } catch {
             statistics.readErrors.add(1, ordering: .relaxed)

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import Verity
@@ -57,7 +57,8 @@ public struct MetadataStore: Sendable {
     public func reference(registry: String, repository: String, tag: String) -> Digest? {
         guard let path = try? refPath(registry: registry, repository: repository, tag: tag),
               let bytes = try? LocalFiles.read(path, limit: 256) else { return nil }
-        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        // A digest has no spaces: the first word is the whole of it, whatever whitespace surrounds it.
+        let text = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
         return try? Digest(parsing: text)
     }
 

@@ -32,8 +32,18 @@ public final class MountStatistics: Sendable {
     let readaheadFrames = Atomic<Int64>(0)
     let profileFrames = Atomic<Int64>(0)
     let prefetchedFrames = Atomic<Int64>(0)
+    /// Bytes of disk.img returned to readers (through `read` or spliced from the cache).
+    let bytesServed = Atomic<Int64>(0)
+    /// How long range requests took, for `imgfs_fetch_duration_seconds`. A lock per range
+    /// request costs nothing next to the request itself.
+    let fetchLatency = Mutex(LatencyHistogram())
 
     public init() {}
+
+    /// Counts one range request that took `seconds`, answered or not.
+    func fetchFinished(seconds: Double) {
+        fetchLatency.withLock { $0.observe(seconds) }
+    }
 
     /// Counts a range request starting; returns after recording the new peak.
     func requestStarted() {
@@ -61,7 +71,10 @@ public final class MountStatistics: Sendable {
             readaheadFrames: readaheadFrames.load(ordering: .relaxed),
             profileFrames: profileFrames.load(ordering: .relaxed),
             prefetchedFrames: prefetchedFrames.load(ordering: .relaxed),
-            cacheVerificationFailures: cacheVerificationFailures.load(ordering: .relaxed))
+            cacheVerificationFailures: cacheVerificationFailures.load(ordering: .relaxed),
+
+            bytesServed: bytesServed.load(ordering: .relaxed),
+            fetchSeconds: fetchLatency.withLock { $0 })
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -80,11 +93,41 @@ public final class MountStatistics: Sendable {
         public var prefetchedFrames: Int64
         /// Optional so that the status of a daemon from before it existed still decodes.
         public var cacheVerificationFailures: Int64?
+        // Optional, like every field added later: a status file written by an older daemon
+        // still decodes after an upgrade.
+        public var bytesServed: Int64?
+        public var fetchSeconds: LatencyHistogram?
+        /// Registry requests sent again (transport errors, 429 and 5xx); set by the status
+        /// reporter from the registry client, which the disk does not know.
+        public var retries: Int64?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {
             let total = cacheHits + cacheMisses
             return total == 0 ? 1 : Double(cacheHits) / Double(total)
         }
+    }
+}
+
+/// Durations in Prometheus histogram buckets: `cumulativeCounts[i]` observations took at most
+/// `bounds[i]` seconds; `count` includes those past the last bound.
+public struct LatencyHistogram: Sendable, Codable, Equatable {
+    /// From a loopback registry's milliseconds to a stalled link's low-speed timeout.
+    public static let defaultBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    public var bounds: [Double]
+    public var cumulativeCounts: [Int64]
+    public var count: Int64 = 0
+    public var sum: Double = 0
+
+    public init(bounds: [Double] = LatencyHistogram.defaultBounds) {
+        self.bounds = bounds
+        cumulativeCounts = Array(repeating: 0, count: bounds.count)
+    }
+
+    public mutating func observe(_ seconds: Double) {
+        count += 1
+        sum += seconds
+        for i in bounds.indices where seconds <= bounds[i] { cumulativeCounts[i] += 1 }
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// What a running mount reports about itself, written by its daemon once a second to
@@ -35,6 +35,8 @@ public struct MountStatus: Codable, Sendable {
     public var serverBinaryModified: Double?
     /// Filled in by `imgfs status` (not the daemon): whether `holderPid` still runs.
     public var holderAlive: Bool?
+    /// The commit the daemon was built from; nil when it was built without one (a plain `swift build`).
+    public var commit: String?
 
     public init(pid: Int32, mountpoint: String, reference: String, manifestDigest: String, cacheDirectory: String,
                 logFile: String?, diskSize: UInt64, totalFrames: Int, cachedFrames: Int, bytesCached: UInt64,

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// `overlay.json` in a writable mount's layer directory: which image the written blocks sit on.

@@ -115,6 +115,8 @@ extension SegmentDisk {
         statistics.requestStarted()
         defer { statistics.requestsInFlight.subtract(1, ordering: .relaxed) }
         let bytes: [UInt8]
+        let started = monotonicNow()
+        defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do { bytes = try source.blob(segment.blob.digest, range: range) } catch {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
         }

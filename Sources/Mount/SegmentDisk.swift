@@ -112,6 +112,7 @@ public final class SegmentDisk: VirtualDisk {
                 position = upTo
             }
             if position < end { zero(buffer, Int(position - offset)..<length) }
+            statistics.bytesServed.add(Int64(length), ordering: .relaxed)
             return length
         } catch {
             statistics.readErrors.add(1, ordering: .relaxed)

@@ -139,7 +139,7 @@ struct SegmentStore: Sendable {
         var stale: [String] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let marker = name.range(of: ".partial.") else { continue }
+            guard let marker = name.firstRange(of: ".partial.") else { continue }
             guard let pid = Int32(name[marker.upperBound...]), pid != getpid(), !MountStatusFiles.isAlive(pid) else { continue }
             stale.append(name)
         }

@@ -9,15 +9,23 @@ public final class StatusReporter: Sendable {
     let reference: String?
     let logFile: String?
     let writableDirectory: String?
+    let version: String?
+    let commit: String?
+    /// Registry requests retried so far (the registry client's count), if the mount has a client.
+    let retries: (@Sendable () -> Int64)?
     let logger: Logger
     let startedAt: Double
     let process: ServingProcess?
     let thread = BackgroundThread(name: "status")
 
     public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
-                process: ServingProcess? = nil, logger: Logger) {
+                process: ServingProcess? = nil, version: String? = nil, commit: String? = nil, retries: (@Sendable () -> Int64)? = nil,
+                logger: Logger) {
         self.process = process
+        self.retries = retries
         self.writableDirectory = writableDirectory
+        self.version = version
+        self.commit = commit
         self.session = session
         self.mountpoint = mountpoint
         self.reference = reference
@@ -47,6 +55,9 @@ public final class StatusReporter: Sendable {
             status.serverBinary = process.binary
             status.serverBinaryModified = process.binaryModified
         }
+        if let version { status.version = version }
+        status.commit = commit
+        status.statistics.retries = retries?()
         do { try MountStatusFiles.write(status) } catch {
             logger.debug("could not write the status file", metadata: ["error": "\(error)"])
         }

@@ -50,6 +50,7 @@ extension LazyDisk: VirtualDisk {
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
         statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
+        statistics.bytesServed.add(Int64(count), ordering: .relaxed)
         return LocalExtent(descriptor: descriptor, offset: offset)
     }
 

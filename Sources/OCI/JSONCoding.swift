@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The one JSON encoding imgfs writes for manifests: sorted keys and no escaped slashes,
 /// so the same manifest always has the same bytes and so the same digest.

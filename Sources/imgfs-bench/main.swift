@@ -9,6 +9,8 @@
 // root (docker/registry/v2/blobs/sha256/xx/HEX/data) or a directory of files named by hex
 // digest. The blobs are read into memory before the clock starts, so the figure is CPU only.
 import Codec
+// String(format:) for the figures; this tool is not shipped, so full Foundation costs nothing.
+import Foundation
 import Glibc
 import ImageFormat
 import Synchronization

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Convert
-import Foundation
+import FoundationEssentials
 import Pull
 import Push
 

@@ -22,8 +22,9 @@ struct Imgfs: ParsableCommand {
           qemu-system-x86_64 -drive file=/mnt/vm/disk.img,format=raw,readonly=on …
           imgfs umount /mnt/vm
         """,
-        version: imgfsVersion,
-        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self, VerifyCommand.self, ConvertCommand.self, LoginCommand.self]
+        version: BuildInfo.description,
+        subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self,
+                      VerifyCommand.self, MetricsCommand.self, ConvertCommand.self, LoginCommand.self]
     )
 
     /// Started by mount(8) as a mount helper, imgfs translates the helper's arguments into

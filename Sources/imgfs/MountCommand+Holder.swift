@@ -44,7 +44,7 @@ extension MountCommand {
         var info = stat()
         let modified = stat("/proc/self/exe", &info) == 0 ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9 : nil
         return ServingProcess(holderPid: handover?.holderPID, restarts: handover?.restarts, upgrades: handover?.upgrades,
-                              version: imgfsVersion, binary: try? currentExecutable(), binaryModified: modified)
+                              version: BuildInfo.description, binary: try? currentExecutable(), binaryModified: modified)
     }
 }
 

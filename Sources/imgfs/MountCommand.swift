@@ -118,7 +118,8 @@ struct MountCommand: ParsableCommand {
     /// The parent: resolve and open everything that can fail, then start the daemon and wait for it.
     func launch(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, limit: UInt64?, logFile: String) throws {
         let logger = registry.makeLogger()
-        let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: nil, offline: false, logger: logger)
+        let session = try openSession(reference, client: makeClient(reference, logger: logger), cacheRoot: cacheRoot, rate: rate,
+                                      pinned: nil, offline: false, logger: logger)
         if let limit {
             // While this image's entry is open (and so spared): only unmounted images lose frames.
             let report = try CacheEviction.evict(root: cacheRoot, limit: limit, logger: logger)
@@ -170,7 +171,9 @@ struct MountCommand: ParsableCommand {
         let pinned = try resolvedManifest.map { (text) throws -> Digest in
             do { return try Digest(parsing: text) } catch { throw ValidationError("--resolved-manifest: \(error)") }
         }
-        let session = try openSession(reference, cacheRoot: cacheRoot, rate: rate, pinned: pinned, offline: resolvedOffline, logger: logger)
+        let client = makeClient(reference, logger: logger)
+        let session = try openSession(reference, client: client, cacheRoot: cacheRoot, rate: rate, pinned: pinned,
+                                      offline: resolvedOffline, logger: logger)
         let stacked: StackedDisk
         do { stacked = try stackedDisk(session: session, reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, logger: logger) } catch {
             session.stop()
@@ -204,7 +207,9 @@ struct MountCommand: ParsableCommand {
         stacked.start()
         let reporter = StatusReporter(session: session, mountpoint: mountpoint, reference: self.reference, logFile: logFile,
                                       writableDirectory: stacked.writableDirectory,
-                                      process: servingProcess(attached?.handover), logger: logger)
+                                      process: servingProcess(attached?.handover),
+                                      version: BuildInfo.version, commit: BuildInfo.commit,
+                                      retries: { Int64(client.statistics.retries) }, logger: logger)
         reporter.start()
         logger.info("serving", metadata: ["reference": "\(self.reference)", "manifest": "\(session.manifestDigest)",
                                           "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
@@ -218,7 +223,8 @@ struct MountCommand: ParsableCommand {
         try fuse.run()
     }
 
-    func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> any ServingSession {
+    /// The registry client of a mount; the daemon's status reports its retries.
+    func makeClient(_ reference: Reference, logger: Logger) -> RegistryClient {
         var options = RegistryOptions()
         if registry.plainHTTP { options.plainHTTP = true }
         if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
@@ -226,7 +232,11 @@ struct MountCommand: ParsableCommand {
         options.connectTimeout = .seconds(5)
         options.lowSpeedTimeout = .seconds(10)
         options.maxAttempts = 2
-        let client = RegistryClient(registry: reference.registry, options: options, logger: logger)
+        return RegistryClient(registry: reference.registry, options: options, logger: logger)
+    }
+
+    func openSession(_ reference: Reference, client: RegistryClient, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool,
+                     logger: Logger) throws -> any ServingSession {
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)
         let resolver = ImageResolver(source: source, store: store, logger: logger)

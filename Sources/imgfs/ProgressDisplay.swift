@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Threading
 
@@ -72,7 +72,16 @@ func formatBytes(_ bytes: Int64) -> String {
         value /= 1024
         unit += 1
     }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
+    return unit == 0 ? "\(bytes) B" : oneDecimal(value) + " " + units[unit]
+}
+
+/// `value` rounded to one decimal, as `%.1f` prints it: the binary links FoundationEssentials
+/// only (no ICU), which has no `String(format:)`.
+func oneDecimal(_ value: Double) -> String {
+    guard value.isFinite else { return "\(value)" }
+    if value < 0 { return "-" + oneDecimal(-value) }
+    let tenths = Int64((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
 }
 
 func formatDuration(_ seconds: Double) -> String {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Fetch
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import Mount
@@ -35,7 +35,9 @@ extension PushCommand {
     func readBootProfile(_ path: String) throws -> [UInt8] {
         let bytes: [UInt8]
         do { bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path))) } catch {
-            throw ValidationError("--profile \(path): \(error.localizedDescription)")
+            // Foundation's file errors print as NSError dumps; strerror says the same in a few words.
+            let reason = access(path, R_OK) == 0 ? "\(error)" : String(cString: strerror(errno))
+            throw ValidationError("--profile \(path): \(reason)")
         }
         guard bytes.count <= 64 << 20, BootProfile.decode(bytes, frameCount: Int.max) != nil else {
             throw ValidationError("--profile \(path): not an imgfs boot profile (IMGFSPRF, version 1)")

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import FuseFS
 import Glibc
 import Mount
@@ -14,11 +14,15 @@ struct StatusCommand: ParsableCommand {
         failed verification, range requests in flight, how often the serving process was \
         restarted after it died and upgraded (`imgfs upgrade`), and its version. A mount whose \
         descriptor holder is gone is reported: it no longer survives its serving process. \
-        --json prints the daemons' full status.
+        --json prints the daemons' full status; --prometheus prints the metrics `imgfs metrics` \
+        serves, for node_exporter's textfile collector (write to a temporary file and rename it \
+        into the collector's directory).
 
         Examples:
           imgfs status
           imgfs status /mnt/vm --json
+          imgfs status --prometheus > /var/lib/prometheus/node-exporter/imgfs.prom.$$ && \\
+            mv /var/lib/prometheus/node-exporter/imgfs.prom.$$ /var/lib/prometheus/node-exporter/imgfs.prom
         """
     )
 
@@ -27,6 +31,13 @@ struct StatusCommand: ParsableCommand {
 
     @Flag(help: "Print JSON (an array of mounts) instead of a table.")
     var json = false
+
+    @Flag(help: "Print every mount's metrics in the Prometheus text format (for node_exporter's textfile collector).")
+    var prometheus = false
+
+    func validate() throws {
+        if json && prometheus { throw ValidationError("--json and --prometheus: choose one") }
+    }
 
     func run() throws {
         var statuses = MountStatusFiles.all()
@@ -48,6 +59,11 @@ struct StatusCommand: ParsableCommand {
             reportLostHolders(statuses)
             return
         }
+        if prometheus {
+            // No mounts is an empty exposition, which the textfile collector reads as "no samples".
+            print(PrometheusExposition.render(statuses), terminator: "")
+            return
+        }
         guard !statuses.isEmpty else {
             print("no imgfs mounts")
             return
@@ -62,7 +78,7 @@ struct StatusCommand: ParsableCommand {
                 "\(formatBytes(Int64(s.bytesCached)))/\(formatBytes(Int64(s.diskSize))) \(percent)%",
                 formatBytes(s.statistics.bytesFetched),
                 String(s.statistics.framesFetched),
-                String(format: "%.1f%%", s.statistics.hitRatio * 100),
+                oneDecimal(s.statistics.hitRatio * 100) + "%",
                 String(s.statistics.verificationFailures),
                 String(s.statistics.requestsInFlight),
                 s.holderPid == nil ? "-" : String(s.restarts ?? 0),

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Cache
-import Foundation
+import FoundationEssentials
 import Glibc
 import Mount
 import Pull

@@ -7,6 +7,7 @@ packages=(
     docker-registry apache2-utils skopeo curl openssl fsverity pigz e2fsprogs python3 bc               # tests, benchmarks
     qemu-system-x86 busybox-static                # VM boot test (contrib/vm; it downloads linux-image-amd64 itself)
     systemd util-linux                            # systemd-analyze verify of contrib/systemd; mount(8) for the fuse.imgfs helper
+    dpkg-dev chrpath lintian mmdebstrap prometheus   # the Debian package, its install test, promtool for the metrics
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -22,7 +22,7 @@ extension RegistryClient {
         let context = ErrorContext(operation: .getManifest, registry: registry, repository: repository, reference: reference)
         let pinned = reference.hasPrefix("sha256:") ? try? Digest(parsing: reference) : nil
         let limit = options.maxManifestSize
-        let response = try pull(scopes: [.pull(repository)], context: context) { endpoint in
+        let response = try pull(scopes: [.pull(repository)], context: context, resolving: pinned == nil) { endpoint in
             Transfer(
                 method: "GET", url: endpoint.url("/v2/\(repository)/manifests/\(reference)"),
                 headers: ["Accept: " + accept.map(\.rawValue).joined(separator: ", ")],
@@ -63,16 +63,47 @@ extension RegistryClient {
     }
 
     /// Runs a read request against each mirror, then upstream: a mirror's failure (or miss)
-    /// is logged and the next source tried, so a mirror can only make pulls faster.
-    func pull(scopes: [AuthScope], context: ErrorContext, makeTransfer: (Endpoint) -> Transfer) throws(FetchError) -> TransferResult {
-        for mirror in mirrorEndpoints {
+    /// is logged and the next source tried, so a mirror can only make pulls faster. A mirror
+    /// that failed is skipped for a while, and one that is fetching `digest` whole from its
+    /// upstream is not asked for that blob's ranges meanwhile (`MirrorHealth`). With `mirrors`
+    /// false only upstream is asked: after a mirror's bytes failed verification.
+    func pull(
+        scopes: [AuthScope], context: ErrorContext, digest: Digest? = nil, mirrors: Bool = true, resolving: Bool = false,
+        makeTransfer: (Endpoint) -> Transfer
+    ) throws(FetchError) -> TransferResult {
+        for mirror in mirrors ? mirrorEndpoints : [] where mirror.canResolve || !resolving {
+            guard mirrorHealth.withLock({ $0.shouldTry(mirror.host, digest: digest, now: monotonicNanoseconds()) }) else {
+                stats.withLock { $0.mirrorSkips += 1 }
+                continue
+            }
             var mirrorContext = context
             mirrorContext.registry = mirror.host
             do {
                 let response = try send(mirror, scopes: scopes, context: mirrorContext) { makeTransfer(mirror) }
-                if (200..<300).contains(response.status) { return response }
+                if (200..<300).contains(response.status) {
+                    stats.withLock { $0.mirrorHits += 1 }
+                    if let digest, response.status == 206 {
+                        mirrorHealth.withLock { $0.markWarm(mirror.host, digest: digest) }
+                    }
+                    return response
+                }
+                if response.status >= 500 || response.status == 429 {
+                    mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
+                    stats.withLock { $0.mirrorFailures += 1 }
+                }
                 logger.debug("mirror miss", metadata: ["mirror": "\(mirror.host)", "status": "\(response.status)"])
+            } catch where error.underlying is MirrorServesWholeBlob {
+                if let digest {
+                    mirrorHealth.withLock {
+                        $0.markCold(mirror.host, digest: digest, for: options.wholeBlobProbeInterval, now: monotonicNanoseconds())
+                    }
+                }
+                stats.withLock { $0.mirrorWholeBlobAnswers += 1 }
+                logger.debug("mirror answered a range with the whole blob; its ranges go upstream while it fills", metadata: [
+                    "mirror": "\(mirror.host)", "digest": "\(digest.map { "\($0)" } ?? "")"])
             } catch {
+                mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
+                stats.withLock { $0.mirrorFailures += 1 }
                 logger.info("mirror failed, trying the next source", metadata: ["mirror": "\(mirror.host)", "error": "\(error)"])
             }
         }

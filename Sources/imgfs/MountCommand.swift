@@ -189,7 +189,7 @@ struct MountCommand: ParsableCommand {
     func openSession(_ reference: Reference, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool, logger: Logger) throws -> any ServingSession {
         var options = RegistryOptions()
         if registry.plainHTTP { options.plainHTTP = true }
-        if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
+        try registry.applyMirrors(to: &options, registry: reference.registry)
         // A FUSE read waits on these requests: fail within tens of seconds, never hang.
         options.connectTimeout = .seconds(5)
         options.lowSpeedTimeout = .seconds(10)

@@ -133,3 +133,50 @@ struct ListeningSocket {
 
     func close() { _ = Glibc.close(fd) }
 }
+
+/// contrib/mirror's nginx slice cache, started on loopback in front of the test registry (with
+/// proxy.py between them to count what reaches the registry).
+@Suite struct NginxMirrorTests {
+    static let script = TestRegistry.packageRoot.appendingPathComponent("contrib/mirror/nginx.sh").path
+
+    func withNginx(upstream: String, _ body: (String) throws -> Void) throws {
+        let directory = NSTemporaryDirectory() + "imgfs-nginx-" + UUID().uuidString
+        let (status, output) = try TestRegistry.run("/bin/bash", [Self.script, "start", directory, "http://\(upstream)"])
+        guard status == 0, output.hasPrefix("127.0.0.1:") else {
+            if TestRegistry.isCI { throw TestRegistry.Unavailable(description: "nginx did not start: \(output)") }
+            print("note: skipping, no nginx: \(output)")
+            return
+        }
+        defer {
+            _ = try? TestRegistry.run("/bin/bash", [Self.script, "stop", directory])
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        try body(output)
+    }
+
+    @Test func slicesAreFetchedOnceAndManifestsPassThrough() throws {
+        try withRegistry { registry in
+            try withProxy(upstream: registry.host) { counter in
+                try withNginx(upstream: counter.host) { nginx in
+                    let repository = uniqueRepository("nginx")
+                    let layer = randomBytes(3 << 20)
+                    let manifest = try pushImage(client(registry.host), repository: repository, tag: "v1", layer: layer)
+                    let digest = SHA256Hasher.digest(layer)
+                    let range: Range<Int64> = (3 << 19)..<(5 << 19)  // 1.5-2.5 MiB: slices 1 and 2
+                    for _ in 0..<3 {
+                        let host = client(registry.host) { $0.mirrors = ["http://" + nginx] }
+                        #expect(try host.manifest(repository, reference: "v1").bytes == manifest)
+                        var bytes: [UInt8] = []
+                        try host.blob(repository, digest: digest, range: range) { bytes.append(contentsOf: $0) }
+                        #expect(bytes == Array(layer[Int(range.lowerBound)..<Int(range.upperBound)]))
+                        #expect(host.statistics.mirrorHits == 2)
+                    }
+                    // Three hosts' ranges cost the registry two 1 MiB slices; manifests were not cached.
+                    let stats = try counter.admin("stats")
+                    #expect(stats["blob_gets"] == 2)
+                    #expect(stats["requests"].map { $0 >= 2 + 3 } == true)
+                }
+            }
+        }
+    }
+}

@@ -76,7 +76,7 @@ extension RegistryClient {
         let response: TransferResult
         do {
             response = try withoutActuallyEscaping(sink) { (sink) throws(FetchError) -> TransferResult in
-                try pull(scopes: [.pull(repository)], context: context, digest: digest, mirrors: mirrors) { endpoint in
+                try pull(scopes: [.pull(repository)], context: context, rangeOf: range == nil ? nil : digest, mirrors: mirrors) { endpoint in
                     let first = start + delivered
                     var headers: [String] = []
                     if let end {

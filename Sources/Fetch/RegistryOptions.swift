@@ -21,9 +21,10 @@ public struct RegistryOptions: Sendable {
     public var hostsDirectory: String?
     /// How long a mirror that failed (no connection, timeout, 5xx, 429) is skipped.
     public var mirrorCooldown: Duration
-    /// How long a blob's ranges go upstream after a mirror answered one of them with the whole
-    /// blob (a pull-through cache that is fetching it); then one range asks the mirror again.
+    /// How often a process asks (HEAD) whether a whole-blob mirror has finished filling a blob.
     public var wholeBlobProbeInterval: Duration
+    /// How long a range waits for a whole-blob mirror to fill its blob before going upstream.
+    public var wholeBlobWait: Duration
     public var userAgent: String
     /// A PEM file of CA certificates to trust instead of the system's.
     public var caBundle: String?
@@ -47,6 +48,7 @@ public struct RegistryOptions: Sendable {
         hostsDirectory: String? = RegistryOptions.defaultHostsDirectory(),
         mirrorCooldown: Duration = .seconds(30),
         wholeBlobProbeInterval: Duration = .seconds(1),
+        wholeBlobWait: Duration = .seconds(20),
         userAgent: String = "imgfs/0.1",
         caBundle: String? = nil,
         insecureSkipTLSVerify: Bool = false,
@@ -65,6 +67,7 @@ public struct RegistryOptions: Sendable {
         self.hostsDirectory = hostsDirectory
         self.mirrorCooldown = mirrorCooldown
         self.wholeBlobProbeInterval = wholeBlobProbeInterval
+        self.wholeBlobWait = wholeBlobWait
         self.userAgent = userAgent
         self.caBundle = caBundle
         self.insecureSkipTLSVerify = insecureSkipTLSVerify

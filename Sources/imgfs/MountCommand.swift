@@ -194,6 +194,9 @@ struct MountCommand: ParsableCommand {
         options.connectTimeout = .seconds(5)
         options.lowSpeedTimeout = .seconds(10)
         options.maxAttempts = 2
+        // A read waiting for a whole-blob mirror to fill must still have time to go upstream
+        // within the 30 s read timeout.
+        options.wholeBlobWait = .seconds(15)
         let client = RegistryClient(registry: reference.registry, options: options, logger: logger)
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)

@@ -14,7 +14,7 @@ import Verity
         return bytes
     }
 
-    @Test func wholeBlobMirrorIsAskedOncePerBlobWhileItFills() throws {
+    @Test func rangesWaitForAFillingMirrorThenUseIt() throws {
         try withRegistry { registry in
             try withProxy(upstream: registry.host) { mirror in
                 let repository = uniqueRepository("mirror")
@@ -22,21 +22,33 @@ import Verity
                 _ = try pushImage(client(registry.host), repository: repository, tag: "v1", layer: layer)
                 let digest = SHA256Hasher.digest(layer)
                 try mirror.admin("mirror?whole_blob=1")
-                let c = client(registry.host) { $0.mirrors = [mirror.host]; $0.wholeBlobProbeInterval = .seconds(60) }
-                for i in 0..<6 {
-                    let start = Int64(1 << 20) + Int64(i) * 4096
-                    #expect(try read(c, repository, digest, start..<start + 4096) == Array(layer[Int(start)..<Int(start) + 4096]))
+                // The mirror "finishes filling" the blob 0.6 s from now.
+                let admin = "http://\(mirror.host)/_admin/mirror?whole_blob=0"
+                let filled = Thread {
+                    Thread.sleep(forTimeInterval: 0.6)
+                    _ = try? TestRegistry.run("/usr/bin/curl", ["-s", "--noproxy", "*", admin])
                 }
-                // One range found the mirror answering with the whole blob; the other five went
-                // straight upstream instead of making it stream the blob again.
-                #expect(try mirror.admin("stats")["whole_blob_answers"] == 1)
-                #expect(c.statistics.mirrorWholeBlobAnswers == 1)
-                #expect(c.statistics.mirrorSkips == 5)
+                filled.start()
+                let c = client(registry.host) {
+                    $0.mirrors = [mirror.host]; $0.wholeBlobProbeInterval = .milliseconds(200); $0.wholeBlobWait = .seconds(10)
+                }
+                let start = ContinuousClock.now
+                let range: Range<Int64> = (1 << 20)..<(1 << 20) + 4096
+                #expect(try read(c, repository, digest, range) == Array(layer[Int(range.lowerBound)..<Int(range.upperBound)]))
+                // It waited for the mirror, looking every 0.2 s, instead of reading upstream.
+                #expect(ContinuousClock.now - start >= .milliseconds(500))
+                #expect(c.statistics.mirrorHits == 1)
+                #expect(c.statistics.mirrorSkips == 0)
+                let answers = try mirror.admin("stats")["whole_blob_answers"] ?? 0
+                #expect(answers >= 2 && answers <= 5, "\(answers) probes")
+                // Filled: later ranges go to the mirror at once.
+                for _ in 0..<3 { #expect(try read(c, repository, digest, 0..<100) == Array(layer[0..<100])) }
+                #expect(c.statistics.mirrorHits == 4)
             }
         }
     }
 
-    @Test func rangesMoveToTheMirrorOnceItAnswersRanges() throws {
+    @Test func aMirrorThatNeverFillsCostsAtMostTheWait() throws {
         try withRegistry { registry in
             try withProxy(upstream: registry.host) { mirror in
                 let repository = uniqueRepository("mirror")
@@ -44,18 +56,17 @@ import Verity
                 _ = try pushImage(client(registry.host), repository: repository, tag: "v1", layer: layer)
                 let digest = SHA256Hasher.digest(layer)
                 try mirror.admin("mirror?whole_blob=1")
-                let c = client(registry.host) { $0.mirrors = [mirror.host]; $0.wholeBlobProbeInterval = .milliseconds(200) }
+                let c = client(registry.host) {
+                    $0.mirrors = [mirror.host]; $0.wholeBlobProbeInterval = .milliseconds(300); $0.wholeBlobWait = .seconds(1)
+                }
+                let start = ContinuousClock.now
                 #expect(try read(c, repository, digest, 1000..<2000) == Array(layer[1000..<2000]))
-                #expect(try read(c, repository, digest, 1000..<2000) == Array(layer[1000..<2000]))
+                #expect(ContinuousClock.now - start < .seconds(3))
                 #expect(c.statistics.mirrorSkips == 1)
-                // The mirror has the blob now and answers ranges: after the probe interval a
-                // range asks it again, and every later range is served by it.
-                try mirror.admin("mirror?whole_blob=0")
-                Thread.sleep(forTimeInterval: 0.3)
-                let before = try mirror.admin("stats")["blob_gets"] ?? 0
-                for _ in 0..<3 { #expect(try read(c, repository, digest, 5000..<9000) == Array(layer[5000..<9000])) }
-                #expect(try mirror.admin("stats")["blob_gets"] == before + 3)
-                #expect(c.statistics.mirrorSkips == 1)
+                // Past the wait, ranges go upstream without waiting again.
+                let second = ContinuousClock.now
+                #expect(try read(c, repository, digest, 5000..<6000) == Array(layer[5000..<6000]))
+                #expect(ContinuousClock.now - second < .milliseconds(900))
             }
         }
     }

@@ -18,7 +18,12 @@ start)
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
         sed -e "s|@CACHE_DIR@|$dir/cache|" -e "s|@LISTEN@|127.0.0.1:$port|" -e "s|@UPSTREAM@|$3|g" \
             "$here/imgfs-mirror.conf" > "$dir/imgfs-mirror.conf"
+        # Started as root, nginx runs its workers as nobody, who cannot enter a scratch directory
+        # made by mktemp (0700): for this throwaway instance they keep the caller's user.
+        user=""
+        [ "$(id -u)" = 0 ] && user="user root root;"
         cat > "$dir/nginx.conf" <<CONF
+$user
 daemon off;
 worker_processes 2;
 pid $dir/nginx.pid;

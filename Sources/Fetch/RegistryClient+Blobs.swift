@@ -17,12 +17,23 @@ extension RegistryClient {
     }
 
     /// One attempt at a whole (small) blob in memory, verified against `digest`; `blob(_:digest:maxSize:)`
-    /// (in `+VerifiedFetch`) retries it.
+    /// (in `+VerifiedFetch`) retries it. Bytes from a mirror that do not match are dropped and
+    /// the blob asked of upstream once more within the attempt.
     func blobAttempt(_ repository: String, digest: Digest, maxSize: Int64) throws(FetchError) -> [UInt8] {
+        do {
+            return try verifiedBlob(repository, digest: digest, maxSize: maxSize, mirrors: true)
+        } catch {
+            guard case .digestMismatch = error.kind, !mirrorEndpoints.isEmpty else { throw error }
+            logger.warning("a blob failed verification; asking upstream", metadata: ["digest": "\(digest)", "error": "\(error)"])
+            return try verifiedBlob(repository, digest: digest, maxSize: maxSize, mirrors: false)
+        }
+    }
+
+    private func verifiedBlob(_ repository: String, digest: Digest, maxSize: Int64, mirrors: Bool) throws(FetchError) -> [UInt8] {
         var bytes: [UInt8] = []
         let hasher = SHA256Hasher()
         do {
-            try blob(repository, digest: digest, range: nil) { buffer in
+            try blob(repository, digest: digest, range: nil, mirrors: mirrors) { buffer in
                 guard Int64(bytes.count + buffer.count) <= maxSize else { throw BlobLimitExceeded() }
                 bytes.append(contentsOf: buffer)
                 hasher.update(buffer)
@@ -47,7 +58,16 @@ extension RegistryClient {
     /// `Content-Range`; a registry that ignores ranges and sends 200 with the whole blob is
     /// handled by skipping to the range start and stopping at its end. A dropped connection
     /// resumes from the first byte not yet delivered, so `sink` sees every byte exactly once.
-    public func blob(_ repository: String, digest: Digest, range: Range<Int64>?, sink: (UnsafeRawBufferPointer) throws -> Void) throws(FetchError) {
+    ///
+    /// A mirror that answers a range with 200 is not read from: it is a whole-blob cache
+    /// filling itself, and reading up to the range from it would make it stream that much of the
+    /// blob from upstream for this request alone (see `MirrorHealth`); the range goes upstream.
+    /// `mirrors: false` asks upstream only, for a range whose bytes from a mirror failed
+    /// verification.
+    public func blob(
+        _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true,
+        sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws(FetchError) {
         if let range, range.isEmpty { return }
         let context = ErrorContext(operation: .getBlob, registry: registry, repository: repository, digest: digest, range: range)
         let start = range?.lowerBound ?? 0
@@ -57,7 +77,7 @@ extension RegistryClient {
         let response: TransferResult
         do {
             response = try withoutActuallyEscaping(sink) { (sink) throws(FetchError) -> TransferResult in
-                try pull(scopes: [.pull(repository)], context: context) { endpoint in
+                try pull(scopes: [.pull(repository)], context: context, rangeOf: range == nil ? nil : digest, mirrors: mirrors) { endpoint in
                     let first = start + delivered
                     var headers: [String] = []
                     if let end {
@@ -70,6 +90,7 @@ extension RegistryClient {
                     var transfer = Transfer(method: "GET", url: endpoint.url("/v2/\(repository)/blobs/\(digest)"), headers: headers)
                     transfer.sink = { status, responseHeaders, buffer in
                         if position == nil {
+                            if endpoint.isMirror && status == 200 && end != nil { throw MirrorServesWholeBlob() }
                             position = try Self.responseStart(status: status, headers: responseHeaders, requested: first, end: end)
                         }
                         guard let offset = position else { return false }

@@ -23,7 +23,7 @@ extension RegistryClient {
         let context = ErrorContext(operation: .getManifest, registry: registry, repository: repository, reference: reference)
         let pinned = reference.hasPrefix("sha256:") ? try? Digest(parsing: reference) : nil
         let limit = options.maxManifestSize
-        let response = try pull(scopes: [.pull(repository)], context: context) { endpoint in
+        let response = try pull(scopes: [.pull(repository)], context: context, resolving: pinned == nil) { endpoint in
             Transfer(
                 method: "GET", url: endpoint.url("/v2/\(repository)/manifests/\(reference)"),
                 headers: ["Accept: " + accept.map(\.rawValue).joined(separator: ", ")],
@@ -64,19 +64,86 @@ extension RegistryClient {
     }
 
     /// Runs a read request against each mirror, then upstream: a mirror's failure (or miss)
-    /// is logged and the next source tried, so a mirror can only make pulls faster.
-    func pull(scopes: [AuthScope], context: ErrorContext, makeTransfer: (Endpoint) -> Transfer) throws(FetchError) -> TransferResult {
-        for mirror in mirrorEndpoints {
+    /// is logged and the next source tried, so a mirror can only make pulls faster. A mirror
+    /// that failed is skipped for a while; a range of blob `rangeOf` goes to a mirror only once
+    /// it serves ranges of that blob, and waits a bounded time while it fills (`MirrorHealth`).
+    /// With `mirrors` false only upstream is asked: after a mirror's bytes failed verification.
+    func pull(
+        scopes: [AuthScope], context: ErrorContext, rangeOf digest: Digest? = nil, mirrors: Bool = true, resolving: Bool = false,
+        makeTransfer: (Endpoint) -> Transfer
+    ) throws(FetchError) -> TransferResult {
+        for mirror in mirrors ? mirrorEndpoints : [] where mirror.canResolve || !resolving {
+            guard mirrorHealth.withLock({ $0.isUsable(mirror.host, now: monotonicNanoseconds()) }) else {
+                stats.withLock { $0.mirrorSkips += 1 }
+                continue
+            }
             var mirrorContext = context
             mirrorContext.registry = mirror.host
-            do {
-                let response = try send(mirror, scopes: scopes, context: mirrorContext) { makeTransfer(mirror) }
-                if (200..<300).contains(response.status) { return response }
-                logger.debug("mirror miss", metadata: ["mirror": "\(mirror.host)", "status": "\(response.status)"])
-            } catch {
-                logger.info("mirror failed, trying the next source", metadata: ["mirror": "\(mirror.host)", "error": "\(error)"])
+            // A range of a blob the mirror may be filling: wait for it (bounded), and when a probe
+            // finds it still filling, wait again rather than go upstream.
+            var rounds = 0
+            while true {
+                rounds += 1
+                if let digest, !waitUntilServesRanges(mirror, digest: digest) {
+                    stats.withLock { $0.mirrorSkips += 1 }
+                    break
+                }
+                do {
+                    let response = try send(mirror, scopes: scopes, context: mirrorContext) { makeTransfer(mirror) }
+                    if (200..<300).contains(response.status) {
+                        stats.withLock { $0.mirrorHits += 1 }
+                        if let digest, response.status == 206 {
+                            mirrorHealth.withLock { $0.probed(mirror.host, digest: digest, ranges: true, now: monotonicNanoseconds(), probeInterval: 0) }
+                        }
+                        return response
+                    }
+                    if response.status >= 500 || response.status == 429 {
+                        mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
+                        stats.withLock { $0.mirrorFailures += 1 }
+                    } else if let digest, response.status == 404 {
+                        mirrorHealth.withLock { $0.absent(mirror.host, digest: digest, for: options.mirrorCooldown.nanoseconds, now: monotonicNanoseconds()) }
+                    }
+                    logger.debug("mirror miss", metadata: ["mirror": "\(mirror.host)", "status": "\(response.status)"])
+                    break
+                } catch where error.underlying is MirrorServesWholeBlob {
+                    if let digest {
+                        mirrorHealth.withLock {
+                            $0.probed(mirror.host, digest: digest, ranges: false, now: monotonicNanoseconds(), probeInterval: options.wholeBlobProbeInterval.nanoseconds)
+                        }
+                    }
+                    stats.withLock { $0.mirrorWholeBlobAnswers += 1 }
+                    logger.debug("mirror answered a range with the whole blob; it is filling", metadata: [
+                        "mirror": "\(mirror.host)", "digest": "\(digest.map { "\($0)" } ?? "")"])
+                    if digest == nil || rounds > 1000 { break }
+                } catch {
+                    mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
+                    stats.withLock { $0.mirrorFailures += 1 }
+                    logger.info("mirror failed, trying the next source", metadata: ["mirror": "\(mirror.host)", "error": "\(error)"])
+                    break
+                }
             }
         }
         return try send(upstream, scopes: scopes, context: context) { makeTransfer(self.upstream) }
+    }
+
+    /// Whether a range of `digest` should be asked of `mirror` now, waiting (at most
+    /// `wholeBlobWait`) while it fills the blob. The request that is let through while the blob
+    /// is cold is the probe: one per `wholeBlobProbeInterval` per process, the others sleep.
+    func waitUntilServesRanges(_ mirror: Endpoint, digest: Digest) -> Bool {
+        let interval = options.wholeBlobProbeInterval.nanoseconds
+        let maxWait = options.wholeBlobWait.nanoseconds
+        let start = monotonicNanoseconds()
+        while true {
+            let now = monotonicNanoseconds()
+            switch mirrorHealth.withLock({ $0.action(mirror.host, digest: digest, now: now, probeInterval: interval, maxWait: maxWait) }) {
+            case .useMirror, .probe:
+                return true
+            case .skip:
+                return false
+            case .wait:
+                if now - start > maxWait { return false }
+                sleep(for: .milliseconds(20))
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ public final class RegistryClient: Sendable {
     let mirrorEndpoints: [Endpoint]
     let auth = Mutex(AuthState())
     let stats = Mutex(TransferStatistics())
+    let mirrorHealth = Mutex(MirrorHealth())
 
     public init(
         registry: String,
@@ -39,16 +40,30 @@ public final class RegistryClient: Sendable {
         self.pool = HandlePool(maxIdle: options.maxIdleHandles)
         let apiHost = (registry == Reference.dockerHub || registry == "index.docker.io") ? Reference.dockerHubAPIHost : registry
         self.upstream = Endpoint(host: apiHost, credentialKey: registry, plainHTTP: options.plainHTTP ?? Reference.isLoopback(registry: registry))
-        self.mirrorEndpoints = options.mirrors.compactMap { text in
+        func endpoint(_ mirror: RegistryOptions.Mirror, canResolve: Bool) -> Endpoint {
+            let plainHTTP = mirror.plainHTTP ?? options.plainHTTP ?? Reference.isLoopback(registry: mirror.host)
+            return Endpoint(host: mirror.host, credentialKey: mirror.host, plainHTTP: plainHTTP, isMirror: true, canResolve: canResolve)
+        }
+        var mirrors: [Endpoint] = options.mirrors.compactMap { text in
             switch RegistryOptions.parseMirror(text) {
             case .success(let mirror):
-                let plainHTTP = mirror.plainHTTP ?? options.plainHTTP ?? Reference.isLoopback(registry: mirror.host)
-                return Endpoint(host: mirror.host, credentialKey: mirror.host, plainHTTP: plainHTTP, isMirror: true)
+                return endpoint(mirror, canResolve: true)
             case .failure(let refusal):
                 logger.error("ignoring registry mirror", metadata: ["mirror": "\(text)", "reason": "\(refusal)"])
                 return nil
             }
         }
+        if let directory = options.hostsDirectory {
+            do {
+                for host in try ContainerdHosts.load(registry: registry, directory: directory)?.hosts ?? [] where host.pull {
+                    let added = endpoint(host.mirror, canResolve: host.resolve)
+                    if !mirrors.contains(where: { $0.host == added.host }) { mirrors.append(added) }
+                }
+            } catch {
+                logger.error("ignoring a hosts.toml imgfs cannot use", metadata: ["error": "\(error)"])
+            }
+        }
+        self.mirrorEndpoints = mirrors
         self.settings = TransportSettings(
             connectTimeoutMilliseconds: max(1, options.connectTimeout.milliseconds),
             lowSpeedSeconds: max(1, options.lowSpeedTimeout.milliseconds / 1000),
@@ -99,9 +114,11 @@ public final class RegistryClient: Sendable {
         _ endpoint: Endpoint, scopes: [AuthScope], context: ErrorContext, makeTransfer: () -> Transfer
     ) throws(FetchError) -> TransferResult {
         var authRetries = 0
+        // A mirror gets one attempt: retrying it would delay a read that upstream can serve now.
+        let attempts = endpoint.isMirror ? 1 : options.maxAttempts
         while true {
             let authorization = try authorization(for: endpoint, scopes: scopes, context: context)
-            let response = try performWithRetries(endpoint: endpoint, context: context) {
+            let response = try performWithRetries(endpoint: endpoint, context: context, maxAttempts: attempts) {
                 var transfer = makeTransfer()
                 if let header = authorization?.header { transfer.headers.append("Authorization: " + header) }
                 return transfer
@@ -118,7 +135,10 @@ public final class RegistryClient: Sendable {
     }
 
     /// One request with transport-level retries: dropped connections, timeouts, 5xx and 429.
-    func performWithRetries(endpoint: Endpoint?, context: ErrorContext, makeTransfer: () -> Transfer) throws(FetchError) -> TransferResult {
+    func performWithRetries(
+        endpoint: Endpoint?, context: ErrorContext, maxAttempts: Int? = nil, makeTransfer: () -> Transfer
+    ) throws(FetchError) -> TransferResult {
+        let maxAttempts = maxAttempts ?? options.maxAttempts
         var attempt = 0
         while true {
             attempt += 1
@@ -131,13 +151,13 @@ public final class RegistryClient: Sendable {
                 throw context.error(.refusedURL(refusal.description))
             case .failure(.curl(let failure)):
                 let error = transportError(failure, context: context)
-                guard attempt < options.maxAttempts, failure.retriable else { throw error }
+                guard attempt < maxAttempts, failure.retriable else { throw error }
                 delay = backoff(attempt: attempt)
                 logger.debug("retrying after transport error", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
             case .success(let response):
                 let retriable = response.status == 429 || response.status == 500 || response.status == 502
                     || response.status == 503 || response.status == 504
-                guard retriable, attempt < options.maxAttempts else { return response }
+                guard retriable, attempt < maxAttempts else { return response }
                 delay = retryAfter(response.headers["Retry-After"]) ?? backoff(attempt: attempt)
                 logger.debug("retrying after HTTP \(response.status)", metadata: ["attempt": "\(attempt)", "delay": "\(delay)"])
             }
@@ -255,6 +275,8 @@ struct Endpoint: Hashable, Sendable {
     var credentialKey: String
     var plainHTTP: Bool
     var isMirror = false
+    /// Whether tags may be resolved here (containerd's "resolve" capability); digests always may.
+    var canResolve = true
 
     func url(_ path: String) -> String { (plainHTTP ? "http://" : "https://") + host + path }
 
@@ -275,4 +297,12 @@ public struct TransferStatistics: Sendable, Equatable {
     /// Body bytes handed to streaming sinks.
     public var bytesReceived: Int64 = 0
     public var retries = 0
+    /// Requests a mirror answered.
+    public var mirrorHits = 0
+    /// Mirror requests that failed (the mirror is then skipped for `mirrorCooldown`).
+    public var mirrorFailures = 0
+    /// Ranges a mirror answered with the whole blob (a pull-through cache still filling).
+    public var mirrorWholeBlobAnswers = 0
+    /// Requests that went past a mirror known to be down or filling that blob.
+    public var mirrorSkips = 0
 }

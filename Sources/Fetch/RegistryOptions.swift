@@ -16,6 +16,15 @@ public struct RegistryOptions: Sendable {
     public var maxRetryDelay: Duration
     /// Mirrors ("host:port") tried first for pulls (manifest and blob GET/HEAD), e.g. a pull-through cache.
     public var mirrors: [String]
+    /// A containerd hosts directory (`DIR/<registry>/hosts.toml`) whose mirrors are tried
+    /// after `mirrors`; nil for none. See `ContainerdHosts`.
+    public var hostsDirectory: String?
+    /// How long a mirror that failed (no connection, timeout, 5xx, 429) is skipped.
+    public var mirrorCooldown: Duration
+    /// How often a process asks (HEAD) whether a whole-blob mirror has finished filling a blob.
+    public var wholeBlobProbeInterval: Duration
+    /// How long a range waits for a whole-blob mirror to fill its blob before going upstream.
+    public var wholeBlobWait: Duration
     public var userAgent: String
     /// A PEM file of CA certificates to trust instead of the system's.
     public var caBundle: String?
@@ -36,6 +45,10 @@ public struct RegistryOptions: Sendable {
         retryBaseDelay: Duration = .milliseconds(200),
         maxRetryDelay: Duration = .seconds(30),
         mirrors: [String] = RegistryOptions.environmentMirrors(),
+        hostsDirectory: String? = RegistryOptions.defaultHostsDirectory(),
+        mirrorCooldown: Duration = .seconds(30),
+        wholeBlobProbeInterval: Duration = .seconds(1),
+        wholeBlobWait: Duration = .seconds(20),
         userAgent: String = "imgfs/0.1",
         caBundle: String? = nil,
         insecureSkipTLSVerify: Bool = false,
@@ -51,6 +64,10 @@ public struct RegistryOptions: Sendable {
         self.retryBaseDelay = retryBaseDelay
         self.maxRetryDelay = maxRetryDelay
         self.mirrors = mirrors
+        self.hostsDirectory = hostsDirectory
+        self.mirrorCooldown = mirrorCooldown
+        self.wholeBlobProbeInterval = wholeBlobProbeInterval
+        self.wholeBlobWait = wholeBlobWait
         self.userAgent = userAgent
         self.caBundle = caBundle
         self.insecureSkipTLSVerify = insecureSkipTLSVerify
@@ -58,6 +75,14 @@ public struct RegistryOptions: Sendable {
         self.chunkSize = max(1, chunkSize)
         self.maxManifestSize = maxManifestSize
         self.maxIdleHandles = max(1, maxIdleHandles)
+    }
+
+    /// `IMGFS_HOSTS_DIR` ("none" for no directory), else containerd's `/etc/containerd/certs.d`
+    /// when it exists.
+    public static func defaultHostsDirectory() -> String? {
+        if let value = environment("IMGFS_HOSTS_DIR") { return value == "none" ? nil : value }
+        let containerd = "/etc/containerd/certs.d"
+        return access(containerd, F_OK) == 0 ? containerd : nil
     }
 
     /// `IMGFS_REGISTRY_MIRRORS`, comma-separated `host:port` entries.

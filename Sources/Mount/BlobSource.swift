@@ -10,6 +10,16 @@ public protocol BlobSource: Sendable {
     func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8]
     /// Exactly the bytes `range` of a blob, unverified (the caller verifies each frame).
     func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8]
+    /// The same, from the upstream registry only when `mirrors` is false: asked after bytes a
+    /// mirror served failed verification, so a mirror with bad bytes costs one refetch, not EIO.
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8]
+}
+
+extension BlobSource {
+    /// A source without mirrors has only one place to ask.
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
+        try blob(digest, range: range)
+    }
 }
 
 /// A manifest's bytes as the registry sent them, and the media type it declared.

@@ -65,13 +65,16 @@ extension LazyDisk {
 
         var lastError: [Int: MountError] = [:]
         var attempt = 0
+        // After bytes fail verification the next attempts ask upstream only: a mirror (or a
+        // cache in front of the registry) serving bad bytes is bypassed, not retried.
+        var upstreamOnly = false
         while !pending.isEmpty {
             attempt += 1
             let attemptStart = monotonicNow()
             for group in FetchPlan.groups(for: Array(pending.keys), index: index, maxBytes: options.maxRequestBytes) {
                 // Each frame is staged and handed to its waiters as soon as it is verified, not
                 // after the whole range: a sequential reader waits for one frame, not for sixteen.
-                fetchGroup(group, purpose: purpose, attempt: attempt) { frame, result in
+                fetchGroup(group, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly) { frame, result in
                     switch result {
                     case .success(let verified):
                         stage(verified)
@@ -85,6 +88,10 @@ extension LazyDisk {
                         if let flight = pending.removeValue(forKey: frame) { complete(flight, .success(verified)) }
                     case .failure(let error):
                         lastError[frame] = error
+                        switch error {
+                        case .verification, .corruptFrame: upstreamOnly = true
+                        default: break
+                        }
                     }
                 }
             }
@@ -136,7 +143,7 @@ extension LazyDisk {
 
     /// One range request, then each member decompressed to its exact length and verified; `deliver`
     /// is called once per frame of the group, in order, as soon as that frame's result is known.
-    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int,
+    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false,
                     deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
         let layer = index.layers[group.layer]
         statistics.requestStarted()
@@ -149,7 +156,7 @@ extension LazyDisk {
         let started = monotonicNow()
         defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
-            bytes = try source.blob(layer.digest, range: group.range)
+            bytes = try source.blob(layer.digest, range: group.range, mirrors: !upstreamOnly)
         } catch {
             logger.warning("range request failed", metadata: [
                 "blob": "\(layer.digest)", "range": "\(group.range.lowerBound)..<\(group.range.upperBound)",

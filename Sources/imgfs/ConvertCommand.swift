@@ -48,8 +48,8 @@ struct ConvertCommand: OneLineErrors {
         let options = try layout.pushOptions()
 
         let logger = registry.makeLogger()
-        let sourceClient = registry.client(for: sourceReference, logger: logger)
-        let destinationClient = registry.client(for: destinationReference, logger: logger)
+        let sourceClient = try registry.client(for: sourceReference, logger: logger)
+        let destinationClient = try registry.client(for: destinationReference, logger: logger)
         let (image, _) = try ImagePuller.open(client: sourceClient, repository: sourceReference.repository, reference: sourceReference.manifestReference)
         let converter = ImageConverter(source: sourceClient, sourceRepository: sourceReference.repository,
                                        destination: destinationClient, destinationRepository: destinationReference.repository,

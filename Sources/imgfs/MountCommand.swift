@@ -118,7 +118,7 @@ struct MountCommand: ParsableCommand {
     /// The parent: resolve and open everything that can fail, then start the daemon and wait for it.
     func launch(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, limit: UInt64?, logFile: String) throws {
         let logger = registry.makeLogger()
-        let session = try openSession(reference, client: makeClient(reference, logger: logger), cacheRoot: cacheRoot, rate: rate,
+        let session = try openSession(reference, client: try makeClient(reference, logger: logger), cacheRoot: cacheRoot, rate: rate,
                                       pinned: nil, offline: false, logger: logger)
         if let limit {
             // While this image's entry is open (and so spared): only unmounted images lose frames.
@@ -171,7 +171,7 @@ struct MountCommand: ParsableCommand {
         let pinned = try resolvedManifest.map { (text) throws -> Digest in
             do { return try Digest(parsing: text) } catch { throw ValidationError("--resolved-manifest: \(error)") }
         }
-        let client = makeClient(reference, logger: logger)
+        let client = try makeClient(reference, logger: logger)
         let session = try openSession(reference, client: client, cacheRoot: cacheRoot, rate: rate, pinned: pinned,
                                       offline: resolvedOffline, logger: logger)
         let stacked: StackedDisk
@@ -224,14 +224,17 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The registry client of a mount; the daemon's status reports its retries.
-    func makeClient(_ reference: Reference, logger: Logger) -> RegistryClient {
+    func makeClient(_ reference: Reference, logger: Logger) throws -> RegistryClient {
         var options = RegistryOptions()
         if registry.plainHTTP { options.plainHTTP = true }
-        if !registry.mirror.isEmpty { options.mirrors = registry.mirror }
+        try registry.applyMirrors(to: &options, registry: reference.registry)
         // A FUSE read waits on these requests: fail within tens of seconds, never hang.
         options.connectTimeout = .seconds(5)
         options.lowSpeedTimeout = .seconds(10)
         options.maxAttempts = 2
+        // A read waiting for a whole-blob mirror to fill must still have time to go upstream
+        // within the 30 s read timeout.
+        options.wholeBlobWait = .seconds(15)
         return RegistryClient(registry: reference.registry, options: options, logger: logger)
     }
 

@@ -55,7 +55,7 @@ struct PullCommand: OneLineErrors {
         if let jobs { options.jobs = jobs }
         if noCache { options.cacheRoot = nil }
         let logger = registry.makeLogger()
-        let client = registry.client(for: reference, logger: logger)
+        let client = try registry.client(for: reference, logger: logger)
         let puller = try ImagePuller(client: client, repository: reference.repository, options: options, logger: logger)
         let progress = puller.progress
         let display = ProgressDisplay(label: "pull", quiet: output.quiet) {

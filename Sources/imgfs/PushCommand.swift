@@ -46,7 +46,7 @@ struct PushCommand: OneLineErrors {
         let logger = registry.makeLogger()
         do {
             let source = try PushSource.resolve(self.source)
-            let client = registry.client(for: reference, logger: logger)
+            let client = try registry.client(for: reference, logger: logger)
             let bootProfile = try profile.map { try readBootProfile($0) }
             let base = try writableMountBase(source: self.source, target: reference, client: client, logger: logger)
             if let base { options = base.options(from: options) }

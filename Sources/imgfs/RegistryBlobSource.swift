@@ -23,11 +23,15 @@ struct RegistryBlobSource: BlobSource {
     }
 
     func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
+        try blob(digest, range: range, mirrors: true)
+    }
+
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
         let limit = Int(range.count)
         do {
-            try client.blob(repository, digest: digest, range: range) { chunk in
+            try client.blob(repository, digest: digest, range: range, mirrors: mirrors) { chunk in
                 // Never more than asked for, whatever the server sends.
                 bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
             }

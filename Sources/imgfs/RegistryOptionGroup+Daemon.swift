@@ -6,6 +6,7 @@ extension RegistryOptionGroup {
         var arguments: [String] = []
         if plainHTTP { arguments.append("--plain-http") }
         for mirror in mirror { arguments += ["--mirror", mirror] }
+        if let hostsDir { arguments += ["--hosts-dir", hostsDir] }
         arguments += Array(repeating: "--verbose", count: verbose)
         return arguments
     }

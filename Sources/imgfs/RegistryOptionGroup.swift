@@ -11,6 +11,9 @@ struct RegistryOptionGroup: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("A registry mirror (host:port, or http(s)://host:port to choose the scheme) tried first for pulls; repeatable. Also IMGFS_REGISTRY_MIRRORS.", valueName: "host:port"))
     var mirror: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("A containerd hosts directory: mirrors of REGISTRY from DIR/REGISTRY/hosts.toml (or DIR/_default/hosts.toml), tried after --mirror. Default: IMGFS_HOSTS_DIR, else /etc/containerd/certs.d when it exists; \"none\" for none. See docs/FLEET.md.", valueName: "dir"))
+    var hostsDir: String?
+
     @Flag(name: .shortAndLong, help: "Log what imgfs does (-v: info, -vv: debug) on stderr.")
     var verbose: Int
 
@@ -20,10 +23,20 @@ struct RegistryOptionGroup: ParsableArguments {
         }
     }
 
-    func client(for reference: Reference, logger: Logger) -> RegistryClient {
+    /// Applies the mirror settings to `options`; a hosts.toml that cannot be used is an error
+    /// here, where the user sees it, rather than a log line in a daemon.
+    func applyMirrors(to options: inout RegistryOptions, registry: String) throws {
+        if !mirror.isEmpty { options.mirrors = mirror }
+        if let hostsDir { options.hostsDirectory = hostsDir == "none" ? nil : hostsDir }
+        if let directory = options.hostsDirectory {
+            do { _ = try ContainerdHosts.load(registry: registry, directory: directory) } catch { throw ValidationError(error.description) }
+        }
+    }
+
+    func client(for reference: Reference, logger: Logger) throws -> RegistryClient {
         var options = RegistryOptions()
         if plainHTTP { options.plainHTTP = true }
-        if !mirror.isEmpty { options.mirrors = mirror }
+        try applyMirrors(to: &options, registry: reference.registry)
         return RegistryClient(registry: reference.registry, options: options, logger: logger)
     }
 

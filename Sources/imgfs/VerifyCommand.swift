@@ -66,7 +66,7 @@ struct VerifyCommand: OneLineErrors {
         let referenceText = mounted?.reference ?? target
         let reference = try parseReference(referenceText)
         if remote {
-            let client = registry.client(for: reference, logger: logger)
+            let client = try registry.client(for: reference, logger: logger)
             let report = try RemoteVerifier(client: client, repository: reference.repository, logger: logger)
                 .verify(reference: mounted?.manifestDigest ?? reference.manifestReference)
             if json {
@@ -77,7 +77,7 @@ struct VerifyCommand: OneLineErrors {
             return
         }
         let cacheRoot = try absolute(cacheDir ?? mounted?.cacheDirectory ?? defaultCacheDirectory())
-        let client = registry.client(for: reference, logger: logger)
+        let client = try registry.client(for: reference, logger: logger)
         let resolver = ImageResolver(source: RegistryBlobSource(client: client, repository: reference.repository),
                                      store: MetadataStore(root: cacheRoot, logger: logger), logger: logger)
         let digest = mounted.flatMap { try? Digest(parsing: $0.manifestDigest) }

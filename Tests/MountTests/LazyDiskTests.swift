@@ -90,6 +90,25 @@ import Verity
         #expect(throws: MountError.self) { try session.disk.bytes(at: UInt64(7 * frameSize), count: 2 * frameSize) }
     }
 
+    @Test func wrongBytesFromAMirrorAreRefetchedFromUpstream() throws {
+        let image = try TestImage.make(frames: 8, chunkFrames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let layer = image.index.layers[0].digest
+        registry.corruptInMirror(layer)
+        let directory = TemporaryDirectory()
+        let session = try openSession(registry, root: directory.path)
+        defer { session.stop() }
+
+        // The mirror's bytes fail verification once; the second attempt asks upstream only and
+        // the read succeeds with the right bytes.
+        #expect(try session.disk.bytes(at: UInt64(2 * frameSize), count: frameSize) == Array(image.frame(2)))
+        #expect(registry.rangeCalls.filter { $0.digest == layer }.count == 2)
+        #expect(registry.upstreamOnlyCalls == 1)
+        #expect(session.disk.statistics.snapshot().verificationFailures == 1)
+        #expect(session.disk.cache.contains(2))
+    }
+
     @Test func holesAreServedAsZerosWithoutFetching() throws {
         let image = try TestImage.make(frames: 8, holes: [2, 3])
         let registry = FakeRegistry()

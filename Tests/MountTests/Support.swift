@@ -103,6 +103,8 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     private var blobs: [Digest: [UInt8]] = [:]
     private var manifests: [String: [UInt8]] = [:]
     private var corrupted: Set<Digest> = []
+    private var corruptedByMirror: Set<Digest> = []
+    private var _upstreamOnlyCalls = 0
     private var _rangeCalls: [RangeCall] = []
     private var _blobCalls: [Digest] = []
     private var _manifestCalls = 0
@@ -123,6 +125,10 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     /// From now on, range requests of this blob return bytes with one flipped bit per member.
     func corrupt(_ digest: Digest) { lock.withLock { _ = corrupted.insert(digest) } }
     func setOffline(_ value: Bool) { lock.withLock { offline = value } }
+    /// Range requests of this blob that may use a mirror get bytes with flipped bits (a mirror
+    /// serving wrong bytes); those asked of upstream only are correct.
+    func corruptInMirror(_ digest: Digest) { lock.withLock { _ = corruptedByMirror.insert(digest) } }
+    var upstreamOnlyCalls: Int { lock.withLock { _upstreamOnlyCalls } }
 
     var rangeCalls: [RangeCall] { lock.withLock { _rangeCalls } }
     var blobCalls: [Digest] { lock.withLock { _blobCalls } }
@@ -150,9 +156,14 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     }
 
     func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
+        try blob(digest, range: range, mirrors: true)
+    }
+
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt) = lock.withLock { () -> ([UInt8]?, Bool) in
             _rangeCalls.append(RangeCall(digest: digest, range: range))
-            return (blobs[digest], corrupted.contains(digest))
+            if !mirrors { _upstreamOnlyCalls += 1 }
+            return (blobs[digest], corrupted.contains(digest) || (mirrors && corruptedByMirror.contains(digest)))
         }
         if rangeDelay > 0 { usleep(UInt32(rangeDelay * 1e6)) }
         if isOffline { throw SourceError(.unreachable, "connection refused") }

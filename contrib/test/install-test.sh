@@ -81,6 +81,7 @@ in_root "
 echo "== install test: man imgfs-mount, completions, units" >&2
 in_root "man -w imgfs-mount && man imgfs-mount 2>/dev/null | grep -q 'imgfs mount'"
 in_root "test -s /usr/share/bash-completion/completions/imgfs && test -s /usr/share/zsh/vendor-completions/_imgfs && test -s /usr/share/fish/vendor_completions.d/imgfs.fish"
+in_root "test \"\$(readlink /sbin/mount.fuse.imgfs)\" = /usr/bin/imgfs"
 in_root "
     units=\$(dpkg -L imgfs | grep -E '^/(usr/)?lib/systemd/system/[^/]+\\.(service|socket|mount|timer|target)\$' || true)
     if [[ -n \"\$units\" ]]; then systemd-analyze verify \$units; echo \"verified: \$units\"; else echo 'no systemd units in the package'; fi

@@ -4,7 +4,9 @@
 #
 # Debian packages CI must install: docker-registry apache2-utils curl python3
 #
-#   registry.sh start DIR [--htpasswd USER:PASS]   prints 127.0.0.1:PORT once /v2/ answers
+#   registry.sh start DIR [--htpasswd USER:PASS] [--proxy URL]
+#                                                  prints 127.0.0.1:PORT once /v2/ answers;
+#                                                  --proxy makes it a pull-through cache of URL
 #   registry.sh stop DIR                           kills exactly the pid in DIR/registry.pid
 #
 # Storage lives in DIR/data. DIR/registry.log gets one Apache combined-format access line per
@@ -12,7 +14,7 @@
 # header) plus warnings and errors in logfmt.
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [--htpasswd USER:PASS] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [--htpasswd USER:PASS] [--proxy URL] | stop DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 dir=$2
 shift 2
@@ -22,10 +24,12 @@ free_port() {
 }
 
 start() {
-    local htpasswd=""
+    local htpasswd="" proxy=""
     while [ $# -gt 0 ]; do
         case $1 in
             --htpasswd) htpasswd=$2; shift 2 ;;
+            --proxy) proxy="proxy:
+  remoteurl: $2"; shift 2 ;;
             *) usage ;;
         esac
     done
@@ -68,6 +72,7 @@ http:
   addr: 127.0.0.1:$port
   secret: imgfs-test-secret
 $auth
+$proxy
 YAML
         # Close every inherited descriptor above 2: a caller reading our stdout through a pipe
         # must see EOF when this script exits, not when the registry does.

@@ -11,6 +11,9 @@
 - corruption: --corrupt-once flips one bit in the body of the first GET of every blob and
   manifest-by-digest (per path and Range), so every object a client fetches arrives damaged once;
   --corrupt-rate R flips one bit in a fraction R of those responses, at random. Counted in stats.
+- mirror misbehaviour: /_admin/mirror?whole_blob=1 drops the Range header of blob GETs (answers
+  200 with the whole blob, as a pull-through cache does while it has not got the blob);
+  /_admin/mirror?corrupt=1 flips the first byte of every blob GET body.
 - /_admin/revoke forgets every issued token; /_admin/stats returns counters as JSON.
 - --log FILE: one line per request: METHOD PATH STATUS RANGE.
 
@@ -38,9 +41,11 @@ class State:
         self.tokens = {}  # token -> expiry (monotonic)
         self.faults = []  # [(status, retry_after)]
         self.redirect = False
+        self.whole_blob = False
+        self.corrupt = False
         self.stats = {"requests": 0, "tokens_issued": 0, "token_denied": 0, "faults_served": 0,
                       "unauthorized": 0, "blobstore_requests": 0, "blobstore_auth_headers": 0,
-                      "corrupted": 0}
+                      "whole_blob_answers": 0, "corrupted": 0, "blob_gets": 0}
         self.corrupted_keys = set()
         self.port = 0
 
@@ -156,6 +161,10 @@ def make_handler(state):
             if what == "redirect":
                 state.redirect = query.get("on", ["1"])[0] == "1"
                 return self.json_reply(200, {})
+            if what == "mirror":
+                state.whole_blob = query.get("whole_blob", ["0"])[0] == "1"
+                state.corrupt = query.get("corrupt", ["0"])[0] == "1"
+                return self.json_reply(200, {})
             if what == "revoke":
                 with state.lock:
                     state.tokens.clear()
@@ -168,10 +177,20 @@ def make_handler(state):
         def forward(self, path, body, strip_auth):
             conn = http.client.HTTPConnection(args.upstream, timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP and not (strip_auth and k.lower() == "authorization")}
+            blob_get = self.command == "GET" and "/blobs/sha256:" in path
+            if blob_get:
+                state.bump("blob_gets")
+            if blob_get and state.whole_blob:
+                if any(k.lower() == "range" for k in headers):
+                    state.bump("whole_blob_answers")
+                headers = {k: v for k, v in headers.items() if k.lower() != "range"}
             try:
                 conn.request(self.command, path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None, headers=headers)
                 resp = conn.getresponse()
                 data = self.maybe_corrupt(path, resp.status, resp.read())
+                if blob_get and state.corrupt and data and resp.status in (200, 206):
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                    state.bump("corrupted")
                 out = {k: v for k, v in resp.getheaders() if k.lower() not in HOP and k.lower() != "content-length"}
                 if self.command == "HEAD":
                     out["Content-Length"] = resp.getheader("Content-Length", "0")

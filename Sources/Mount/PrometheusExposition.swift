@@ -66,6 +66,16 @@ public enum PrometheusExposition {
         .counter("imgfs_verification_failures_total", "Frames whose bytes did not decompress or hash to the index's digest.") {
             $0.statistics.verificationFailures
         },
+        .counter("imgfs_cache_verification_failures_total",
+                 "Cached frames that no longer hashed to their digest when the daemon first served them (dropped and fetched again).") {
+            $0.statistics.cacheVerificationFailures
+        },
+        .counter("imgfs_server_restarts_total", "Times the serving process was started again by the descriptor holder after it died.") {
+            $0.holderPid == nil ? nil : Int64($0.restarts ?? 0)
+        },
+        .counter("imgfs_server_upgrades_total", "Times the serving process was replaced by `imgfs upgrade`.") {
+            $0.holderPid == nil ? nil : Int64($0.upgrades ?? 0)
+        },
         .counter("imgfs_fetch_retries_total", "Registry requests sent again after a transport error or a retriable HTTP status.") {
             $0.statistics.retries
         },

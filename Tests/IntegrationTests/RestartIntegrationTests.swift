@@ -253,17 +253,28 @@ let directIO: Int32 = 0o40000
 
         let stop = scratch + "/stop", log = scratch + "/reader.log"
         FileManager.default.createFile(atPath: log, contents: nil)
-        FileManager.default.createFile(atPath: stop, contents: nil)  // one pass only
+        // Passes back to back until told to stop, so that one is in flight whenever the server
+        // dies (a single pass of this small disk can end before the kill on a quick machine).
         let reader = try Self.startReader(source: image.source, disk: mount.disk, stop: stop, log: log)
-        defer { if reader.isRunning { reader.terminate() } }
+        defer {
+            FileManager.default.createFile(atPath: stop, contents: nil)
+            if reader.isRunning { reader.terminate() }
+        }
         usleep(300_000)
         let status = try mount.status()
         kill(status.pid, SIGKILL)
+        var logText = ""
         let deadline = Date().addingTimeInterval(30)
-        while reader.isRunning && Date() < deadline { usleep(50_000) }
-        #expect(!reader.isRunning, "the reader did not hang")
-        let logText = try String(contentsOfFile: log, encoding: .utf8)
+        while Date() < deadline {
+            logText = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if logText.contains("FAIL") { break }
+            usleep(50_000)
+        }
         #expect(logText.contains("FAIL"), "the pass in flight failed: \(logText)")
+        FileManager.default.createFile(atPath: stop, contents: nil)
+        let exitDeadline = Date().addingTimeInterval(30)
+        while reader.isRunning && Date() < exitDeadline { usleep(50_000) }
+        #expect(!reader.isRunning, "the reader did not hang")
         let daemonLog = try String(contentsOfFile: try #require(status.logFile), encoding: .utf8)
         #expect(daemonLog.contains("the mount is aborted so that they fail instead of hanging"))
         // The holder detached the aborted mount itself; umount says so.

@@ -38,18 +38,8 @@ public final class FuseConnection: @unchecked Sendable {
         let optionString = try options.mountOptionString(mountpoint: mountpoint)
         try FuseMount.checkMountpoint(mountpoint)
         LibfuseLog.install()
-        var operations = fuse_lowlevel_ops()
-        let arguments = ["imgfs", "-o", optionString]
-        let created = LibfuseLog.capturing(logger) {
-            withCStrings(arguments) { argv in
-                var args = fuse_args(argc: Int32(arguments.count), argv: argv, allocated: 0)
-                defer { fuse_opt_free_args(&args) }
-                return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, nil)
-            }
-        }
-        guard let session = created.value else {
-            throw FuseError(mountpoint: mountpoint, reason: .sessionCreationFailed(created.lastError ?? "fuse_session_new failed"))
-        }
+        let session = try FuseMount.newSession(mountpoint: mountpoint, arguments: ["imgfs", "-o", optionString],
+                                               operations: fuse_lowlevel_ops(), userdata: nil, logger: logger)
         let mounted = LibfuseLog.capturing(logger) { fuse_session_mount(session, mountpoint) }
         guard mounted.value == 0 else {
             fuse_session_destroy(session)

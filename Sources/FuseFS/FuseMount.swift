@@ -116,8 +116,15 @@ public final class FuseMount: @unchecked Sendable {
         LibfuseLog.install()
         var arguments = ["imgfs", "-o", optionString]
         if state.options.debug { arguments.append("-d") }
-        var operations = FuseOperations.table()
-        let userdata = Unmanaged.passUnretained(state).toOpaque()
+        return try newSession(mountpoint: mountpoint, arguments: arguments, operations: FuseOperations.table(),
+                              userdata: Unmanaged.passUnretained(state).toOpaque(), logger: logger)
+    }
+
+    /// `fuse_session_new` with libfuse's messages captured into the error; shared with
+    /// `FuseConnection`, whose session only mounts and reads INIT (no operations, no userdata).
+    static func newSession(mountpoint: String, arguments: [String], operations: fuse_lowlevel_ops, userdata: UnsafeMutableRawPointer?,
+                           logger: Logger) throws(FuseError) -> OpaquePointer {
+        var operations = operations
         let created = LibfuseLog.capturing(logger) {
             withCStrings(arguments) { argv in
                 var args = fuse_args(argc: Int32(arguments.count), argv: argv, allocated: 0)

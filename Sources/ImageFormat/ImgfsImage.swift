@@ -9,6 +9,8 @@ public struct ImgfsImage: Sendable {
     public let indexDescriptor: Descriptor
     /// Chunk layers in chunk-number order (a blob may appear more than once).
     public let chunkDescriptors: [Descriptor]
+    /// The `dev.imgfs.chunk.number` of each of `chunkDescriptors`, as checked here.
+    public let chunkNumbers: [UInt64]
     public let nvram: Descriptor?
     public let vmConfig: Descriptor?
     public let bootProfile: Descriptor?
@@ -88,6 +90,7 @@ public struct ImgfsImage: Sendable {
         self.config = config
         self.indexDescriptor = index
         self.chunkDescriptors = chunks.map(\.descriptor)
+        self.chunkNumbers = chunks.map(\.number)
         self.nvram = nvram
         self.vmConfig = vmConfig
         self.bootProfile = profile
@@ -116,9 +119,7 @@ public struct ImgfsImage: Sendable {
         // A frame of chunk c is stored in chunk c's layer, and a chunk has a layer exactly when
         // it stores a frame: so an edit re-uploads one chunk, and no layer is along for the ride.
         var chunkLayers = [UInt64: Digest]()
-        for descriptor in chunkDescriptors {
-            if let number = descriptor.annotations?[ImgfsAnnotation.chunkNumber].flatMap(UInt64.init) { chunkLayers[number] = descriptor.digest }
-        }
+        for (number, descriptor) in zip(chunkNumbers, chunkDescriptors) { chunkLayers[number] = descriptor.digest }
         let framesPerChunk = index.layout == .singleLayer ? max(index.frames.count, 1) : Int(config.disk.chunkSize / UInt64(geometry.frameSize))
         var storing = Set<UInt64>()
         for (i, frame) in index.frames.enumerated() {

@@ -20,15 +20,13 @@ final class FlightTable: @unchecked Sendable {
         init(frame: Int) { self.frame = frame }
     }
 
-    private let monitor = Monitor()
-    // Guarded by `monitor`.
-    private var flights: [Int: Flight] = [:]
+    private let monitor = Monitor([Int: Flight]())
 
     /// Splits `frames` into those the caller now owns and those already in flight. Frames for
     /// which `isPresent` turns true under the lock (stored since the caller looked) are dropped:
     /// a fetcher stores a frame before it completes the flight, so no frame falls in between.
     func claim(_ frames: [Int], isPresent: (Int) -> Bool) -> (owned: [Flight], waiting: [Flight]) {
-        monitor.withLock {
+        monitor.withLock { flights in
             var owned: [Flight] = []
             var waiting: [Flight] = []
             for frame in frames {
@@ -46,22 +44,21 @@ final class FlightTable: @unchecked Sendable {
 
     /// Publishes the result of an owned flight and wakes its waiters.
     func complete(_ flight: Flight, _ result: Result<VerifiedFrame, MountError>) {
-        monitor.withLock {
+        monitor.update { flights in
             flight.result = result
             if flights[flight.frame] === flight { flights[flight.frame] = nil }
-            monitor.broadcast()
         }
     }
 
     /// The result of a flight someone else owns, or `.timedOut` after `timeout` seconds.
     func wait(_ flight: Flight, timeout: Double) -> Result<VerifiedFrame, MountError> {
-        monitor.wait(until: { flight.result != nil }, timeout: max(0.001, timeout)) { arrived in
+        monitor.wait(until: { _ in flight.result != nil }, timeout: max(0.001, timeout)) { _, arrived in
             guard arrived, let result = flight.result else { return .failure(.timedOut(frame: flight.frame, seconds: timeout)) }
             return result
         }
     }
 
-    var count: Int { monitor.withLock { flights.count } }
+    var count: Int { monitor.withLock { $0.count } }
 
-    func isInFlight(_ frame: Int) -> Bool { monitor.withLock { flights[frame] != nil } }
+    func isInFlight(_ frame: Int) -> Bool { monitor.withLock { $0[frame] != nil } }
 }

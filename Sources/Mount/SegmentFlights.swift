@@ -22,27 +22,29 @@ final class SegmentFlights: @unchecked Sendable {
         }
     }
 
-    private let monitor = Monitor()
-    // Guarded by `monitor`.
-    private var flights: [SegmentKey: Flight] = [:]
-    private var queue: [Flight] = []
-    private var closed = false
+    private struct State: Sendable {
+        var flights: [SegmentKey: Flight] = [:]
+        var queue: [Flight] = []
+        var closed = false
+    }
+
+    private let monitor = Monitor(State())
 
     /// The flight fetching `segment`'s key: an existing one (promoted if this is a demand), or a
     /// new queued one. A closed table gives a flight that has already failed with `.stopped`.
     func claim(_ segment: Segment, key: SegmentKey, demand: Bool) -> Flight {
-        monitor.withLock {
-            if let flight = flights[key] {
+        monitor.withLock { state in
+            if let flight = state.flights[key] {
                 if demand { flight.demanded = true }
                 return flight
             }
             let flight = Flight(key: key, segment: segment, demanded: demand)
-            guard !closed else {
+            guard !state.closed else {
                 flight.result = .failure(.stopped)
                 return flight
             }
-            flights[key] = flight
-            queue.append(flight)
+            state.flights[key] = flight
+            state.queue.append(flight)
             monitor.broadcast()
             return flight
         }
@@ -50,25 +52,24 @@ final class SegmentFlights: @unchecked Sendable {
 
     /// The next flight to fetch (a reader's before background prefetch), waiting for one; nil once closed.
     func next() -> Flight? {
-        monitor.wait(until: { !queue.isEmpty || closed }) {
-            guard !closed else { return nil }
-            let position = queue.firstIndex { $0.demanded } ?? 0
-            return queue.remove(at: position)
+        monitor.wait(until: { !$0.queue.isEmpty || $0.closed }) { state in
+            guard !state.closed else { return nil }
+            let position = state.queue.firstIndex { $0.demanded } ?? 0
+            return state.queue.remove(at: position)
         }
     }
 
     /// Publishes a flight's result and wakes its waiters; the next claim of the key starts afresh.
     func complete(_ flight: Flight, _ result: Result<VerifiedSegmentFile, MountError>) {
-        monitor.withLock {
+        monitor.update { state in
             flight.result = result
-            if flights[flight.key] === flight { flights[flight.key] = nil }
-            monitor.broadcast()
+            if state.flights[flight.key] === flight { state.flights[flight.key] = nil }
         }
     }
 
     /// The flight's result, or a timeout after `timeout` seconds (the fetch itself goes on).
     func wait(_ flight: Flight, timeout: Double) -> Result<VerifiedSegmentFile, MountError> {
-        monitor.wait(until: { flight.result != nil }, timeout: max(0.001, timeout)) { arrived in
+        monitor.wait(until: { _ in flight.result != nil }, timeout: max(0.001, timeout)) { _, arrived in
             guard arrived, let result = flight.result else {
                 return .failure(.foreign(.timedOut(layer: flight.segment.name, blob: flight.segment.blob.digest, seconds: timeout)))
             }
@@ -79,16 +80,15 @@ final class SegmentFlights: @unchecked Sendable {
     /// Fails every queued flight with `.stopped` and ends `next`; running fetches notice
     /// `SegmentDisk.isStopping` between requests and complete their flights themselves.
     func close() {
-        monitor.withLock {
-            closed = true
-            for flight in queue {
+        monitor.update { state in
+            state.closed = true
+            for flight in state.queue {
                 flight.result = .failure(.stopped)
-                if flights[flight.key] === flight { flights[flight.key] = nil }
+                if state.flights[flight.key] === flight { state.flights[flight.key] = nil }
             }
-            queue.removeAll()
-            monitor.broadcast()
+            state.queue.removeAll()
         }
     }
 
-    var count: Int { monitor.withLock { flights.count } }
+    var count: Int { monitor.withLock { $0.flights.count } }
 }

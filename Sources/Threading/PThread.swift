@@ -19,13 +19,19 @@ final class PThreadMutex: @unchecked Sendable {
     func unlock() { pthread_mutex_unlock(raw) }
 }
 
+/// A condition variable whose timed waits run on CLOCK_MONOTONIC, so that a wall-clock step
+/// (NTP, an operator's `date -s`) neither ends a wait early nor stretches it.
 final class PThreadCondition: @unchecked Sendable {
     let raw: UnsafeMutablePointer<pthread_cond_t>
 
     init() {
         raw = .allocate(capacity: 1)
         raw.initialize(to: pthread_cond_t())
-        pthread_cond_init(raw, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(raw, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -35,53 +41,20 @@ final class PThreadCondition: @unchecked Sendable {
 
     func wait(_ mutex: PThreadMutex) { pthread_cond_wait(raw, mutex.raw) }
 
-    /// Waits at most until `deadline` (CLOCK_REALTIME); returns false on timeout.
+    /// Waits at most until `deadline` (CLOCK_MONOTONIC); returns false on timeout.
     func wait(_ mutex: PThreadMutex, until deadline: timespec) -> Bool {
         var deadline = deadline
         return pthread_cond_timedwait(raw, mutex.raw, &deadline) != ETIMEDOUT
     }
 
-    func signal() { pthread_cond_signal(raw) }
     func broadcast() { pthread_cond_broadcast(raw) }
-}
 
-/// A condition variable bundled with its mutex, for the few places that need a custom wait
-/// (single-flight frame fetches, reorder buffers).
-public final class Monitor: @unchecked Sendable {
-    private let mutex = PThreadMutex()
-    private let condition = PThreadCondition()
-
-    public init() {}
-
-    /// Runs `body` with the lock held.
-    public func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        mutex.lock()
-        defer { mutex.unlock() }
-        return try body()
-    }
-
-    /// With the lock held, waits until `predicate` is true, then runs `body`.
-    public func wait<R>(until predicate: () -> Bool, then body: () throws -> R) rethrows -> R {
-        mutex.lock()
-        defer { mutex.unlock() }
-        while !predicate() { condition.wait(mutex) }
-        return try body()
-    }
-
-    /// Like `wait(until:then:)` but gives up after `timeout` seconds; `body` gets whether the predicate held.
-    public func wait<R>(until predicate: () -> Bool, timeout: Double, then body: (Bool) throws -> R) rethrows -> R {
-        mutex.lock()
-        defer { mutex.unlock() }
+    /// The CLOCK_MONOTONIC time `seconds` from now.
+    static func deadline(after seconds: Double) -> timespec {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let nanos = Int(now.tv_nsec) + Int((timeout - timeout.rounded(.down)) * 1e9)
-        let deadline = timespec(tv_sec: now.tv_sec + Int(timeout) + nanos / 1_000_000_000, tv_nsec: nanos % 1_000_000_000)
-        while !predicate() {
-            if !condition.wait(mutex, until: deadline) { return try body(predicate()) }
-        }
-        return try body(true)
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let seconds = max(0, seconds)
+        let nanos = Int(now.tv_nsec) + Int((seconds - seconds.rounded(.down)) * 1e9)
+        return timespec(tv_sec: now.tv_sec + Int(seconds) + nanos / 1_000_000_000, tv_nsec: nanos % 1_000_000_000)
     }
-
-    /// Wakes every waiter so it re-checks its predicate. Call after changing guarded state.
-    public func broadcast() { condition.broadcast() }
 }

@@ -48,8 +48,19 @@ import Glibc
     }
 
     @Test func monitorTimesOutWhenThePredicateNeverHolds() {
-        let monitor = Monitor()
-        let held = monitor.wait(until: { false }, timeout: 0.05) { $0 }
+        let monitor = Monitor(0)
+        let held = monitor.wait(until: { $0 > 0 }, timeout: 0.05) { _, held in held }
         #expect(held == false)
+    }
+
+    @Test func monitorWakesAWaiterWhenTheStateChanges() {
+        let monitor = Monitor(0)
+        let setter = WorkerThread(name: "setter") {
+            usleep(20_000)
+            monitor.update { $0 = 7 }
+        }
+        let seen = monitor.wait(until: { $0 > 0 }, timeout: 10) { state, held in held ? state : -1 }
+        setter.join()
+        #expect(seen == 7)
     }
 }

@@ -14,7 +14,8 @@ extension LazyDisk {
         let now = monotonicNow()
         let deadline = now + options.readTimeout
         if purpose == .demand, let failed = recentFailure(among: frames, now: now) { throw failed }
-        let (owned, waiting) = flights.claim(frames) { cache.contains($0) }
+        // Background work never waits for someone else's fetch: it would only duplicate it.
+        let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { cache.contains($0) }
         var results: [Int: VerifiedFrame] = [:]
         var failure: MountError?
         if !owned.isEmpty {
@@ -26,13 +27,11 @@ extension LazyDisk {
                 }
             }
         }
-        // Background work never waits for someone else's fetch: it would only duplicate it.
-        if purpose == .demand {
-            for flight in waiting {
-                switch flights.wait(flight, timeout: deadline - monotonicNow()) {
-                case .success(let verified): results[flight.frame] = verified
-                case .failure(let error): if failure == nil { failure = error }
-                }
+        for flight in waiting {
+            switch flights.wait(flight, timeout: deadline - monotonicNow()) {
+            case .success(let verified): results[flight.frame] = verified
+            case .failure(let error): if failure == nil { failure = error }
+            case nil: if failure == nil { failure = .timedOut(frame: flight.frame, seconds: options.readTimeout) }
             }
         }
         if let failure { throw failure }

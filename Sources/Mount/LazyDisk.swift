@@ -30,7 +30,7 @@ public struct LazyDiskOptions: Sendable {
 /// A read of `[offset, offset + size)`:
 /// 1. holes are served as zeros, never fetched;
 /// 2. frames whose bit is set in the `FrameCache` are read from it;
-/// 3. the rest are claimed in the single-flight `FlightTable`; frames another reader is fetching
+/// 3. the rest are claimed in the single-flight table (`SingleFlight`); frames another reader is fetching
 ///    are waited for; owned frames are copied from another image's cache entry if one has the same
 ///    digest, else fetched in coalesced range requests, each member decompressed to its exact size
 ///    and verified (`VerifiedFrame.verify`) before it is stored or served.
@@ -219,6 +219,17 @@ public final class LazyDisk: Sendable {
         }
         if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
     }
+}
+
+/// Frames in flight: one fetch per frame however many readers want it.
+typealias FlightTable = SingleFlight<Int, VerifiedFrame, MountError>
+
+extension SingleFlight {
+    typealias Flight = Ticket
+}
+
+extension SingleFlight.Ticket where Key == Int {
+    var frame: Int { key }
 }
 
 func monotonicNow() -> Double {

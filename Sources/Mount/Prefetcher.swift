@@ -76,7 +76,7 @@ public final class Prefetcher: Sendable {
             while frame < index.frames.count, batch.count < 64, bytes < batchBytes {
                 defer { frame += 1 }
                 guard let location = index.frames[frame].location, !index.frames[frame].isHole,
-                      !disk.cache.contains(frame), !disk.flights.isInFlight(frame) else { continue }
+                      !disk.cache.contains(frame), !disk.flights.isRunning(frame) else { continue }
                 batch.append(frame)
                 bytes += Int64(location.compressedLength)
             }

@@ -42,7 +42,11 @@ public final class SegmentDisk: VirtualDisk {
     let source: any BlobSource
     let options: SegmentDiskOptions
     let logger: Logger
-    let flights = SegmentFlights()
+    /// Whole-layer fetches, queued for the fetch threads; readers wait for them.
+    let flights = SingleFlight<SegmentKey, VerifiedSegmentFile, MountError>()
+    /// The segment a key's fetch decodes: the first in disk order with that key (segments sharing
+    /// a blob share a key; `verifiedFile` checks each one's length against what was fetched).
+    let segmentsByKey: [SegmentKey: Segment]
     /// Verified files opened so far, by key; kept open until the disk is released.
     /// Lock order: a leaf (taken alone, never while holding the flights' monitor).
     let files = Mutex<[SegmentKey: VerifiedSegmentFile]>([:])
@@ -55,6 +59,9 @@ public final class SegmentDisk: VirtualDisk {
             throw .foreign(.layout(.badLayer(layer: framed.name, reason: "imgfs chunk layers are served frame by frame, not as whole layers")))
         }
         self.layout = layout
+        var segmentsByKey: [SegmentKey: Segment] = [:]
+        for segment in layout.segments where segmentsByKey[SegmentKey(segment)] == nil { segmentsByKey[SegmentKey(segment)] = segment }
+        self.segmentsByKey = segmentsByKey
         self.store = try SegmentStore(cacheRoot: cacheRoot, logger: logger)
         self.source = source
         self.statistics = statistics
@@ -68,8 +75,9 @@ public final class SegmentDisk: VirtualDisk {
     public func start() {
         let threads = (0..<max(1, options.fetchThreads)).map { i in
             WorkerThread(name: "layer-fetch-\(i)") { [self] in
-                while let flight = flights.next() {
-                    let result = fetch(flight.segment, key: flight.key, demanded: flight.demanded)
+                while let (flight, demanded) = flights.next() {
+                    guard let segment = segmentsByKey[flight.key] else { continue }
+                    let result = fetch(segment, key: flight.key, demanded: demanded)
                     if case .success(let file) = result { files.withLock { $0[flight.key] = file } }
                     flights.complete(flight, result)
                 }
@@ -81,7 +89,7 @@ public final class SegmentDisk: VirtualDisk {
     /// Stops fetching and waits for the fetch threads; waiting readers get errors.
     public func stop() {
         stopping.store(true, ordering: .relaxed)
-        flights.close()
+        flights.close(failing: .stopped)
         let threads = workers.withLock { threads in
             defer { threads = [] }
             return threads
@@ -161,8 +169,7 @@ public final class SegmentDisk: VirtualDisk {
         }
         guard !isStopping else { throw .stopped }
         statistics.cacheMisses.add(1, ordering: .relaxed)
-        let flight = flights.claim(segment, key: key, demand: true)
-        let file = try flights.wait(flight, timeout: options.readTimeout).get()
+        let file = try fetchThroughWorkers(segment, key: key, demand: true, timeout: options.readTimeout)
         // A flight of another segment with this key verified another length claim: this one's is false.
         guard file.length == segment.length else {
             throw .foreign(.verification(SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: file.length)), attempts: 1))
@@ -174,9 +181,18 @@ public final class SegmentDisk: VirtualDisk {
     func prefetch(_ segment: Segment) throws(MountError) {
         let key = SegmentKey(segment)
         guard segment.length > 0, files.withLock({ $0[key] }) == nil, !store.contains(key, length: segment.length) else { return }
-        let flight = flights.claim(segment, key: key, demand: false)
         // No deadline that matters: stop() fails or finishes every flight.
-        _ = try flights.wait(flight, timeout: 24 * 3600).get()
+        _ = try fetchThroughWorkers(segment, key: key, demand: false, timeout: 24 * 3600)
+    }
+
+    /// Queues `segment`'s fetch for the fetch threads (or joins the one queued or running) and
+    /// waits for it at most `timeout` seconds; the fetch goes on after a reader gives up.
+    private func fetchThroughWorkers(_ segment: Segment, key: SegmentKey, demand: Bool, timeout: Double) throws(MountError) -> VerifiedSegmentFile {
+        let flight = flights.enqueue(key, demand: demand)
+        guard let result = flights.wait(flight, timeout: timeout) else {
+            throw .foreign(.timedOut(layer: segment.name, blob: segment.blob.digest, seconds: timeout))
+        }
+        return try result.get()
     }
 
     /// Segments whose verified file is present, and the disk bytes they cover (for `imgfs status`).

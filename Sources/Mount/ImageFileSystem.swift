@@ -47,8 +47,7 @@ public final class ImageFileSystem: FileSystemBackend {
         switch files[file].content {
         case .disk(let disk):
             do { return try disk.read(at: offset, into: buffer) } catch {
-                // LazyDisk has logged the details (blob, frame, digests); the message names the cause.
-                throw .io(error.description)
+                throw .failed(error)
             }
         case .bytes(let bytes):
             guard offset < UInt64(bytes.count) else { return 0 }
@@ -80,14 +79,14 @@ public final class ImageFileSystem: FileSystemBackend {
         guard files.indices.contains(file) else { throw .notFound }
         guard case .disk(let disk) = files[file].content, disk.isWritable else { throw .readOnly }
         do { return try disk.write(at: offset, data: data) } catch {
-            throw .io(error.description)
+            throw .failed(error)
         }
     }
 
     public func flush(file: Int) throws(FileSystemError) {
         guard files.indices.contains(file), case .disk(let disk) = files[file].content, disk.isWritable else { return }
         do { try disk.flush() } catch {
-            throw .io(error.description)
+            throw .failed(error)
         }
     }
 }

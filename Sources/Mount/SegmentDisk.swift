@@ -18,6 +18,10 @@ public struct SegmentDiskOptions: Sendable {
     public var fetchThreads = 2
     /// Range request size while streaming a layer: bounds the memory a fetch holds.
     public var requestBytes: Int64 = 8 * 1024 * 1024
+    /// The bound on one range request. No reader waits on it directly (a read waits for the whole
+    /// layer at most `readTimeout`, and the fetch goes on after it gives up), so it is generous;
+    /// but a registry that trickles must not hold a fetch thread forever.
+    public var requestTimeout: Double = 300
 
     public init() {}
 }
@@ -115,10 +119,8 @@ public final class SegmentDisk: VirtualDisk {
             statistics.bytesServed.add(Int64(length), ordering: .relaxed)
             return length
         } catch {
+            // Logged once, with the request it failed, where FUSE answers the kernel.
             statistics.readErrors.add(1, ordering: .relaxed)
-            logger.error("read failed", metadata: [
-                "offset": "\(offset)", "size": "\(length)", "error": "\(error)",
-                "blob": "\(error.foreignBlob.map { "\($0)" } ?? "-")"])
             throw error
         }
     }
@@ -192,13 +194,5 @@ public final class SegmentDisk: VirtualDisk {
             }
         }
         return (count, bytes)
-    }
-}
-
-extension MountError {
-    /// The blob a foreign-image error names, for logs.
-    var foreignBlob: Digest? {
-        if case .foreign(let error) = self { return error.blob }
-        return nil
     }
 }

@@ -36,7 +36,7 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
         return blob
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt, isOffline) = lock.withLock { () -> ([UInt8]?, Bool, Bool) in
             calls[digest, default: 0] += 1
             return (blobs[digest], corrupted.contains(digest), offline)

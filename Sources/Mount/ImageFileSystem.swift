@@ -5,7 +5,8 @@ import Logging
 
 /// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable), and
 /// `nvram.bin` and `config.json` when the image has them. FuseFS owns inodes and attributes;
-/// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`.
+/// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`. A disk's `MountError` goes to
+/// FuseFS whole (`FileSystemError.failed`), which logs it once and picks the errno.
 public final class ImageFileSystem: FileSystemBackend {
     enum Content: Sendable {
         case disk(any VirtualDisk)

@@ -101,6 +101,8 @@ public final class SegmentDisk: VirtualDisk {
         guard offset < size, buffer.count > 0 else { return 0 }
         let length = Int(min(UInt64(buffer.count), size - offset))
         let end = offset + UInt64(length)
+        // One deadline for the whole read, however many layers it spans.
+        let deadline = monotonicNow() + options.readTimeout
         do throws(MountError) {
             var position = offset
             for segment in layout.segments(overlapping: offset..<end) where segment.length > 0 {
@@ -109,7 +111,7 @@ public final class SegmentDisk: VirtualDisk {
                     position = segment.diskOffset
                 }
                 let upTo = min(end, segment.diskRange.upperBound)
-                let file = try verifiedFile(for: segment)
+                let file = try verifiedFile(for: segment, deadline: deadline)
                 try file.read(at: position - segment.diskOffset,
                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)..<Int(upTo - offset)]),
                               layer: segment.name)
@@ -148,8 +150,9 @@ public final class SegmentDisk: VirtualDisk {
         }
     }
 
-    /// The verified file of `segment`: already open, in the store, or fetched now (bounded wait).
-    func verifiedFile(for segment: Segment) throws(MountError) -> VerifiedSegmentFile {
+    /// The verified file of `segment`: already open, in the store, or fetched now (waiting until
+    /// `deadline` at most, on the `monotonicNow()` clock).
+    func verifiedFile(for segment: Segment, deadline: Double) throws(MountError) -> VerifiedSegmentFile {
         let key = SegmentKey(segment)
         if let file = files.withLock({ $0[key] }), file.length == segment.length {
             statistics.cacheHits.add(1, ordering: .relaxed)
@@ -164,7 +167,7 @@ public final class SegmentDisk: VirtualDisk {
         guard !isStopping else { throw .stopped }
         statistics.cacheMisses.add(1, ordering: .relaxed)
         let flight = flights.claim(segment, key: key, demand: true)
-        let file = try flights.wait(flight, timeout: options.readTimeout).get()
+        let file = try flights.wait(flight, timeout: deadline - monotonicNow()).get()
         // A flight of another segment with this key verified another length claim: this one's is false.
         guard file.length == segment.length else {
             throw .foreign(.verification(SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: file.length)), attempts: 1))

@@ -240,7 +240,7 @@ struct MountCommand: ParsableCommand {
         options.lowSpeedTimeout = .seconds(10)
         options.maxAttempts = 2
         // A read waiting for a whole-blob mirror to fill must still have time to go upstream
-        // within the 30 s read timeout.
+        // within the 30 s read timeout (the read's deadline bounds the wait in any case).
         options.wholeBlobWait = .seconds(15)
         return RegistryClient(registry: reference.registry, options: options, logger: logger)
     }

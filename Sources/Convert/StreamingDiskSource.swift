@@ -30,7 +30,7 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
     /// not keep the source alive.
     final class Shared: Sendable {
         let queue = BoundedQueue<Piece>(capacity: 64)
-        let failure = Mutex<String?>(nil)
+        let failure = Mutex<(any Error)?>(nil)
         let completed = Atomic<Bool>(false)
     }
 
@@ -64,7 +64,7 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
                 shared.completed.store(true, ordering: .releasing)
                 queue.close()
             } catch {
-                shared.failure.withLock { if $0 == nil { $0 = Self.describe(error) } }
+                shared.failure.withLock { if $0 == nil { $0 = Self.rootCause(error) } }
                 queue.cancel()
             }
         }
@@ -96,13 +96,13 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
             }
             if piece.end <= end { current = nil } else { break }
         }
-        if let message = shared.failure.withLock({ $0 }) { throw .source(message) }
+        if let error = shared.failure.withLock({ $0 }) { throw .sourceFailed(error) }
     }
 
     public func finish() throws(PushError) {
         producer?.join()
         producer = nil
-        if let message = shared.failure.withLock({ $0 }) { throw .source(message) }
+        if let error = shared.failure.withLock({ $0 }) { throw .sourceFailed(error) }
         guard shared.completed.load(ordering: .acquiring) else { throw .source("the source image ended before its last layer was verified") }
     }
 
@@ -160,12 +160,19 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
         }
     }
 
-    static func describe(_ error: any Error) -> String {
-        if let fetch = error as? FetchError, let inner = fetch.underlying { return describe(inner) }
-        if let segment = error as? SegmentError, case .output(let inner) = segment.kind, !(inner is SourceCancelled) { return describe(inner) }
-        if let frame = error as? FrameVerificationError { return "source frame check failed: \(frame)" }
-        return String(describing: error)
+    /// The error that stopped the producer, past the wrappers its callbacks threw it through.
+    static func rootCause(_ error: any Error) -> any Error {
+        if let fetch = error as? FetchError, let inner = fetch.underlying { return rootCause(inner) }
+        if let segment = error as? SegmentError, case .output(let inner) = segment.kind, !(inner is SourceCancelled) { return rootCause(inner) }
+        if let frame = error as? FrameVerificationError { return SourceFrameCheckFailed(error: frame) }
+        return error
     }
+}
+
+/// A frame of the source image did not match its index.
+struct SourceFrameCheckFailed: Error, CustomStringConvertible {
+    var error: FrameVerificationError
+    var description: String { "source frame check failed: \(error)" }
 }
 
 struct SourceCancelled: Error, CustomStringConvertible {

@@ -52,6 +52,9 @@ struct Transfer {
     /// Receives the body of a 2xx response with its status and headers; returns false to stop
     /// the transfer early (not an error).
     var sink: ((Int, HTTPHeaders, UnsafeRawBufferPointer) throws -> Bool)? = nil
+    /// The whole exchange, body included, ends by then (CURLOPT_TIMEOUT_MS): a body that trickles
+    /// in faster than the low-speed limit would otherwise hold the caller without bound.
+    var deadline: Deadline? = nil
 }
 
 struct TransferResult {
@@ -169,6 +172,13 @@ final class CurlEasy: @unchecked Sendable {
         setLong(CURLOPT_CONNECTTIMEOUT_MS, settings.connectTimeoutMilliseconds)
         setLong(CURLOPT_LOW_SPEED_LIMIT, 1024)
         setLong(CURLOPT_LOW_SPEED_TIME, settings.lowSpeedSeconds)
+        if let deadline = transfer.deadline {
+            let milliseconds = deadline.remainingMilliseconds
+            guard milliseconds > 0 else {
+                return .failure(.curl(CurlFailure(code: CURLE_OPERATION_TIMEDOUT, message: "the deadline passed before the request was sent", osErrno: 0)))
+            }
+            setLong(CURLOPT_TIMEOUT_MS, milliseconds)
+        }
         setLong(CURLOPT_TCP_KEEPALIVE, 1)
         setString(CURLOPT_USERAGENT, settings.userAgent)
         setString(CURLOPT_NOPROXY, settings.noProxy)

@@ -64,12 +64,17 @@ extension RegistryClient {
     /// blob from upstream for this request alone (see `MirrorHealth`); the range goes upstream.
     /// `mirrors: false` asks upstream only, for a range whose bytes from a mirror failed
     /// verification.
+    ///
+    /// `deadline` bounds the whole call: every request it makes (retries, resumptions, a mirror,
+    /// a token) ends by then, and past it the call fails with `.timeout`. A FUSE read passes its
+    /// own, so that a body that trickles in cannot hold the reader past its read timeout.
     public func blob(
-        _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true,
+        _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true, deadline: Deadline? = nil,
         sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws(FetchError) {
         if let range, range.isEmpty { return }
-        let context = ErrorContext(operation: .getBlob, registry: registry, repository: repository, digest: digest, range: range)
+        var context = ErrorContext(operation: .getBlob, registry: registry, repository: repository, digest: digest, range: range)
+        context.deadline = deadline
         let start = range?.lowerBound ?? 0
         let end = range?.upperBound
         var delivered: Int64 = 0

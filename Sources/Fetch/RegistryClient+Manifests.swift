@@ -84,7 +84,7 @@ extension RegistryClient {
             var rounds = 0
             while true {
                 rounds += 1
-                if let digest, !waitUntilServesRanges(mirror, digest: digest) {
+                if let digest, !waitUntilServesRanges(mirror, digest: digest, deadline: context.deadline) {
                     stats.withLock { $0.mirrorSkips += 1 }
                     break
                 }
@@ -114,7 +114,7 @@ extension RegistryClient {
                     stats.withLock { $0.mirrorWholeBlobAnswers += 1 }
                     logger.debug("mirror answered a range with the whole blob; it is filling", metadata: [
                         "mirror": "\(mirror.host)", "digest": "\(digest.map { "\($0)" } ?? "")"])
-                    if digest == nil || rounds > 1000 { break }
+                    if digest == nil || rounds > 1000 || context.deadline?.hasPassed == true { break }
                 } catch {
                     mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
                     stats.withLock { $0.mirrorFailures += 1 }
@@ -129,7 +129,8 @@ extension RegistryClient {
     /// Whether a range of `digest` should be asked of `mirror` now, waiting (at most
     /// `wholeBlobWait`) while it fills the blob. The request that is let through while the blob
     /// is cold is the probe: one per `wholeBlobProbeInterval` per process, the others sleep.
-    func waitUntilServesRanges(_ mirror: Endpoint, digest: Digest) -> Bool {
+    /// Never past `deadline`: a reader that must give up by then gives up upstream, not here.
+    func waitUntilServesRanges(_ mirror: Endpoint, digest: Digest, deadline: Deadline?) -> Bool {
         let interval = options.wholeBlobProbeInterval.nanoseconds
         let maxWait = options.wholeBlobWait.nanoseconds
         let start = monotonicNanoseconds()
@@ -141,7 +142,7 @@ extension RegistryClient {
             case .skip:
                 return false
             case .wait:
-                if now - start > maxWait { return false }
+                if now - start > maxWait || deadline?.hasPassed == true { return false }
                 sleep(for: .milliseconds(20))
             }
         }

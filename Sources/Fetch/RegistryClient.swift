@@ -87,7 +87,7 @@ public final class RegistryClient: Sendable {
 
     // MARK: - The request loop
 
-    /// What an error should name, filled in by each operation.
+    /// What an error should name, filled in by each operation, and the operation's deadline.
     struct ErrorContext {
         var operation: FetchError.Operation
         var registry: String
@@ -95,6 +95,9 @@ public final class RegistryClient: Sendable {
         var digest: Digest? = nil
         var reference: String? = nil
         var range: Range<Int64>? = nil
+        /// Every request made for the operation (token, mirror, upstream, retries) ends by then;
+        /// it travels here because this context already reaches each of them.
+        var deadline: Deadline? = nil
 
         func error(_ kind: FetchError.Kind, status: Int? = nil, body: [UInt8] = [], underlying: (any Error)? = nil) -> FetchError {
             let parsed = FetchError.parseBody(body)
@@ -142,7 +145,9 @@ public final class RegistryClient: Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let outcome = performFollowingRedirects(makeTransfer())
+            var transfer = makeTransfer()
+            if let deadline = context.deadline { transfer.deadline = min(transfer.deadline ?? deadline, deadline) }
+            let outcome = performFollowingRedirects(transfer)
             let delay: Duration
             switch outcome {
             case .failure(.callback(let error)):
@@ -153,12 +158,15 @@ public final class RegistryClient: Sendable {
                 let error = transportError(failure, context: context)
                 guard attempt < maxAttempts, failure.retriable else { throw error }
                 delay = backoff(attempt: attempt)
+                // No retry that would start after the caller has stopped waiting.
+                guard context.deadline?.allows(after: delay) ?? true else { throw error }
                 logger.debug("retrying after transport error", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
             case .success(let response):
                 let retriable = response.status == 429 || response.status == 500 || response.status == 502
                     || response.status == 503 || response.status == 504
                 guard retriable, attempt < maxAttempts else { return response }
                 delay = retryAfter(response.headers["Retry-After"]) ?? backoff(attempt: attempt)
+                guard context.deadline?.allows(after: delay) ?? true else { return response }
                 logger.debug("retrying after HTTP \(response.status)", metadata: ["attempt": "\(attempt)", "delay": "\(delay)"])
             }
             stats.withLock { $0.retries += 1 }

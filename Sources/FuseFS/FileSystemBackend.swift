@@ -58,10 +58,22 @@ public enum SeekWhence: Sendable, Equatable {
     case hole
 }
 
+/// A backend's own failure, carried whole to the reply: FuseFS logs it once, with the request
+/// it failed, and answers the errno ``FileSystemError/errno`` chooses from ``causeErrno``.
+public protocol BackendFailure: Error, CustomStringConvertible {
+    /// The errno at the root of the failure when it is one: what a local system call returned
+    /// (ENOSPC from a full cache file system), or EROFS for a write to a read-only disk. nil when
+    /// the cause is not an errno (a fetch, a verification, a timeout).
+    var causeErrno: Int32? { get }
+}
+
 /// What a backend reports when it cannot serve a request. FuseFS turns it into an errno in
-/// exactly one place (``FileSystemError/errno``) and logs the message.
-public enum FileSystemError: Error, Sendable, Equatable {
-    /// The bytes could not be produced (network, verification, cache): `EIO`.
+/// exactly one place (``FileSystemError/errno``) and logs it.
+public enum FileSystemError: Error, Sendable {
+    /// The backend failed; its error says why, and its ``BackendFailure/causeErrno`` what the
+    /// kernel is told.
+    case failed(any BackendFailure)
+    /// FuseFS could not produce the bytes (a backend that broke its contract): `EIO`.
     case io(String)
     /// `ENOENT`.
     case notFound

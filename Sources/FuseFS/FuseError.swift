@@ -72,6 +72,17 @@ extension FileSystemError {
     /// The one place a backend error becomes an errno.
     var errno: Int32 {
         switch self {
+        case .failed(let failure):
+            switch failure.causeErrno {
+            // Out of space is for the writer to act on: qemu pauses the VM on ENOSPC (its default
+            // werror=enospc), and a guest sees a full disk rather than a broken one. A local
+            // file system gone read-only is reported as what it is.
+            case let code? where code == ENOSPC || code == EDQUOT || code == EROFS: code
+            // Everything else (the registry, a verification, a timeout, another local error) is a
+            // disk that could not produce or keep the bytes. A timeout too: ETIMEDOUT means
+            // nothing to a guest's block layer or to qemu, which treat EIO as a failed sector.
+            default: EIO
+            }
         case .io: EIO
         case .notFound: ENOENT
         case .readOnly: EROFS
@@ -84,6 +95,7 @@ extension FileSystemError {
 extension FileSystemError: CustomStringConvertible {
     public var description: String {
         switch self {
+        case .failed(let failure): "\(failure)"
         case .io(let message): "I/O error: \(message)"
         case .notFound: "not found"
         case .readOnly: "read-only file"

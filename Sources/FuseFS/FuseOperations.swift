@@ -143,11 +143,11 @@ enum FuseOperations {
 
     /// Replies with the errno for `error`, logging what the kernel will not show.
     static func reply(_ req: fuse_req_t, _ state: FuseSessionState, _ error: FileSystemError, _ operation: StaticString, inode: fuse_ino_t, offset: Int64? = nil) {
-        var metadata: Logger.Metadata = ["op": "\(operation)", "inode": "\(inode)", "error": "\(error)"]
+        var metadata: Logger.Metadata = ["op": "\(operation)", "inode": "\(inode)", "error": "\(error)", "errno": "\(describeErrno(error.errno))"]
         if let offset { metadata["offset"] = "\(offset)" }
         if let index = state.fileIndex(inode) { metadata["file"] = "\(state.entries[index].name)" }
         switch error {
-        case .io, .posix: state.logger.error("FUSE request failed", metadata: metadata)
+        case .failed, .io, .posix: state.logger.error("FUSE request failed", metadata: metadata)
         case .notFound, .readOnly, .invalid: state.logger.debug("FUSE request refused", metadata: metadata)
         }
         fuse_reply_err(req, error.errno)

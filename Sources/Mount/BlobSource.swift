@@ -9,17 +9,14 @@ public protocol BlobSource: Sendable {
     /// A whole small blob. The caller checks its digest; `maxSize` bounds what is read.
     func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8]
     /// Exactly the bytes `range` of a blob, unverified (the caller verifies each frame).
-    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8]
-    /// The same, from the upstream registry only when `mirrors` is false: asked after bytes a
-    /// mirror served failed verification, so a mirror with bad bytes costs one refetch, not EIO.
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8]
-}
-
-extension BlobSource {
-    /// A source without mirrors has only one place to ask.
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
-        try blob(digest, range: range)
-    }
+    ///
+    /// `mirrors` false asks the upstream registry only: asked after bytes a mirror served failed
+    /// verification, so a mirror with bad bytes costs one refetch, not EIO.
+    ///
+    /// `deadline` (CLOCK_MONOTONIC seconds, as `monotonicNow()`) bounds the whole call, its
+    /// retries included: a reader passes the moment it must answer the kernel by, and the call
+    /// has failed by then however slowly the registry sends.
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
 }
 
 /// A manifest's bytes as the registry sent them, and the media type it declared.
@@ -48,12 +45,23 @@ public struct SourceError: Error, CustomStringConvertible, Sendable {
     }
 
     public var kind: Kind
+    /// What went wrong, when no underlying error says it.
     public var message: String
+    /// The source's own error (a `FetchError` from the registry client), kept whole: its
+    /// operation, status and the registry's answer reach the log as the client described them.
+    public var cause: (any Error)?
 
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
+        self.cause = nil
     }
 
-    public var description: String { message }
+    public init(_ kind: Kind, cause: any Error) {
+        self.kind = kind
+        self.message = ""
+        self.cause = cause
+    }
+
+    public var description: String { cause.map { "\($0)" } ?? message }
 }

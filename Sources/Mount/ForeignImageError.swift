@@ -38,4 +38,10 @@ public enum ForeignImageError: Error, CustomStringConvertible {
         case .cacheIO: nil
         }
     }
+
+    /// The errno of the failed local system call, when the layer cache failed.
+    public var causeErrno: Int32? {
+        if case .cacheIO(_, _, _, let code) = self { return code }
+        return nil
+    }
 }

@@ -5,7 +5,8 @@ import Logging
 
 /// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable), and
 /// `nvram.bin` and `config.json` when the image has them. FuseFS owns inodes and attributes;
-/// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`.
+/// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`. A disk's `MountError` goes to
+/// FuseFS whole (`FileSystemError.failed`), which logs it once and picks the errno.
 public final class ImageFileSystem: FileSystemBackend {
     enum Content: Sendable {
         case disk(any VirtualDisk)
@@ -47,8 +48,7 @@ public final class ImageFileSystem: FileSystemBackend {
         switch files[file].content {
         case .disk(let disk):
             do { return try disk.read(at: offset, into: buffer) } catch {
-                // LazyDisk has logged the details (blob, frame, digests); the message names the cause.
-                throw .io(error.description)
+                throw .failed(error)
             }
         case .bytes(let bytes):
             guard offset < UInt64(bytes.count) else { return 0 }
@@ -80,14 +80,14 @@ public final class ImageFileSystem: FileSystemBackend {
         guard files.indices.contains(file) else { throw .notFound }
         guard case .disk(let disk) = files[file].content, disk.isWritable else { throw .readOnly }
         do { return try disk.write(at: offset, data: data) } catch {
-            throw .io(error.description)
+            throw .failed(error)
         }
     }
 
     public func flush(file: Int) throws(FileSystemError) {
         guard files.indices.contains(file), case .disk(let disk) = files[file].content, disk.isWritable else { return }
         do { try disk.flush() } catch {
-            throw .io(error.description)
+            throw .failed(error)
         }
     }
 }

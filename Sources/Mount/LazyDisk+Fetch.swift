@@ -73,7 +73,7 @@ extension LazyDisk {
             for group in FetchPlan.groups(for: Array(pending.keys), index: index, maxBytes: options.maxRequestBytes) {
                 // Each frame is staged and handed to its waiters as soon as it is verified, not
                 // after the whole range: a sequential reader waits for one frame, not for sixteen.
-                fetchGroup(group, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly) { frame, result in
+                fetchGroup(group, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly, deadline: deadline) { frame, result in
                     switch result {
                     case .success(let verified):
                         stage(verified)
@@ -142,7 +142,8 @@ extension LazyDisk {
 
     /// One range request, then each member decompressed to its exact length and verified; `deliver`
     /// is called once per frame of the group, in order, as soon as that frame's result is known.
-    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false,
+    /// A demand fetch's request ends by `deadline`, when its reader must have been answered.
+    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false, deadline: Double,
                     deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
         let layer = index.layers[group.layer]
         statistics.requestStarted()
@@ -155,7 +156,8 @@ extension LazyDisk {
         let started = monotonicNow()
         defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
-            bytes = try source.blob(layer.digest, range: group.range, mirrors: !upstreamOnly)
+            let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
+            bytes = try source.blob(layer.digest, range: group.range, mirrors: !upstreamOnly, deadline: transferDeadline)
         } catch {
             logger.warning("range request failed", metadata: [
                 "blob": "\(layer.digest)", "range": "\(group.range.lowerBound)..<\(group.range.upperBound)",

@@ -14,8 +14,14 @@ public struct LazyDiskOptions: Sendable {
     public var fetchAttempts = 3
     /// How long a frame that failed every attempt fails again at once, without a new fetch.
     public var failureMemory: Double = 5
-    /// The longest a read waits for its frames before it fails with EIO.
+    /// The longest a read waits for its frames before it fails with EIO. A read's range requests
+    /// end by then too (the deadline travels to the transfer), however slowly a registry sends.
     public var readTimeout: Double = 30
+    /// The bound on one range request of readahead, the boot profile or prefetch, which no reader
+    /// waits on (a reader that wants such a frame waits at most its own `readTimeout`): generous,
+    /// so a slow link still fills the cache, but finite, so a trickling registry cannot hold a
+    /// background thread forever.
+    public var backgroundTransferTimeout: Double = 300
     /// Readahead window, in frames, once reads look sequential.
     public var readaheadMaxFrames = 32
     /// Threads fetching readahead in the background (0 disables readahead).
@@ -159,8 +165,8 @@ public final class LazyDisk: Sendable {
             statistics.bytesServed.add(Int64(done), ordering: .relaxed)
             return done
         } catch {
+            // Logged once, with the request it failed, where FUSE answers the kernel.
             statistics.readErrors.add(1, ordering: .relaxed)
-            logger.error("read failed", metadata: ["offset": "\(offset)", "size": "\(length)", "error": "\(error)"])
             throw error
         }
     }

@@ -1,11 +1,13 @@
 import Cache
 import Codec
+import FuseFS
 import Glibc
 import ImageFormat
 import Verity
 
 /// Why a mount, or one read of a mounted disk, failed: which image, blob, frame or file, and why.
-/// The command line renders it once (`description`); the FUSE backend logs it and answers EIO.
+/// The command line renders it once (`description`); a failed FUSE request carries it whole to
+/// FuseFS's reply, which logs it once and answers the errno it picks from `causeErrno`.
 public enum MountError: Error, CustomStringConvertible {
     /// The registry answered or could not be reached (`SourceError` says which).
     case source(operation: String, SourceError)
@@ -63,6 +65,20 @@ public enum MountError: Error, CustomStringConvertible {
         case .timedOut(let frame, let seconds): "frame \(frame) did not arrive within \(Int(seconds)) s"
         case .stopped: "the mount is shutting down"
         case .invalidArgument(let message): message
+        }
+    }
+}
+
+extension MountError: BackendFailure {
+    /// The errno of the local system call at the root of the failure (the cache, the written
+    /// disk's layer), so a full file system reaches the writer as ENOSPC rather than EIO.
+    public var causeErrno: Int32? {
+        switch self {
+        case .io(_, _, let code): code
+        case .cache(.system(_, _, let code)): code
+        case .foreign(let error): error.causeErrno
+        case .readOnly: EROFS
+        default: nil
         }
     }
 }

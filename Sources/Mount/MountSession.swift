@@ -10,6 +10,9 @@ public struct MountConfiguration: Sendable {
     /// Prefetch bandwidth bound, compressed bytes per second; nil for none.
     public var prefetchRate: Int64?
     public var disk = LazyDiskOptions()
+    /// How long a read waits before it fails with EIO, when the user chose (`--read-timeout`);
+    /// nil leaves each disk's default (30 s a frame, 120 s a whole layer of a lume or tart image).
+    public var readTimeout: Double?
 
     public init(cacheRoot: String) { self.cacheRoot = cacheRoot }
 }
@@ -45,8 +48,10 @@ public final class MountSession: Sendable {
         self.resolved = resolved
         self.configuration = configuration
         self.logger = logger
+        var options = configuration.disk
+        if let readTimeout = configuration.readTimeout { options.readTimeout = readTimeout }
         self.disk = LazyDisk(index: index, cache: cache, source: source, shared: shared?.count == 0 ? nil : shared,
-                             options: configuration.disk, logger: logger)
+                             options: options, logger: logger)
         // The profile is fetched even with background prefetch off: it is what the VM reads next.
         self.prefetcher = configuration.prefetch || !resolved.bootProfile.isEmpty
             ? Prefetcher(disk: disk, profile: resolved.bootProfile, background: configuration.prefetch,

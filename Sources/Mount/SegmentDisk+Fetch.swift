@@ -117,7 +117,9 @@ extension SegmentDisk {
         let bytes: [UInt8]
         let started = monotonicNow()
         defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
-        do { bytes = try source.blob(segment.blob.digest, range: range) } catch {
+        do {
+            bytes = try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.requestTimeout)
+        } catch {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
         }
         statistics.rangeRequests.add(1, ordering: .relaxed)

@@ -18,6 +18,10 @@ public struct SegmentDiskOptions: Sendable {
     public var fetchThreads = 2
     /// Range request size while streaming a layer: bounds the memory a fetch holds.
     public var requestBytes: Int64 = 8 * 1024 * 1024
+    /// The bound on one range request. No reader waits on it directly (a read waits for the whole
+    /// layer at most `readTimeout`, and the fetch goes on after it gives up), so it is generous;
+    /// but a registry that trickles must not hold a fetch thread forever.
+    public var requestTimeout: Double = 300
 
     public init() {}
 }
@@ -105,6 +109,8 @@ public final class SegmentDisk: VirtualDisk {
         guard offset < size, buffer.count > 0 else { return 0 }
         let length = Int(min(UInt64(buffer.count), size - offset))
         let end = offset + UInt64(length)
+        // One deadline for the whole read, however many layers it spans.
+        let deadline = monotonicNow() + options.readTimeout
         do throws(MountError) {
             var position = offset
             for segment in layout.segments(overlapping: offset..<end) where segment.length > 0 {
@@ -113,7 +119,7 @@ public final class SegmentDisk: VirtualDisk {
                     position = segment.diskOffset
                 }
                 let upTo = min(end, segment.diskRange.upperBound)
-                let file = try verifiedFile(for: segment)
+                let file = try verifiedFile(for: segment, deadline: deadline)
                 try file.read(at: position - segment.diskOffset,
                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)..<Int(upTo - offset)]),
                               layer: segment.name)
@@ -123,10 +129,8 @@ public final class SegmentDisk: VirtualDisk {
             statistics.bytesServed.add(Int64(length), ordering: .relaxed)
             return length
         } catch {
+            // Logged once, with the request it failed, where FUSE answers the kernel.
             statistics.readErrors.add(1, ordering: .relaxed)
-            logger.error("read failed", metadata: [
-                "offset": "\(offset)", "size": "\(length)", "error": "\(error)",
-                "blob": "\(error.foreignBlob.map { "\($0)" } ?? "-")"])
             throw error
         }
     }
@@ -154,8 +158,9 @@ public final class SegmentDisk: VirtualDisk {
         }
     }
 
-    /// The verified file of `segment`: already open, in the store, or fetched now (bounded wait).
-    func verifiedFile(for segment: Segment) throws(MountError) -> VerifiedSegmentFile {
+    /// The verified file of `segment`: already open, in the store, or fetched now (waiting until
+    /// `deadline` at most, on the `monotonicNow()` clock).
+    func verifiedFile(for segment: Segment, deadline: Double) throws(MountError) -> VerifiedSegmentFile {
         let key = SegmentKey(segment)
         if let file = files.withLock({ $0[key] }), file.length == segment.length {
             statistics.cacheHits.add(1, ordering: .relaxed)
@@ -169,7 +174,7 @@ public final class SegmentDisk: VirtualDisk {
         }
         guard !isStopping else { throw .stopped }
         statistics.cacheMisses.add(1, ordering: .relaxed)
-        let file = try fetchThroughWorkers(segment, key: key, demand: true, timeout: options.readTimeout)
+        let file = try fetchThroughWorkers(segment, key: key, demand: true, timeout: deadline - monotonicNow())
         // A flight of another segment with this key verified another length claim: this one's is false.
         guard file.length == segment.length else {
             throw .foreign(.verification(SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: file.length)), attempts: 1))
@@ -208,13 +213,5 @@ public final class SegmentDisk: VirtualDisk {
             }
         }
         return (count, bytes)
-    }
-}
-
-extension MountError {
-    /// The blob a foreign-image error names, for logs.
-    var foreignBlob: Digest? {
-        if case .foreign(let error) = self { return error.blob }
-        return nil
     }
 }

@@ -42,7 +42,10 @@ public final class SegmentSession: ServingSession {
     public init(resolved: ResolvedSegmentImage, source: any BlobSource, configuration: MountConfiguration,
                 options: SegmentDiskOptions? = nil, logger: Logger) throws(MountError) {
         var diskOptions = options ?? SegmentDiskOptions()
-        if options == nil { diskOptions.fetchAttempts = configuration.disk.fetchAttempts }
+        if options == nil {
+            diskOptions.fetchAttempts = configuration.disk.fetchAttempts
+            if let readTimeout = configuration.readTimeout { diskOptions.readTimeout = readTimeout }
+        }
         self.resolved = resolved
         self.configuration = configuration
         self.logger = logger

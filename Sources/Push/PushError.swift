@@ -13,8 +13,11 @@ public enum PushError: Error, CustomStringConvertible {
     case compression(frame: Int, CodecError)
     case format(FormatError)
     case invalidOption(String)
-    /// A streaming source (convert) failed: its own error, rendered as is.
+    /// A push found its source unusable: what is wrong with it.
     case source(String)
+    /// A streaming source (convert) failed: its own error (a `FetchError`, a `SegmentError`, a
+    /// frame that failed its check), kept whole and rendered as is.
+    case sourceFailed(any Error)
 
     init(_ error: IOError) {
         self = .io(path: error.path, operation: error.operation, offset: error.offset, errno: error.errno)
@@ -31,6 +34,7 @@ public enum PushError: Error, CustomStringConvertible {
         case .format(let error): "\(error)"
         case .invalidOption(let message): message
         case .source(let message): message
+        case .sourceFailed(let error): "\(error)"
         }
     }
 }

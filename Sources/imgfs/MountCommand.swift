@@ -51,6 +51,9 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Bound background prefetch to this many bytes per second (suffixes K, M, G).", valueName: "rate"))
     var prefetchRate: String?
 
+    @Option(help: ArgumentHelp("How long a read of disk.img waits for the registry before it fails with EIO (default: 30; 120 for lume and tart images, whose layers are fetched whole). The fetch it waits on ends by then too, however slowly the registry sends.", valueName: "seconds"))
+    var readTimeout: Double?
+
     @Option(help: ArgumentHelp("The daemon's log (default: <cache-dir>/logs/<mountpoint>.log).", valueName: "file"))
     var logFile: String?
 
@@ -92,6 +95,9 @@ struct MountCommand: ParsableCommand {
         let rate = try prefetchRate.map { try Int64(clamping: parseSize($0, option: "--prefetch-rate")) }
         let limit = try cacheSize.map { try parseSize($0, option: "--cache-size") }
         let readyFd = readyFd
+        if let readTimeout, !(readTimeout > 0 && readTimeout <= 24 * 3600) {
+            throw ValidationError("--read-timeout: \(readTimeout) must be more than 0 and at most 86400 seconds")
+        }
         do {
             // A server taking over a mount must not look at the mount point: nobody answers
             // for it until this process does. The holder passes it already resolved.
@@ -149,6 +155,7 @@ struct MountCommand: ParsableCommand {
         if resolved.offline { arguments.append("--resolved-offline") }
         if noPrefetch { arguments.append("--no-prefetch") }
         if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
+        if let readTimeout { arguments += ["--read-timeout", String(readTimeout)] }
         if allowOther { arguments.append("--allow-other") }
         if writable { arguments += ["--writable", "--writable-dir", try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)] }
         if let recordProfile { arguments += ["--record-profile", try absolute(recordProfile)] }
@@ -233,7 +240,7 @@ struct MountCommand: ParsableCommand {
         options.lowSpeedTimeout = .seconds(10)
         options.maxAttempts = 2
         // A read waiting for a whole-blob mirror to fill must still have time to go upstream
-        // within the 30 s read timeout.
+        // within the 30 s read timeout (the read's deadline bounds the wait in any case).
         options.wholeBlobWait = .seconds(15)
         return RegistryClient(registry: reference.registry, options: options, logger: logger)
     }
@@ -248,6 +255,7 @@ struct MountCommand: ParsableCommand {
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
+        configuration.readTimeout = readTimeout
         switch image {
         case .imgfs(var resolved):
             resolved.offline = resolved.offline || offline

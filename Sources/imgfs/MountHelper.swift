@@ -20,7 +20,7 @@ enum MountHelper {
         return !first.hasPrefix("-") && !subcommands.contains(first)
     }
 
-    static let valueOptions = ["cache-dir", "cache-size", "prefetch-rate", "log-file", "writable-dir", "record-profile", "mirror"]
+    static let valueOptions = ["cache-dir", "cache-size", "prefetch-rate", "read-timeout", "log-file", "writable-dir", "record-profile", "mirror"]
     static let flagOptions = ["writable": "--writable", "no-prefetch": "--no-prefetch", "plain-http": "--plain-http",
                               "allow_other": "--allow-other", "allow-other": "--allow-other", "verbose": "--verbose"]
     /// Generic options that mean nothing to imgfs (or are its defaults: a read-only, nodev,

@@ -22,16 +22,12 @@ struct RegistryBlobSource: BlobSource {
         do { return try client.blob(repository, digest: digest, maxSize: maxSize) } catch { throw Self.classify(error) }
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
-        try blob(digest, range: range, mirrors: true)
-    }
-
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
         let limit = Int(range.count)
         do {
-            try client.blob(repository, digest: digest, range: range, mirrors: mirrors) { chunk in
+            try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: Deadline(monotonicSeconds: deadline)) { chunk in
                 // Never more than asked for, whatever the server sends.
                 bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
             }
@@ -49,6 +45,6 @@ struct RegistryBlobSource: BlobSource {
         case .unauthorized, .authenticationRequired, .forbidden, .credentials: .denied
         default: .other
         }
-        return SourceError(kind, error.description)
+        return SourceError(kind, cause: error)
     }
 }

@@ -52,6 +52,63 @@ import Verity
         }
     }
 
+    /// A body that trickles in at 2 KiB/s stays above libcurl's low-speed limit; the call's
+    /// deadline, which becomes each transfer's CURLOPT_TIMEOUT_MS, is what ends it.
+    @Test func aRangeFetchEndsByItsDeadlineWhenTheBodyTrickles() throws {
+        try withRegistry { registry in
+            let repository = uniqueRepository()
+            let layer = randomBytes(64 * 1024)
+            _ = try pushImage(client(registry.host), repository: repository, tag: "v1", layer: layer)
+            let process = Process()
+            let host = try startFixture(process, [TestRegistry.hostileScript, "--upstream", registry.host, "--mode", "trickle", "--trickle-rate", "2048"])
+            defer {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            try #require(host.hasPrefix("127.0.0.1:"), "hostile_registry.py did not start: \(host)")
+            let c = client(host)
+            var received = 0
+            let start = ContinuousClock.now
+            do throws(FetchError) {
+                try c.blob(repository, digest: SHA256Hasher.digest(layer), range: 0..<Int64(layer.count), deadline: .after(.seconds(2))) {
+                    received += $0.count
+                }
+                Issue.record("64 KiB at 2 KiB/s cannot arrive within 2 s")
+            } catch {
+                guard case .timeout = error.kind else { Issue.record("expected a timeout, got \(error)"); return }
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < .milliseconds(2500), "took \(elapsed)")
+            #expect(received > 0, "the body was arriving when the deadline ended it")
+            #expect(c.statistics.retries == 0, "no retry starts past the deadline")
+        }
+    }
+
+    /// The client's own retries (of a 503 here) stop at the caller's deadline: none starts that
+    /// could not begin before it, so the caller gets the last answer by then.
+    @Test func retriesStopAtTheDeadline() throws {
+        try withRegistry { registry in
+            try withProxy(upstream: registry.host) { proxy in
+                let c = client(proxy.host) {
+                    $0.maxAttempts = 10
+                    $0.retryBaseDelay = .milliseconds(400)
+                }
+                try proxy.admin("fault?status=503&count=20")
+                let start = ContinuousClock.now
+                do throws(FetchError) {
+                    try c.blob("vm/disk", digest: SHA256Hasher.digest([1]), range: 0..<1, deadline: .after(.seconds(1))) { _ in }
+                    Issue.record("expected 503")
+                } catch {
+                    #expect(error.status == 503, "\(error)")
+                }
+                #expect(ContinuousClock.now - start < .milliseconds(1300))
+                // Backoff of 200-400 ms, then 400-800 ms: the third attempt at the latest.
+                let served = try proxy.admin("stats")["faults_served"] ?? 0
+                #expect(served >= 1 && served <= 3, "\(served) attempts")
+            }
+        }
+    }
+
     @Test func connectionRefusedIsClearAndQuick() throws {
         // A port that was free a moment ago and is closed now.
         let socket = try ServerSocketPort()

@@ -20,6 +20,7 @@ struct TestRegistry {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let script = packageRoot.appendingPathComponent("contrib/test/registry.sh").path
     static let proxyScript = packageRoot.appendingPathComponent("Tests/FetchTests/Fixtures/proxy.py").path
+    static let hostileScript = packageRoot.appendingPathComponent("Tests/FetchTests/Fixtures/hostile_registry.py").path
     static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
     struct Unavailable: Error, CustomStringConvertible {

@@ -101,13 +101,34 @@ struct HostileRegistryTests {
         let result = readFrame(mount, 4, image: image)
         #expect(result.bytes == nil)
         #expect(result.errno == EIO)
-        // A stalled attempt is not followed by another that would end past the 30 s read timeout,
-        // and the kernel's page-by-page retries fail at once; but the one attempt itself is cut
-        // only by libcurl's low-speed limit (1 KiB/s over 10 s, about 15 s after a burst of bytes,
-        // times the mount's two transfers), about 32 s. Before, it took 66 s. A per-transfer
-        // deadline in CurlEasy would bring it under 30 s.
-        #expect(result.seconds < 40, "took \(result.seconds) s")
+        // The read's deadline (the default 30 s read timeout) is the transfer's: libcurl's
+        // low-speed limit cuts the stalled body first, and the retry that resumes it ends at the
+        // deadline; the kernel's page-by-page retries then fail at once.
+        #expect(result.seconds < 31, "took \(result.seconds) s")
         #expect((try server.stats()["stalls"] ?? 0) > 0)
+    }
+
+    /// A body at 2 KiB/s never falls under libcurl's low-speed limit (1 KiB/s), so only the read's
+    /// deadline, carried down to the transfer, ends it: EIO within the read timeout (given with
+    /// `--read-timeout`, or the default 30 s), not when the 1 MiB member has trickled in.
+    @Test(arguments: [5.0, nil] as [Double?])
+    func aBodyThatTricklesGivesEIOWithinTheReadTimeout(readTimeout: Double?) throws {
+        let image = try Self.image.get()
+        let (server, reference) = try hostile("trickle", ["--trickle-rate", "2048"])
+        defer { server.stop() }
+        let scratch = try TestEnvironment.scratchDirectory("hostile-trickle")
+        defer { TestEnvironment.remove(scratch) }
+        let mount = try MountedImage(reference, scratch: scratch, extra: ["--no-prefetch"] + (readTimeout.map { ["--read-timeout", "\($0)"] } ?? []))
+        defer { mount.unmount() }
+        let result = readFrame(mount, 5, image: image)
+        #expect(result.bytes == nil)
+        #expect(result.errno == EIO)
+        let bound = (readTimeout ?? 30) + 1
+        #expect(result.seconds < bound, "took \(result.seconds) s, the read timeout is \(readTimeout ?? 30) s")
+        let stats = try server.stats()
+        #expect((stats["trickles"] ?? 0) > 0)
+        // The registry was sending all along (the read did not fail for another reason).
+        #expect((stats["trickled_bytes"] ?? 0) > 2048)
     }
 
     // MARK: - Manifests

@@ -135,4 +135,53 @@ import Testing
         let firstThree = Array(NSOrderedSet(array: fetched).array.compactMap { $0 as? Int }.prefix(3))
         #expect(Set(firstThree) == [2, 0, 3] && firstThree.count == 3, "chunk order of the first fetches: \(fetched)")
     }
+
+    /// A writable mount whose cache directory (and so its written disk's layer) is on a file
+    /// system that fills up: the writer gets ENOSPC, the errno the layer's pwrite got (qemu
+    /// pauses a VM on it by default), not EIO; and the mount keeps serving reads.
+    @Test(.enabled(if: MountSupport.canMount || TestEnvironment.isCI, "needs /dev/fuse and fusermount3"))
+    func aWriterThatFillsTheCacheFileSystemGetsENOSPCAndTheMountKeepsServingReads() throws {
+        let scratch = try TestEnvironment.scratchDirectory("writable-enospc")
+        defer { TestEnvironment.remove(scratch) }
+        // 32 MiB of random data: more than the 8 MiB file system can take as written blocks.
+        let source = scratch + "/disk.img"
+        try shell("head -c 33554432 /dev/urandom > \(source)")
+        let base = try PushedImage.push(source, repository: TestEnvironment.repository("writable-enospc"), extra: ["--chunk-size", "8M"])
+        let small = scratch + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        try shell("mount -t tmpfs -o size=8m tmpfs \(small)")
+        defer { _ = try? runCommand("/bin/umount", ["-l", small], timeout: 60) }
+        let log = scratch + "/mount.log"
+        let mount = try MountedImage(base.reference, scratch: scratch, cache: small + "/cache",
+                                     extra: ["--writable", "--no-prefetch", "--log-file", log])
+        defer { mount.unmount() }
+
+        let fd = open(mount.disk, O_WRONLY)
+        try #require(fd >= 0, "open: \(String(cString: strerror(errno)))")
+        defer { close(fd) }
+        var block = [UInt8](repeating: 0, count: 1 << 20)
+        for i in block.indices { block[i] = UInt8.random(in: 1...255) }
+        var offset: off_t = 0
+        var failure: Int32?
+        while failure == nil && offset < 32 << 20 {
+            let n = block.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, offset) }
+            if n < 0 {
+                if errno != EINTR { failure = errno }
+            } else {
+                offset += off_t(n)
+            }
+        }
+        let written = offset
+        #expect(failure == ENOSPC, "the write at \(written) failed with \(failure.map { String(cString: strerror($0)) } ?? "nothing")")
+        #expect(written < 8 << 20, "an 8 MiB file system took \(written) bytes")
+
+        // Reads go on: blocks written before the file system filled up, and image bytes past them
+        // (fetched and served from memory, though the cache cannot keep them).
+        let firstBlock = try MountSupport.read(mount.disk, offset: 0, count: 4096)
+        #expect(firstBlock == Array(block[0..<4096]))
+        let tail = try MountSupport.read(mount.disk, offset: 30 << 20, count: 1 << 20)
+        #expect(tail == (try MountSupport.read(source, offset: 30 << 20, count: 1 << 20)))
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(text.contains("No space left on device"), "the log names the cause")
+    }
 }

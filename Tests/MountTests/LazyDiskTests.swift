@@ -33,6 +33,44 @@ import Verity
         #expect(registry.rangeCalls.count == 1)
     }
 
+    /// A reader's range request must end when the reader has to be answered, so the read's
+    /// deadline goes down to it; background work has a bound of its own, much longer.
+    @Test func aDemandReadGivesItsDeadlineToItsRangeRequestAndPrefetchAGenerousOne() throws {
+        let image = try TestImage.make(frames: 16)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        var options = LazyDiskOptions()
+        options.readaheadThreads = 0
+        options.readTimeout = 7
+        options.backgroundTransferTimeout = 500
+        let session = try openSession(registry, root: directory.path, options: options)
+        defer { session.stop() }
+
+        let before = monotonicNow()
+        _ = try session.disk.bytes(at: UInt64(2 * frameSize), count: 4096)
+        let after = monotonicNow()
+        let demand = try #require(registry.rangeDeadlines.first)
+        #expect(demand >= before + 7 && demand <= after + 7, "deadline \(demand - before) s after the read began")
+
+        let start = monotonicNow()
+        try session.disk.prefetch([9], purpose: .prefetch)
+        let background = try #require(registry.rangeDeadlines.last)
+        #expect(registry.rangeDeadlines.count == 2)
+        #expect(background >= start + 500 && background <= monotonicNow() + 500)
+    }
+
+    @Test func failuresKeepTheErrnoOfTheirLocalCause() {
+        let blob = SHA256Hasher.digest([1])
+        #expect(MountError.io(operation: "pwrite", path: "/x", errno: ENOSPC).causeErrno == ENOSPC)
+        #expect(MountError.cache(.system(operation: "pwrite", path: "/x", errno: EDQUOT)).causeErrno == EDQUOT)
+        #expect(MountError.foreign(.cacheIO(layer: "disk", operation: "write", path: "/x", errno: ENOSPC)).causeErrno == ENOSPC)
+        #expect(MountError.readOnly.causeErrno == EROFS)
+        #expect(MountError.timedOut(frame: 1, seconds: 30).causeErrno == nil)
+        #expect(MountError.fetch(blob: blob, frame: 1, range: 0..<10, SourceError(.unreachable, "refused")).causeErrno == nil)
+        #expect(MountError.verification(blob: blob, frame: 1, expected: blob, actual: nil, attempts: 3).causeErrno == nil)
+    }
+
     @Test func rangeRequestsAreCappedAndSplitAtLayerBoundaries() throws {
         let image = try TestImage.make(frames: 16, chunkFrames: 8)
         let all = Array(0..<16)

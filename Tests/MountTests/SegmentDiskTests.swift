@@ -16,6 +16,7 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
     private var corrupted: Set<Digest> = []
     private var calls: [Digest: Int] = [:]
     private var offline = false
+    private var deadlines: [Double] = []
     var delay: Double = 0
 
     func add(_ blob: [UInt8]) -> Digest {
@@ -28,6 +29,8 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
     func setOffline(_ value: Bool) { lock.withLock { offline = value } }
     func requests(_ digest: Digest) -> Int { lock.withLock { calls[digest] ?? 0 } }
     var totalRequests: Int { lock.withLock { calls.values.reduce(0, +) } }
+    /// The deadline each range request was given, in order.
+    var requestDeadlines: [Double] { lock.withLock { deadlines } }
 
     func manifest(_ reference: String) throws(SourceError) -> SourceManifest { throw SourceError(.notFound, "no manifests here") }
 
@@ -36,9 +39,10 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
         return blob
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt, isOffline) = lock.withLock { () -> ([UInt8]?, Bool, Bool) in
             calls[digest, default: 0] += 1
+            deadlines.append(deadline)
             return (blobs[digest], corrupted.contains(digest), offline)
         }
         if delay > 0 { usleep(UInt32(delay * 1e6)) }
@@ -269,6 +273,33 @@ func segmentFiles(_ root: String) -> [String] {
         usleep(1_000_000)
         #expect(try disk.bytes(at: 0, count: 20_000) == part)
         #expect(fixture.source.totalRequests == 1)
+    }
+
+    /// A read that spans two layers waits one read timeout in all, not one per layer; and each
+    /// range request of a layer's fetch gets the generous bound of its own.
+    @Test func aReadAcrossLayersHasOneDeadlineAndEachRequestItsBound() throws {
+        let a = SegmentFixture.pattern(20_000, seed: 12)
+        let b = SegmentFixture.pattern(20_000, seed: 13)
+        let fixture = try SegmentFixture(size: 40_000, pieces: [(0, a, .none), (20_000, b, .none)])
+        fixture.source.delay = 2
+        let directory = TemporaryDirectory()
+        var options = SegmentFixture.fastOptions
+        options.readTimeout = 3
+        options.requestBytes = 1 << 20
+        options.requestTimeout = 77
+        let disk = try fixture.open(directory.path, options: options)
+        defer { disk.stop() }
+        let start = monotonicNow()
+        do {
+            // The first layer arrives after 2 s; the second would after 4 s, past the read's 3 s.
+            _ = try disk.bytes(at: 10_000, count: 20_000)
+            Issue.record("the read waited past its timeout")
+        } catch let error as MountError {
+            guard case .foreign(.timedOut) = error else { Issue.record("unexpected \(error)"); return }
+        }
+        #expect(monotonicNow() - start < 3.8, "one read timeout in all")
+        let first = try #require(fixture.source.requestDeadlines.first)
+        #expect(first >= start + 77 && first <= start + 77 + 3)
     }
 
     @Test func aStaleUnverifiedPartialIsRemovedAndNeverServed() throws {

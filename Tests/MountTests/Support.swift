@@ -106,6 +106,7 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     private var corruptedByMirror: Set<Digest> = []
     private var _upstreamOnlyCalls = 0
     private var _rangeCalls: [RangeCall] = []
+    private var _rangeDeadlines: [Double] = []
     private var _blobCalls: [Digest] = []
     private var _manifestCalls = 0
     private var offline = false
@@ -131,9 +132,11 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
     var upstreamOnlyCalls: Int { lock.withLock { _upstreamOnlyCalls } }
 
     var rangeCalls: [RangeCall] { lock.withLock { _rangeCalls } }
+    /// The deadline each range request was given, in order.
+    var rangeDeadlines: [Double] { lock.withLock { _rangeDeadlines } }
     var blobCalls: [Digest] { lock.withLock { _blobCalls } }
     var manifestCalls: Int { lock.withLock { _manifestCalls } }
-    func resetCounts() { lock.withLock { _rangeCalls = []; _blobCalls = []; _manifestCalls = 0 } }
+    func resetCounts() { lock.withLock { _rangeCalls = []; _rangeDeadlines = []; _blobCalls = []; _manifestCalls = 0 } }
 
     func manifest(_ reference: String) throws(SourceError) -> SourceManifest {
         let result: [UInt8]? = lock.withLock {
@@ -155,13 +158,10 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
         return blob
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>) throws(SourceError) -> [UInt8] {
-        try blob(digest, range: range, mirrors: true)
-    }
-
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt) = lock.withLock { () -> ([UInt8]?, Bool) in
             _rangeCalls.append(RangeCall(digest: digest, range: range))
+            _rangeDeadlines.append(deadline)
             if !mirrors { _upstreamOnlyCalls += 1 }
             return (blobs[digest], corrupted.contains(digest) || (mirrors && corruptedByMirror.contains(digest)))
         }

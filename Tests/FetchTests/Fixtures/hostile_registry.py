@@ -6,6 +6,9 @@ image) and misbehaves in one way, chosen with --mode:
 - wrong-content-range: 206 answers carry a Content-Range one byte off the one asked for.
 - short-body: blob GETs with a Range header send half the body, then close the connection.
 - stall: blob GETs with a Range header send half the body, then hold the connection open, silent.
+- trickle: blob GETs with a Range header send the body at --trickle-rate bytes per second (2 KiB/s
+  by default: above libcurl's low-speed limit of 1 KiB/s, so only a deadline on the whole transfer
+  ends it).
 - huge-manifest: a manifest GET by tag answers --manifest-size bytes of JSON, streamed.
 - wrong-types: a manifest GET by tag answers the real manifest with "size" fields as strings.
 
@@ -104,7 +107,33 @@ def make_handler(args, stats, lock):
                     time.sleep(args.stall_seconds)
                 self.close_connection = True
                 return
+            if mode == "trickle" and is_blob and ranged and self.command == "GET" and resp.status in (200, 206):
+                self.bump("trickles")
+                return self.trickle(resp.status, out, data)
             return self.send(resp.status, out, data, declared=resp.getheader("Content-Length") if self.command == "HEAD" else None)
+
+        def trickle(self, status, headers, body):
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            # Eight small writes a second: steady enough that no second falls under the rate.
+            step = max(1, args.trickle_rate // 8)
+            sent = 0
+            try:
+                while sent < len(body):
+                    chunk = body[sent:sent + step]
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    sent += len(chunk)
+                    with lock:
+                        stats["trickled_bytes"] = stats.get("trickled_bytes", 0) + len(chunk)
+                    time.sleep(0.125)
+            except (BrokenPipeError, ConnectionResetError):
+                with lock:
+                    stats["trickles_abandoned"] = stats.get("trickles_abandoned", 0) + 1
+            self.close_connection = True
 
         def huge_manifest(self):
             size = args.manifest_size
@@ -139,9 +168,10 @@ def make_handler(args, stats, lock):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--upstream", required=True)
-    p.add_argument("--mode", required=True, choices=["ignore-range", "wrong-content-range", "short-body", "stall", "huge-manifest", "wrong-types"])
+    p.add_argument("--mode", required=True, choices=["ignore-range", "wrong-content-range", "short-body", "stall", "trickle", "huge-manifest", "wrong-types"])
     p.add_argument("--manifest-size", type=int, default=100 * 1000 * 1000)
     p.add_argument("--stall-seconds", type=float, default=600)
+    p.add_argument("--trickle-rate", type=int, default=2048)
     args = p.parse_args()
     stats, lock = {}, threading.Lock()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(args, stats, lock))

@@ -1,5 +1,6 @@
 import Cache
 import Codec
+import Formats
 import FuseFS
 import Glibc
 import ImageFormat
@@ -19,10 +20,8 @@ public enum MountError: Error, CustomStringConvertible {
     case format(FormatError)
     /// A manifest's bytes do not hash to the digest it was asked for.
     case manifestDigestMismatch(expected: Digest, actual: Digest)
-    /// The manifest JSON cannot be decoded.
-    case badManifest(digest: Digest, reason: String)
-    /// An OCI index has no entry this machine can use.
-    case noMatchingPlatform(digest: Digest, available: String)
+    /// The manifest or image index does not lead to an image manifest (bad JSON, no entry for the platform).
+    case manifest(ManifestError)
     /// The local cache failed.
     case cache(CacheError)
     /// The local metadata store failed.
@@ -51,9 +50,7 @@ public enum MountError: Error, CustomStringConvertible {
         case .format(let error): "\(error)"
         case .manifestDigestMismatch(let expected, let actual):
             "manifest digest mismatch: asked for \(expected), the bytes received hash to \(actual)"
-        case .badManifest(let digest, let reason): "manifest \(digest) is not valid: \(reason)"
-        case .noMatchingPlatform(let digest, let available):
-            "image index \(digest) has no linux/amd64 entry (it has: \(available))"
+        case .manifest(let error): "\(error)"
         case .cache(let error): "cache: \(error)"
         case .io(let operation, let path, let code): "\(operation) \(path): \(String(cString: strerror(code)))"
         case .foreign(let error): "\(error)"

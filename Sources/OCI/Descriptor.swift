@@ -20,18 +20,6 @@ public struct Descriptor: Hashable, Sendable, Codable {
     public var title: String? { annotations?[AnnotationKey.title] }
 }
 
-public struct Platform: Hashable, Sendable, Codable {
-    public var architecture: String
-    public var os: String
-    public var variant: String?
-
-    public init(architecture: String, os: String, variant: String? = nil) {
-        self.architecture = architecture
-        self.os = os
-        self.variant = variant
-    }
-}
-
 /// Annotation keys from the OCI image spec.
 public enum AnnotationKey {
     public static let title = "org.opencontainers.image.title"

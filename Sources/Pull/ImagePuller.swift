@@ -26,27 +26,24 @@ public final class ImagePuller: Sendable {
         self.logger = logger
     }
 
-    /// Fetches and reads a manifest (any format) by tag or digest.
-    public static func open(client: RegistryClient, repository: String, reference: String) throws(PullError) -> (image: VMImage, digest: Digest) {
-        let fetched: FetchedManifest
-        do { fetched = try client.manifest(repository, reference: reference) } catch { throw .registry(error) }
-        if fetched.mediaType == .ociIndex || fetched.mediaType == .dockerManifestList {
-            throw .manifest("\(repository):\(reference) is an image index; pull one of its manifests by digest")
-        }
-        let manifest: Manifest
-        do { manifest = try ManifestEncoding.decode(Manifest.self, from: fetched.bytes) } catch { throw .manifest(error.description) }
+    /// Resolves a tag or digest (an image index to its entry for `platform`) and reads the
+    /// manifest, of any format; returns the image manifest's digest.
+    public static func open(client: RegistryClient, repository: String, reference: String, platform: Platform) throws(PullError) -> (image: VMImage, digest: Digest) {
         do {
-            let image = try VMImageReader.read(manifest) { descriptor, limit in
-                try client.blob(repository, digest: descriptor.digest, maxSize: limit)
-            }
-            return (image, fetched.digest)
+            let (image, manifest) = try ManifestResolver(source: RegistryManifests(client: client, repository: repository), platform: platform)
+                .image(reference)
+            return (image, manifest.digest)
         } catch {
-            throw .layout(error)
+            switch error {
+            case .source(let error): throw .registry(error)
+            case .manifest(let error): throw .manifest(error)
+            case .layout(let error): throw .layout(error)
+            }
         }
     }
 
     public func pull(reference: String, displayName: String, into directory: String) throws(PullError) -> PullResult {
-        let (image, manifestDigest) = try Self.open(client: client, repository: repository, reference: reference)
+        let (image, manifestDigest) = try Self.open(client: client, repository: repository, reference: reference, platform: options.platform)
         try makeDirectory(directory)
         let diskPath = directory + "/disk.img"
         let partialPath = directory + "/disk.img.partial"
@@ -141,5 +138,20 @@ public final class ImagePuller: Sendable {
         guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
             throw .destinationNotUsable(path: path, reason: "exists and is not a directory")
         }
+    }
+}
+
+/// One repository of a registry as `ManifestResolver` reads it.
+struct RegistryManifests: ManifestSource {
+    let client: RegistryClient
+    let repository: String
+
+    func manifest(_ reference: String) throws(FetchError) -> (digest: Digest, bytes: [UInt8]) {
+        let fetched = try client.manifest(repository, reference: reference)
+        return (fetched.digest, fetched.bytes)
+    }
+
+    func blob(_ descriptor: Descriptor, limit: Int64) throws(FetchError) -> [UInt8] {
+        try client.blob(repository, digest: descriptor.digest, maxSize: limit)
     }
 }

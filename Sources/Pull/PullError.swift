@@ -8,7 +8,7 @@ import Verity
 /// Why a pull failed, naming the layer, digest, file or offset at fault. Rendered once by the command line.
 public enum PullError: Error, CustomStringConvertible {
     case registry(FetchError)
-    case manifest(String)
+    case manifest(ManifestError)
     case layout(ImageLayoutError)
     case layer(SegmentError)
     case frame(layer: Digest, frame: Int, reason: String)
@@ -25,7 +25,7 @@ public enum PullError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .registry(let error): "\(error)"
-        case .manifest(let reason): "manifest: \(reason)"
+        case .manifest(let error): "\(error)"
         case .layout(let error): "\(error)"
         case .layer(let error): "\(error)"
         case .frame(let layer, let frame, let reason): "layer \(layer), frame \(frame): \(reason)"

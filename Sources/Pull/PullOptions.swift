@@ -1,4 +1,5 @@
 import Glibc
+import OCI
 
 /// How `imgfs pull` fetches and writes.
 public struct PullOptions: Sendable {
@@ -11,6 +12,8 @@ public struct PullOptions: Sendable {
     public var cacheRoot: String? = MountCacheRoot.resolve()
     /// Largest compressed span of imgfs frames fetched with one range request.
     public var maximumRunBytes: Int64 = 32 * 1024 * 1024
+    /// The entry to pull from an image index.
+    public var platform: Platform = .host
 
     public init() {}
 

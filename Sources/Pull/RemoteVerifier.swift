@@ -32,6 +32,8 @@ public struct RemoteVerifier {
     let repository: String
     let logger: Logger
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
+    /// The entry to check when the reference names an image index.
+    public var platform: Platform = .host
 
     public init(client: RegistryClient, repository: String, logger: Logger) {
         self.client = client
@@ -40,7 +42,7 @@ public struct RemoteVerifier {
     }
 
     public func verify(reference: String) throws(PullError) -> RemoteVerifyReport {
-        let (image, manifestDigest) = try ImagePuller.open(client: client, repository: repository, reference: reference)
+        let (image, manifestDigest) = try ImagePuller.open(client: client, repository: repository, reference: reference, platform: platform)
         var report = RemoteVerifyReport(manifestDigest: manifestDigest.description, format: image.kind.rawValue, blobs: 0, frames: 0,
                                         fsverityDigest: nil, bytesDownloaded: 0)
         // The config (and for imgfs the index) were fetched and checked by `open`; the small files here.

@@ -19,6 +19,8 @@ struct ConvertCommand: OneLineErrors {
         --format lume writes lume's OCI format (512 MiB gzip parts) and --format tart tart's \
         (512 MiB LZ4 pieces), so an image can always go back to the tools it came from.
 
+        \(PlatformOptionGroup.discussion) The destination is that one image, not an index.
+
         Examples:
           imgfs convert ghcr.io/cirruslabs/ubuntu:latest localhost:5000/vm/ubuntu:imgfs
           imgfs convert --single-layer localhost:5000/lume/macos:15 localhost:5000/vm/macos:15
@@ -35,6 +37,7 @@ struct ConvertCommand: OneLineErrors {
     @Option(help: "Output format: imgfs, lume or tart.")
     var format: String = "imgfs"
 
+    @OptionGroup var platform: PlatformOptionGroup
     @OptionGroup(title: "imgfs format (with --format imgfs)") var layout: LayoutOptionGroup
     @OptionGroup var output: OutputOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
@@ -50,7 +53,8 @@ struct ConvertCommand: OneLineErrors {
         let logger = registry.makeLogger()
         let sourceClient = try registry.client(for: sourceReference, logger: logger)
         let destinationClient = try registry.client(for: destinationReference, logger: logger)
-        let (image, _) = try ImagePuller.open(client: sourceClient, repository: sourceReference.repository, reference: sourceReference.manifestReference)
+        let (image, _) = try ImagePuller.open(client: sourceClient, repository: sourceReference.repository, reference: sourceReference.manifestReference,
+                                          platform: platform.wanted)
         let converter = ImageConverter(source: sourceClient, sourceRepository: sourceReference.repository,
                                        destination: destinationClient, destinationRepository: destinationReference.repository,
                                        target: target, pushOptions: options, logger: logger)

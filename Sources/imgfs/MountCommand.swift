@@ -23,6 +23,8 @@ struct MountCommand: ParsableCommand {
 
         An image mounted once can be mounted again with the registry unreachable.
 
+        \(PlatformOptionGroup.discussion)
+
         Examples:
           imgfs mount localhost:5000/vm/debian:12 /mnt/vm
           imgfs mount --no-prefetch --cache-size 20G ghcr.io/org/img@sha256:… /mnt/vm
@@ -88,6 +90,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: .hidden)
     var attach: String?
 
+    @OptionGroup var platform: PlatformOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
     func run() throws {
@@ -249,7 +252,9 @@ struct MountCommand: ParsableCommand {
                      logger: Logger) throws -> any ServingSession {
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)
-        let resolver = ImageResolver(source: source, store: store, logger: logger)
+        // A daemon is given the image manifest its parent chose (--resolved-manifest), never an
+        // index, so --platform need not be passed on.
+        let resolver = ImageResolver(source: source, store: store, platform: platform.wanted, logger: logger)
         let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
                                                                tag: reference.tag, digest: pinned ?? reference.digest))
         var configuration = MountConfiguration(cacheRoot: cacheRoot)

@@ -20,6 +20,8 @@ struct PullCommand: OneLineErrors {
         done, so re-running an interrupted pull fetches only what is missing. Frames that \
         `imgfs mount` already cached locally are copied instead of downloaded.
 
+        \(PlatformOptionGroup.discussion)
+
         Formats: imgfs; lume OCI (chunked or single-layer, application/vnd.trycua.lume.*); lume \
         legacy (application/octet-stream+lz4 parts); tart (application/vnd.cirruslabs.tart.*).
 
@@ -27,6 +29,7 @@ struct PullCommand: OneLineErrors {
           imgfs pull localhost:5000/vm/debian:12 ./debian
           imgfs pull --enable-verity ghcr.io/org/macos@sha256:… /var/lib/vms/macos
           imgfs pull --json ghcr.io/cirruslabs/ubuntu:latest ./ubuntu
+          imgfs pull --platform linux/arm64 localhost:5000/vm/debian:12 ./debian-arm64
         """
     )
 
@@ -45,6 +48,7 @@ struct PullCommand: OneLineErrors {
     @Flag(help: "Do not copy frames from the local mount cache.")
     var noCache = false
 
+    @OptionGroup var platform: PlatformOptionGroup
     @OptionGroup var output: OutputOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
@@ -54,6 +58,7 @@ struct PullCommand: OneLineErrors {
         options.enableVerity = enableVerity
         if let jobs { options.jobs = jobs }
         if noCache { options.cacheRoot = nil }
+        options.platform = platform.wanted
         let logger = registry.makeLogger()
         let client = try registry.client(for: reference, logger: logger)
         let puller = try ImagePuller(client: client, repository: reference.repository, options: options, logger: logger)

@@ -21,6 +21,8 @@ struct VerifyCommand: OneLineErrors {
         index, and the whole disk's fs-verity digest against the manifest's; lume and tart layers \
         are decoded and checked against their annotations.
 
+        \(PlatformOptionGroup.discussion)
+
         Exit status: 0 if everything matched; 1 if something did not (cached frames were dropped, \
         or the registry's image is corrupt) or the check could not be made.
 
@@ -43,6 +45,7 @@ struct VerifyCommand: OneLineErrors {
     @Option(help: ArgumentHelp("The cache directory (default: the mount's, else $IMGFS_CACHE_DIR or /var/cache/imgfs for root).", valueName: "dir"))
     var cacheDir: String?
 
+    @OptionGroup var platform: PlatformOptionGroup
     @OptionGroup var registry: RegistryOptionGroup
 
     struct Summary: Encodable {
@@ -67,8 +70,9 @@ struct VerifyCommand: OneLineErrors {
         let reference = try parseReference(referenceText)
         if remote {
             let client = try registry.client(for: reference, logger: logger)
-            let report = try RemoteVerifier(client: client, repository: reference.repository, logger: logger)
-                .verify(reference: mounted?.manifestDigest ?? reference.manifestReference)
+            var verifier = RemoteVerifier(client: client, repository: reference.repository, logger: logger)
+            verifier.platform = platform.wanted
+            let report = try verifier.verify(reference: mounted?.manifestDigest ?? reference.manifestReference)
             if json {
                 try printJSON(Summary(target: target, reference: reference.description, mode: "remote", ok: true, cache: nil, remote: report))
             } else {
@@ -79,7 +83,7 @@ struct VerifyCommand: OneLineErrors {
         let cacheRoot = try absolute(cacheDir ?? mounted?.cacheDirectory ?? defaultCacheDirectory())
         let client = try registry.client(for: reference, logger: logger)
         let resolver = ImageResolver(source: RegistryBlobSource(client: client, repository: reference.repository),
-                                     store: MetadataStore(root: cacheRoot, logger: logger), logger: logger)
+                                     store: MetadataStore(root: cacheRoot, logger: logger), platform: platform.wanted, logger: logger)
         let digest = mounted.flatMap { try? Digest(parsing: $0.manifestDigest) }
         let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
                                                                tag: reference.tag, digest: digest ?? reference.digest))

@@ -123,6 +123,14 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
         }
     }
 
+    /// A manifest or image index by `tag` and by its digest.
+    func addManifest(_ bytes: [UInt8], tag: String) {
+        lock.withLock {
+            manifests[tag] = bytes
+            manifests[SHA256Hasher.digest(bytes).description] = bytes
+        }
+    }
+
     /// From now on, range requests of this blob return bytes with one flipped bit per member.
     func corrupt(_ digest: Digest) { lock.withLock { _ = corrupted.insert(digest) } }
     func setOffline(_ value: Bool) { lock.withLock { offline = value } }

@@ -1,15 +1,19 @@
 import Fetch
-import Mount
 import OCI
 import Verity
 
 /// The registry as the mount's `BlobSource`: one repository of one `RegistryClient`, with
 /// `FetchError`s classified so the mount can tell "offline" from "refused".
-struct RegistryBlobSource: BlobSource {
-    let client: RegistryClient
-    let repository: String
+public struct RegistryBlobSource: BlobSource {
+    public let client: RegistryClient
+    public let repository: String
 
-    func manifest(_ reference: String) throws(SourceError) -> SourceManifest {
+    public init(client: RegistryClient, repository: String) {
+        self.client = client
+        self.repository = repository
+    }
+
+    public func manifest(_ reference: String) throws(SourceError) -> SourceManifest {
         do {
             let fetched = try client.manifest(repository, reference: reference, accept: MediaType.acceptedManifests)
             return SourceManifest(bytes: fetched.bytes, mediaType: fetched.mediaType.rawValue)
@@ -18,11 +22,11 @@ struct RegistryBlobSource: BlobSource {
         }
     }
 
-    func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8] {
+    public func blob(_ digest: Digest, maxSize: Int64) throws(SourceError) -> [UInt8] {
         do { return try client.blob(repository, digest: digest, maxSize: maxSize) } catch { throw Self.classify(error) }
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
         let limit = Int(range.count)
@@ -37,7 +41,7 @@ struct RegistryBlobSource: BlobSource {
         return bytes
     }
 
-    static func classify(_ error: FetchError) -> SourceError {
+    public static func classify(_ error: FetchError) -> SourceError {
         let kind: SourceError.Kind = switch error.kind {
         case .connection, .timeout, .transport: .unreachable
         case .httpStatus: (error.status ?? 0) >= 500 || error.status == 429 ? .unreachable : .other

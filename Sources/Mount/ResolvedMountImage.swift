@@ -1,0 +1,40 @@
+import Formats
+import ImageFormat
+import Verity
+
+/// An imgfs image with everything a mount needs before it serves its first read: the manifest,
+/// the decoded and validated frame index, and the small files.
+public struct ResolvedImage: Sendable {
+    public var locator: ImageLocator
+    /// The digest of the image manifest itself (inside an image index, the entry chosen).
+    public var manifestDigest: Digest
+    public var image: ImgfsImage
+    public var index: FrameIndex
+    public var indexDigest: Digest
+    public var nvram: [UInt8]?
+    public var vmConfig: [UInt8]?
+    /// Frame numbers to prefetch first, from the image's boot profile layer (if any).
+    public var bootProfile: [Int]
+    /// True when the registry could not be reached and the manifest came from the local store.
+    public var offline: Bool
+}
+
+/// An image of another format (lume OCI, lume legacy, tart) with everything a mount needs: the
+/// validated disk layout, and the small files, verified against their digests.
+public struct ResolvedSegmentImage: Sendable {
+    public var locator: ImageLocator
+    public var manifestDigest: Digest
+    public var kind: ImageKind
+    public var layout: DiskLayout
+    public var nvram: [UInt8]?
+    public var vmConfig: [UInt8]?
+    /// True when the registry could not be reached and the manifest came from the local store.
+    public var offline: Bool
+}
+
+/// What a reference resolves to: an imgfs image (served frame by frame) or another format's
+/// (served layer by layer).
+public enum ResolvedMountImage: Sendable {
+    case imgfs(ResolvedImage)
+    case segments(ResolvedSegmentImage)
+}

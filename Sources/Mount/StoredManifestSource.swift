@@ -1,0 +1,69 @@
+import Formats
+import ImageFormat
+import OCI
+import Verity
+
+/// The registry as `ManifestResolver` reads it for a mount: through the metadata store, so that
+/// what one mount resolved the next finds offline. A manifest asked by digest comes from the
+/// store when it is there; a tag is asked of the registry and, when that cannot be reached,
+/// resolves to the manifest it named at the last mount. One resolution's worth: not shared.
+final class StoredManifestSource: ManifestSource {
+    let resolver: ImageResolver
+    let locator: ImageLocator
+    /// True once a tag resolved from the store because the registry could not be reached.
+    private(set) var offline = false
+
+    init(resolver: ImageResolver, locator: ImageLocator) {
+        self.resolver = resolver
+        self.locator = locator
+    }
+
+    static let manifestLimit: Int64 = 4 * 1024 * 1024
+
+    func manifest(_ reference: String) throws(MountError) -> (digest: Digest, bytes: [UInt8]) {
+        if let digest = try? Digest(parsing: reference) { return (digest, try manifest(digest)) }
+        let store = resolver.store
+        let fetched: SourceManifest
+        do { fetched = try resolver.source.manifest(reference) } catch {
+            guard error.kind == .unreachable else { throw .source(operation: "fetching manifest \(locator)", error) }
+            guard let digest = store.reference(registry: locator.registry, repository: locator.repository, tag: reference),
+                  let bytes = store.blob(digest, limit: Self.manifestLimit) else {
+                throw .offline(reference: locator.description, cause: error)
+            }
+            resolver.logger.warning("registry unreachable; using the manifest this tag named when it was last mounted", metadata: [
+                "reference": "\(locator)", "manifest": "\(digest)", "error": "\(error)"])
+            offline = true
+            return (digest, bytes)
+        }
+        try checkSize(fetched.bytes)
+        let digest = SHA256Hasher.digest(fetched.bytes)
+        try store.store(fetched.bytes, digest: digest)
+        try store.setReference(registry: locator.registry, repository: locator.repository, tag: reference, to: digest)
+        return (digest, fetched.bytes)
+    }
+
+    /// A manifest by digest: content-addressed, so a stored copy is as good as the registry's.
+    func manifest(_ digest: Digest) throws(MountError) -> [UInt8] {
+        if let bytes = resolver.store.blob(digest, limit: Self.manifestLimit) { return bytes }
+        let fetched: SourceManifest
+        do { fetched = try resolver.source.manifest(digest.description) } catch {
+            if error.kind == .unreachable { throw .offline(reference: locator.description, cause: error) }
+            throw .source(operation: "fetching manifest \(digest)", error)
+        }
+        try checkSize(fetched.bytes)
+        let actual = SHA256Hasher.digest(fetched.bytes)
+        guard actual == digest else { throw .manifestDigestMismatch(expected: digest, actual: actual) }
+        try resolver.store.store(fetched.bytes, digest: digest)
+        return fetched.bytes
+    }
+
+    func blob(_ descriptor: Descriptor, limit: Int64) throws(MountError) -> [UInt8] {
+        try resolver.smallBlob(descriptor, limit: limit, what: descriptor.mediaType == .imgfsIndex ? "frame index" : "config", locator: locator)
+    }
+
+    private func checkSize(_ bytes: [UInt8]) throws(MountError) {
+        guard Int64(bytes.count) <= Self.manifestLimit else {
+            throw .source(operation: "fetching manifest", SourceError(.other, "manifest of \(bytes.count) bytes exceeds the limit of \(Self.manifestLimit)"))
+        }
+    }
+}

@@ -1,3 +1,4 @@
+import Cache
 import ImageFormat
 import Logging
 import OCI
@@ -106,8 +107,10 @@ public struct ImageResolver: Sendable {
             let fetched = try source.manifest(tag)
             try checkManifestSize(fetched.bytes)
             let digest = SHA256Hasher.digest(fetched.bytes)
-            try store.store(fetched.bytes, digest: digest)
-            try store.setReference(registry: locator.registry, repository: locator.repository, tag: tag, to: digest)
+            do {
+                try store.store(fetched.bytes, digest: digest)
+                try store.setReference(registry: locator.registry, repository: locator.repository, tag: tag, to: digest)
+            } catch { throw MountError.cache(error) }
             return (digest, fetched.bytes)
         } catch let error as SourceError {
             guard error.kind == .unreachable else { throw MountError.source(operation: "fetching manifest \(locator)", error) }
@@ -145,7 +148,7 @@ public struct ImageResolver: Sendable {
         try checkManifestSize(fetched.bytes)
         let actual = SHA256Hasher.digest(fetched.bytes)
         guard actual == digest else { throw .manifestDigestMismatch(expected: digest, actual: actual) }
-        try store.store(fetched.bytes, digest: digest)
+        do { try store.store(fetched.bytes, digest: digest) } catch { throw .cache(error) }
         return fetched.bytes
     }
 
@@ -198,7 +201,7 @@ public struct ImageResolver: Sendable {
             throw .source(operation: "fetching \(what) blob \(descriptor.digest)",
                           SourceError(.other, "received \(bytes.count) bytes hashing to \(actual), expected \(descriptor.size) bytes"))
         }
-        try store.store(bytes, digest: descriptor.digest)
+        do { try store.store(bytes, digest: descriptor.digest) } catch { throw .cache(error) }
         return bytes
     }
 }

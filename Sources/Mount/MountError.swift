@@ -1,6 +1,7 @@
 import Cache
 import Codec
 import Glibc
+import SystemIO
 import ImageFormat
 import Verity
 
@@ -65,4 +66,9 @@ public enum MountError: Error, CustomStringConvertible {
         case .invalidArgument(let message): message
         }
     }
+}
+
+extension MountError {
+    /// A failed SystemIO call, keeping its errno.
+    init(_ error: IOError) { self = .io(operation: error.operation, path: error.path, errno: error.errno) }
 }

@@ -1,3 +1,4 @@
+import Cache
 import Formats
 import Threading
 

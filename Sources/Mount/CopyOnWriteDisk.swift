@@ -62,11 +62,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
             throw MountError.io(operation: "ftruncate", path: dataPath, errno: code)
         }
         // The new files' directory entries must survive a crash too.
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 {
-            _ = fsync(dirFD)
-            Glibc.close(dirFD)
-        }
+        try? FileIO.syncDirectory(directory)
         self.base = base
         self.directory = directory
         self.lock = lock

@@ -75,6 +75,7 @@ let package = Package(
         .executableTarget(name: "imgfs-bench", dependencies: ["ImageFormat", "Codec", "Verity", "Threading"]),
 
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "SystemIOTests", dependencies: ["SystemIO"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),

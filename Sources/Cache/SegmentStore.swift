@@ -23,7 +23,7 @@ public struct SegmentKey: Hashable, Sendable {
 /// The decoded, verified bytes of one layer, open for reading: only `SegmentStore.open` makes
 /// one, and only for a file under its final name, which only a verified fetch gives it.
 public final class VerifiedSegmentFile: Sendable {
-    public let fd: Int32
+    let fd: Int32
     public let length: UInt64
     public let path: String
 

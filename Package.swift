@@ -35,7 +35,8 @@ let package = Package(
 
         // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
         .target(name: "Threading"),
-        // Small file-system helpers shared by the pipelines (spool files, typed errno errors).
+        // The one file-system layer: EINTR-retrying syscalls, atomic writes, mkdir -p, directory
+        // sync, hole punching and spool files, failing with a typed `IOError` that keeps errno.
         .target(name: "SystemIO"),
         // Digests: SHA-256 and the fs-verity file digest.
         .target(name: "Verity", dependencies: ["COpenSSL"]),
@@ -44,14 +45,15 @@ let package = Package(
         // OCI vocabulary: references, media types, descriptors, manifests.
         .target(name: "OCI", dependencies: ["Verity"]),
         // Registry client over libcurl.
-        .target(name: "Fetch", dependencies: ["CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Fetch", dependencies: ["SystemIO", "CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The imgfs image format: frame index, media types, annotations, verified frames.
         .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
         .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat", "Codec"]),
-        // The sparse local cache of verified frames.
-        .target(name: "Cache", dependencies: ["ImageFormat", "Verity", .product(name: "Logging", package: "swift-log")]),
+        // The local stores: the sparse cache of verified frames, verified whole layers, and the
+        // small blobs and tags of mounted images.
+        .target(name: "Cache", dependencies: ["SystemIO", "ImageFormat", "Formats", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The libfuse3 low-level daemon, generic over a read-only file tree.
         .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
         // The push pipeline: read, frame, compress, digest, upload.
@@ -64,7 +66,7 @@ let package = Package(
         .target(name: "Mount", dependencies: ["SystemIO", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
-            "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
+            "SystemIO", "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -73,6 +75,7 @@ let package = Package(
         .executableTarget(name: "imgfs-bench", dependencies: ["ImageFormat", "Codec", "Verity", "Threading"]),
 
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "SystemIOTests", dependencies: ["SystemIO"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),

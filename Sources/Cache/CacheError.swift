@@ -1,10 +1,15 @@
 import Glibc
+import SystemIO
 import Verity
 
 /// A cache operation failed: which syscall, on which file, which frame, and why.
 public enum CacheError: Error, Equatable, CustomStringConvertible {
     /// A syscall failed; `errno` is the value it left behind.
     case system(operation: String, path: String, errno: Int32)
+    /// A file of the whole-layer store (`SegmentStore`) failed, for the named layer.
+    case layer(String, IOError)
+    /// A tag or repository name that cannot be a path under the metadata store.
+    case badReferenceName(reference: String, part: String)
     /// `read` was asked for a frame whose bit is clear: a bug in the caller, who must check `contains` first.
     case frameNotPresent(frame: Int, path: String)
     /// A cached frame's bytes do not hash to its digest; it has been dropped from the cache.
@@ -25,10 +30,17 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
     /// just short of 16 TiB with 4 KiB blocks).
     case fileTooLargeForFileSystem(path: String, size: UInt64)
 
+    /// A failed SystemIO call, keeping its errno.
+    public init(_ error: IOError) {
+        self = .system(operation: error.operation, path: error.path, errno: error.errno)
+    }
+
     public var description: String {
         switch self {
         case .system(let operation, let path, let errno):
             "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        case .layer(let layer, let error): "caching \(layer): \(error)"
+        case .badReferenceName(let reference, let part): "cannot record reference \(reference) in the cache: bad name '\(part)'"
         case .frameNotPresent(let frame, let path):
             "frame \(frame) is not in the cache \(path)"
         case .corruptFrame(let frame, let path, let expected, let actual):

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import SystemIO
 
 /// What one eviction pass did.
 public struct EvictionReport: Sendable, Codable, Equatable {
@@ -29,7 +30,7 @@ public enum CacheEviction {
         struct Candidate { let layout: CacheLayout; let name: String; let lastUsed: Double }
         var candidates: [Candidate] = []
         var total: UInt64 = 0
-        for name in try directoryEntries(CacheLayout.disksDirectory(root: root)) where CacheLayout.isEntryName(name) {
+        for name in try systemIO({ () throws(IOError) in try FileIO.directoryEntries(CacheLayout.disksDirectory(root: root)) }) where CacheLayout.isEntryName(name) {
             let layout = CacheLayout(root: root, keyHex: name)
             total += try allocatedBytes(inDirectory: layout.directory)
             let lastUsed = CacheMeta.load(layout.metaPath)?.lastUsed ?? modificationTime(layout.bitmapPath)
@@ -138,7 +139,7 @@ public enum CacheEviction {
     /// Allocated bytes of the regular files directly in `directory`.
     static func allocatedBytes(inDirectory directory: String) throws(CacheError) -> UInt64 {
         var total: UInt64 = 0
-        for name in try directoryEntries(directory) {
+        for name in try systemIO({ () throws(IOError) in try FileIO.directoryEntries(directory) }) {
             var st = stat()
             if lstat(directory + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { total += allocated(st) }
         }

@@ -1,4 +1,5 @@
 import Glibc
+import SystemIO
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -28,6 +29,6 @@ struct CacheMeta: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         guard let data = try? encoder.encode(self) else { return }
-        try writeFileAtomically(path, Array(data), durable: false)
+        try systemIO { () throws(IOError) in try FileIO.writeAtomically(Array(data), to: path, durable: false) }
     }
 }

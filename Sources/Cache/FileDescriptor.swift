@@ -1,22 +1,10 @@
 import Glibc
-
-// Linux <linux/falloc.h> values; stable kernel ABI. Glibc exposes them only with _GNU_SOURCE.
-let fallocPunchHole: Int32 = 0x02
-let fallocKeepSize: Int32 = 0x01
-
-/// glibc's `fallocate`, looked up at run time. Swift's Glibc module is built without
-/// _GNU_SOURCE, which hides the declaration, and this target has no C shim of its own;
-/// `dlsym` gives the real symbol with the C calling convention.
-private let glibcFallocate: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32)? = {
-    guard let symbol = dlsym(nil, "fallocate") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32).self)
-}()
+import SystemIO
 
 /// A thin, typed wrapper over a raw file descriptor, in the style of swift-system.
 ///
-/// Every syscall goes through `retryingEINTR`, which retries EINTR, turns any other errno
-/// into a `CacheError` that names the file, and stops the program on EBADF and EFAULT,
-/// because those mean a bug in imgfs, not a problem with the disk.
+/// Every syscall goes through SystemIO's `FileIO.retryingEINTR` (EINTR retried, EBADF and EFAULT
+/// fatal), and its `IOError` becomes a `CacheError` that keeps the errno.
 struct FileDescriptor: Sendable {
     let rawValue: Int32
     let path: String
@@ -90,13 +78,7 @@ struct FileDescriptor: Sendable {
     /// Deallocates `[offset, offset + length)`, keeping the file size: the range reads as zeros
     /// and `SEEK_HOLE` reports it.
     func punchHole(offset: UInt64, length: UInt64) throws(CacheError) {
-        guard length > 0 else { return }
-        guard let fallocate = glibcFallocate else {
-            throw .system(operation: "fallocate(PUNCH_HOLE)", path: path, errno: ENOSYS)
-        }
-        _ = try retryingEINTR("fallocate(PUNCH_HOLE)", path) {
-            fallocate(rawValue, fallocPunchHole | fallocKeepSize, off_t(offset), off_t(length))
-        }
+        do { try FileIO.punchHole(rawValue, offset: offset, length: length, path: path) } catch { throw CacheError(error) }
     }
 
     func status() throws(CacheError) -> stat {
@@ -118,87 +100,24 @@ struct FileDescriptor: Sendable {
             switch e {
             case EINTR: continue
             case EWOULDBLOCK: return false
-            default: try throwErrno("flock", path, e)
+            default: throw CacheError(IOError(operation: "flock", path: path, errno: e))
             }
         }
-    }
-
-    /// fsync on a directory: makes creates, renames and unlinks inside it durable.
-    static func syncDirectory(_ path: String) throws(CacheError) {
-        let fd = try open(path, O_RDONLY | O_DIRECTORY)
-        defer { fd.close() }
-        try fd.sync()
     }
 }
 
 /// Runs `body` until it does not fail with EINTR; -1 with errno becomes a `CacheError`.
 @inline(__always)
 func retryingEINTR<T: FixedWidthInteger>(_ operation: String, _ path: String, _ body: () -> T) throws(CacheError) -> T {
-    while true {
-        let result = body()
-        if result != -1 { return result }
-        let e = errno
-        if e == EINTR { continue }
-        try throwErrno(operation, path, e)
-    }
+    try systemIO { () throws(IOError) in try FileIO.retryingEINTR(operation, path: path, body) }
 }
 
-func throwErrno(_ operation: String, _ path: String, _ e: Int32) throws(CacheError) -> Never {
-    if e == EBADF || e == EFAULT {
-        // A closed or foreign descriptor, or a bad pointer: the program is wrong, not the disk.
-        preconditionFailure("\(operation) \(path): \(String(cString: strerror(e))): a bug in imgfs")
-    }
-    throw .system(operation: operation, path: path, errno: e)
-}
-
-/// `mkdir -p`: creates `path` and missing parents; an existing directory is fine.
-func makeDirectories(_ path: String) throws(CacheError) {
-    var prefix = path.hasPrefix("/") ? "" : "."
-    for component in path.split(separator: "/") {
-        prefix += "/" + component
-        if mkdir(prefix, 0o755) != 0 {
-            let e = errno
-            if e == EEXIST { continue }
-            try throwErrno("mkdir", prefix, e)
-        }
-    }
+/// Runs a SystemIO call; its `IOError` becomes a `CacheError` that keeps the errno.
+func systemIO<T>(_ body: () throws(IOError) -> T) throws(CacheError) -> T {
+    do { return try body() } catch { throw CacheError(error) }
 }
 
 func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
-/// The names in a directory, without "." and ".."; an absent directory has none.
-func directoryEntries(_ path: String) throws(CacheError) -> [String] {
-    guard let dir = opendir(path) else {
-        let e = errno
-        if e == ENOENT { return [] }
-        try throwErrno("opendir", path, e)
-    }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers see the old
-/// or the new content, never a mix; `durable` adds the fsyncs that make it survive power loss.
-func writeFileAtomically(_ path: String, _ bytes: [UInt8], durable: Bool) throws(CacheError) {
-    let temporary = path + ".tmp"
-    let fd = try FileDescriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
-    do {
-        try fd.write(bytes, at: 0)
-        if durable { try fd.sync() }
-    } catch {
-        fd.close()
-        throw error
-    }
-    fd.close()
-    _ = try retryingEINTR("rename", temporary) { rename(temporary, path) }
-}
 
 /// Seconds since the epoch, from the real-time clock.
 func currentTime() -> Double {

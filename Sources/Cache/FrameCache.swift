@@ -1,4 +1,5 @@
 import Glibc
+import SystemIO
 import ImageFormat
 import Logging
 import Synchronization
@@ -109,7 +110,7 @@ public final class FrameCache: Sendable {
             throw .digestCountMismatch(expected: geometry.frameCount, actual: frameDigests.count)
         }
         let layout = CacheLayout(root: root, key: key)
-        try makeDirectories(layout.directory)
+        try systemIO { () throws(IOError) in try FileIO.makeDirectories(layout.directory) }
         let expected = BitmapFormat.Header(
             flags: 0, frameSize: UInt64(geometry.frameSize), diskSize: geometry.diskSize,
             frameCount: UInt64(geometry.frameCount), key: key.digest.bytes)
@@ -306,12 +307,12 @@ extension FrameCache {
         }
         try data.sync()
 
-        try writeFileAtomically(layout.digestsPath, digestListBytes(frameDigests), durable: true)
+        try systemIO { () throws(IOError) in try FileIO.writeAtomically(digestListBytes(frameDigests), to: layout.digestsPath, durable: true) }
 
         try bitmap.truncate(to: BitmapFormat.fileSize(frames: frames))  // all bits clear
         try bitmap.write(header.encoded(), at: 0)
         try bitmap.sync()
-        try FileDescriptor.syncDirectory(layout.directory)
+        try systemIO { () throws(IOError) in try FileIO.syncDirectory(layout.directory) }
     }
 
     /// Opens the data and bitmap files and reads the bits. Caller holds the shared lock, and

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import SystemIO
 import Verity
 
 /// Finds frames this disk needs in other cache entries under the same root, so that a frame two
@@ -25,7 +26,7 @@ public final class SharedFrameLocator: Sendable {
         self.logger = logger
         var found: [Digest: Location] = [:]
         if !wanted.isEmpty {
-            let names = (try? directoryEntries(CacheLayout.disksDirectory(root: root))) ?? []
+            let names = (try? FileIO.directoryEntries(CacheLayout.disksDirectory(root: root))) ?? []
             for name in names.sorted() where CacheLayout.isEntryName(name) && name != excluding.digest.hex {
                 let layout = CacheLayout(root: root, keyHex: name)
                 do { try Self.scan(layout, wanted: wanted, into: &found) } catch {

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import SystemIO
 
 /// What a client may present to a registry.
 public enum Credentials: Sendable, Equatable {
@@ -199,44 +200,18 @@ public enum DockerConfigWriter {
         guard let data = try? encoder.encode(JSONValue.object(root)) else {
             throw WriteError(path: path, reason: "cannot encode JSON")
         }
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if !directory.isEmpty { _ = mkdir(directory, 0o700) }
-        // Write a private temporary file and rename it, so a crash never leaves a half-written config.
-        let temporary = path + ".imgfs-tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw WriteError(path: path, reason: String(cString: strerror(errno))) }
-        let bytes = [UInt8](data) + [UInt8(ascii: "\n")]
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let syncFailed = fsync(fd) != 0
-        close(fd)
-        guard written == bytes.count, !syncFailed else {
-            unlink(temporary)
-            throw WriteError(path: path, reason: "short write")
-        }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw WriteError(path: path, reason: reason)
+        // A private temporary file renamed over the config, so a crash never leaves half of one.
+        do {
+            try FileIO.makeDirectories(FileIO.parent(of: path), mode: 0o700)
+            try FileIO.writeAtomically([UInt8](data) + [UInt8(ascii: "\n")], to: path, mode: 0o600, durable: true)
+        } catch {
+            throw WriteError(path: path, reason: "\(error)")
         }
     }
 }
 
 /// The whole file, or nil if it cannot be read. Config files are small.
-func readFile(_ path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 16384)
-    while out.count < 16 << 20 {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n < 0 { return nil }
-        if n == 0 { break }
-        out.append(contentsOf: chunk[0..<n])
-    }
-    return out
-}
+func readFile(_ path: String) -> [UInt8]? { (try? FileIO.readFile(path, limit: 16 << 20)) ?? nil }
 
 /// Any JSON value, so config.json keys imgfs does not know survive a rewrite.
 enum JSONValue: Codable, Equatable {

@@ -256,16 +256,11 @@ public final class RegistryClient: Sendable {
 
     /// scheme://host:port of a URL, lowercased; the unit a credential may be sent to.
     static func origin(of url: String) -> String {
-        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return url.lowercased() }
-        let afterScheme = parts[1]
-        let authority = afterScheme.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        let hostPort = authority.split(separator: "@").last.map(String.init) ?? String(authority)
-        var origin = parts[0].lowercased() + "://" + hostPort.lowercased()
-        if !hostPort.contains("]:") && (hostPort.hasPrefix("[") || !hostPort.contains(":")) {
-            origin += url.lowercased().hasPrefix("https") ? ":443" : ":80"
-        }
-        return origin
+        guard let separator = url.firstRange(of: "://") else { return url.lowercased() }
+        let scheme = url[..<separator.lowerBound].lowercased()
+        let hostPort = URLPolicy.host(of: url).lowercased()
+        let hasPort = hostPort.contains("]:") || (!hostPort.hasPrefix("[") && hostPort.contains(":"))
+        return scheme + "://" + hostPort + (hasPort ? "" : scheme == "https" ? ":443" : ":80")
     }
 
     /// NO_PROXY from the environment plus loopback: a loopback registry must never be sent

@@ -26,7 +26,8 @@ enum URLPolicy {
         return candidate.lowercased()
     }
 
-    /// The host (and port) of an absolute URL, without user info, for messages.
+    /// The authority of an absolute URL without user info: host and port as written. Used for
+    /// messages and for `RegistryClient.origin`.
     static func host(of url: String) -> String {
         guard let start = url.firstRange(of: "://") else { return "" }
         let authority = url[start.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }

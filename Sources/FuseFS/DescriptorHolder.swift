@@ -50,7 +50,6 @@ public final class DescriptorHolder {
     private var initAnswered = false
     private var resendSupported = false
     private let resendAvailable: Bool
-    private var signalPipe: [Int32] = [-1, -1]
 
     /// `resendAvailable: false` makes the holder behave as on a kernel without
     /// FUSE_NOTIFY_RESEND (for tests of that path on newer kernels).
@@ -74,14 +73,15 @@ public final class DescriptorHolder {
     /// Supervises until the mount is gone; then removes the socket. SIGTERM, SIGINT and SIGHUP
     /// detach the mount (the server exits when the kernel lets go).
     public func run() {
-        installSignalPipe()
+        // -1 if the pipe cannot be made: poll ignores it, and signals keep their default action.
+        let signals = SignalPipe.install() ?? -1
         defer {
             close(listenFD)
             unlink(socketPath)
         }
         while true {
             var pollers = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                           pollfd(fd: signalPipe[0], events: Int16(POLLIN), revents: 0)]
+                           pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
             if let current { pollers.append(pollfd(fd: current.socket, events: Int16(POLLIN), revents: 0)) }
             let ready = poll(&pollers, nfds_t(pollers.count), -1)
             if ready < 0 {
@@ -90,9 +90,8 @@ public final class DescriptorHolder {
                 return
             }
             if pollers[1].revents != 0 {
-                var byte: UInt8 = 0
-                _ = read(signalPipe[0], &byte, 1)
-                logger.notice("holder: signal received, detaching the mount", metadata: ["signal": "\(byte)"])
+                let signal = SignalPipe.next(signals)
+                logger.notice("holder: signal received, detaching the mount", metadata: ["signal": "\(signal ?? 0)"])
                 try? connection.detach()
                 if current == nil { return }
             }
@@ -303,31 +302,6 @@ public final class DescriptorHolder {
         kill(server.pid, SIGKILL)
         Daemon.reap(server.pid, within: .seconds(10))
         close(server.socket)
-    }
-
-    // MARK: - Signals
-
-    private static let signalWriteFD = Atomic<Int32>(-1)
-
-    private func installSignalPipe() {
-        guard makeCloseOnExecPipe(&signalPipe) else { return }
-        _ = fcntl(signalPipe[1], F_SETFL, fcntl(signalPipe[1], F_GETFL) | O_NONBLOCK)
-        Self.signalWriteFD.store(signalPipe[1], ordering: .releasing)
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { signal in
-            let savedErrno = errno
-            var byte = UInt8(truncatingIfNeeded: signal)
-            let fd = DescriptorHolder.signalWriteFD.load(ordering: .acquiring)
-            if fd >= 0 { _ = write(fd, &byte, 1) }
-            errno = savedErrno
-        }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = SA_RESTART
-        for signal in [SIGTERM, SIGINT, SIGHUP] { sigaction(signal, &action, nil) }
-        var ignore = sigaction()
-        ignore.__sigaction_handler.sa_handler = SIG_IGN
-        sigemptyset(&ignore.sa_mask)
-        sigaction(SIGPIPE, &ignore, nil)
     }
 }
 

@@ -41,7 +41,8 @@ public enum CacheScrub {
             return CacheScrubReport(format: ImageKind.imgfs.rawValue, checked: checked, dropped: dropped.count,
                                     droppedUnits: dropped.map(String.init), total: dataFrames.count)
         case .segments(let resolved):
-            let store = try SegmentStore(cacheRoot: cacheRoot, logger: logger)
+            let store: SegmentStore
+            do { store = try SegmentStore(cacheRoot: cacheRoot, logger: logger) } catch { throw .cache(error) }
             var checked = 0
             var dropped: [String] = []
             var seen = Set<SegmentKey>()
@@ -50,7 +51,9 @@ public enum CacheScrub {
                 let key = SegmentKey(segment)
                 guard seen.insert(key).inserted, store.contains(key, length: segment.length) else { continue }
                 checked += 1
-                if try store.openChecked(key, segment: segment, logger: logger) == nil { dropped.append(segment.name) }
+                do {
+                    if try store.openChecked(key, segment: segment, logger: logger) == nil { dropped.append(segment.name) }
+                } catch { throw .cache(error) }
             }
             return CacheScrubReport(format: resolved.kind.rawValue, checked: checked, dropped: dropped.count,
                                     droppedUnits: dropped, total: Set(segments.map(SegmentKey.init)).count)

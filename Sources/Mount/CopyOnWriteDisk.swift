@@ -2,6 +2,7 @@ import FuseFS
 import Glibc
 import Logging
 import Synchronization
+import SystemIO
 
 /// A writable disk over a read-only one (`imgfs mount --writable`): written 4 KiB blocks go to
 /// a per-mount local layer, every other block is read from the base (the lazy image).
@@ -42,7 +43,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
 
     /// Opens (or creates) the layer in `directory` for `base`.
     public init(base: any VirtualDisk, directory: String, logger: Logger) throws(MountError) {
-        try Self.makeDirectory(directory)
+        do { try FileIO.makeDirectories(directory, mode: 0o700) } catch { throw MountError(error) }
         let lock = try WritableDirectoryLock(directory: directory)
         let dataPath = directory + "/disk.data"
         let fd = open(dataPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -61,11 +62,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
             throw MountError.io(operation: "ftruncate", path: dataPath, errno: code)
         }
         // The new files' directory entries must survive a crash too.
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 {
-            _ = fsync(dirFD)
-            Glibc.close(dirFD)
-        }
+        try? FileIO.syncDirectory(directory)
         self.base = base
         self.directory = directory
         self.lock = lock
@@ -230,16 +227,6 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
     public func close() {
         do { try flush() } catch {
             logger.error("could not flush the written disk at unmount", metadata: ["directory": "\(directory)", "error": "\(error)"])
-        }
-    }
-
-    public static func makeDirectory(_ path: String) throws(MountError) {
-        var current = ""
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o700) != 0 && errno != EEXIST {
-                throw MountError.io(operation: "mkdir", path: current, errno: errno)
-            }
         }
     }
 }

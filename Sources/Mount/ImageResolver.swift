@@ -1,3 +1,4 @@
+import Cache
 import Formats
 import ImageFormat
 import Logging
@@ -115,7 +116,7 @@ public struct ImageResolver: Sendable {
             throw .source(operation: "fetching \(what) blob \(descriptor.digest)",
                           SourceError(.other, "received \(bytes.count) bytes hashing to \(actual), expected \(descriptor.size) bytes"))
         }
-        try store.store(bytes, digest: descriptor.digest)
+        do { try store.store(bytes, digest: descriptor.digest) } catch { throw .cache(error) }
         return bytes
     }
 }

@@ -3,6 +3,7 @@ import Codec
 import Formats
 import FuseFS
 import Glibc
+import SystemIO
 import ImageFormat
 import Verity
 
@@ -73,9 +74,15 @@ extension MountError: BackendFailure {
         switch self {
         case .io(_, _, let code): code
         case .cache(.system(_, _, let code)): code
+        case .cache(.layer(_, let error)): error.errno
         case .foreign(let error): error.causeErrno
         case .readOnly: EROFS
         default: nil
         }
     }
+}
+
+extension MountError {
+    /// A failed SystemIO call, keeping its errno.
+    init(_ error: IOError) { self = .io(operation: error.operation, path: error.path, errno: error.errno) }
 }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import SystemIO
 
 /// What a running mount reports about itself, written by its daemon once a second to
 /// `<runtime dir>/imgfs/mounts/<escaped mountpoint>.json` and read by `imgfs status`.
@@ -106,12 +107,14 @@ public enum MountStatusFiles {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(status) else { return }
         let path = path(forMountpoint: status.mountpoint)
-        try LocalFiles.makeDirectories(directory(), mode: 0o700)
-        try LocalFiles.writeAtomically(path, Array(data), durable: false)
+        do {
+            try FileIO.makeDirectories(directory(), mode: 0o700)
+            try FileIO.writeAtomically(Array(data), to: path, durable: false)
+        } catch { throw MountError(error) }
     }
 
     public static func read(_ path: String) -> MountStatus? {
-        guard let bytes = try? LocalFiles.read(path, limit: 1 << 20) else { return nil }
+        guard let bytes = try? FileIO.readFile(path, limit: 1 << 20) else { return nil }
         return try? JSONDecoder().decode(MountStatus.self, from: Data(bytes))
     }
 
@@ -137,18 +140,6 @@ public enum MountStatusFiles {
         unlink(path(forMountpoint: mountpoint))
     }
 
-    /// True if a process with `pid` exists (EPERM means it exists but is not ours).
-    /// A zombie (killed, not yet reaped by its parent) counts as gone.
-    public static func isAlive(_ pid: Int32) -> Bool {
-        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
-        // /proc/PID/stat: "pid (comm) S ..."; the state follows the last ')'.
-        // (A size-0 /proc file, so not LocalFiles.read, which reads st_size bytes.)
-        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return true }
-        defer { Glibc.close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 1024)
-        let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard count > 0, let close = bytes[..<count].lastIndex(of: UInt8(ascii: ")")), close + 2 < count else { return true }
-        return bytes[close + 2] != UInt8(ascii: "Z")
-    }
+    /// True if a process with `pid` exists; a zombie counts as gone.
+    public static func isAlive(_ pid: Int32) -> Bool { ProcessLiveness.isAlive(pid) }
 }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import SystemIO
 
 /// `overlay.json` in a writable mount's layer directory: which image the written blocks sit on.
 /// `imgfs push MOUNTPOINT REF` reads it to re-use the base image's unchanged chunk layers, and a
@@ -41,31 +42,15 @@ public struct OverlayDescription: Codable, Sendable, Equatable {
         }
     }
 
-    /// Writes atomically (temporary file, fsync, rename), so a crash leaves the old or the new one.
+    /// Writes atomically and durably, so a crash leaves the old description or the new one.
     public func write(directory: String) throws(MountError) {
         let path = directory + "/" + Self.fileName
-        let temporary = path + ".tmp"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let bytes: [UInt8]
         do { bytes = Array(try encoder.encode(self)) } catch {
             throw MountError.invalidArgument("cannot encode \(path): \(error)")
         }
-        try writeFileAtomically(bytes, path: path, temporary: temporary)
+        do { try FileIO.writeAtomically(bytes, to: path, durable: true) } catch { throw MountError(error) }
     }
-}
-
-/// Writes `bytes` to `temporary`, syncs it and renames it over `path`.
-func writeFileAtomically(_ bytes: [UInt8], path: String, temporary: String) throws(MountError) {
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw MountError.io(operation: "open", path: temporary, errno: errno) }
-    do throws(MountError) {
-        try bytes.withUnsafeBytes { b in Result { () throws(MountError) in try writeAll(fd, b, at: 0, path: temporary) } }.get()
-        guard fsync(fd) == 0 else { throw MountError.io(operation: "fsync", path: temporary, errno: errno) }
-    } catch {
-        Glibc.close(fd)
-        throw error
-    }
-    Glibc.close(fd)
-    guard rename(temporary, path) == 0 else { throw MountError.io(operation: "rename", path: path, errno: errno) }
 }

@@ -2,6 +2,7 @@ import FuseFS
 import Glibc
 import Logging
 import Synchronization
+import SystemIO
 import Threading
 
 /// `imgfs mount --record-profile FILE`: a pass-through disk that notes the order in which frames
@@ -76,7 +77,7 @@ public final class ProfileRecorder: VirtualDisk, Sendable {
         let (order, changed) = state.withLock { s in (s.order, s.order.count != s.saved) }
         guard changed || force else { return }
         do {
-            try writeFileAtomically(BootProfile.encode(order), path: path, temporary: path + ".tmp")
+            try FileIO.writeAtomically(BootProfile.encode(order), to: path, durable: true)
             state.withLock { $0.saved = order.count }
         } catch {
             logger.warning("could not write the boot profile", metadata: ["path": "\(path)", "error": "\(error)"])

@@ -1,6 +1,8 @@
+import Cache
 import Formats
 import Glibc
 import Logging
+import SystemIO
 import Verity
 
 extension SegmentDisk {
@@ -11,7 +13,7 @@ extension SegmentDisk {
         do {
             if let file = try store.openChecked(key, segment: segment, logger: logger) { return .success(file) }
         } catch {
-            return .failure(error)
+            return .failure(.cache(error))
         }
         var last: MountError = .stopped
         for attempt in 1...max(1, options.fetchAttempts) {
@@ -96,15 +98,17 @@ extension SegmentDisk {
         // Decoders deliver in disk order; if one ever does not, there is no digest to record and
         // the next daemon fetches the layer again rather than trust it unchecked.
         if let digest = inOrder ? hasher.finalize() : segment.uncompressedDigest {
-            try store.storeDigest(digest, for: key, layer: segment.name)
+            do { try store.storeDigest(digest, for: key, layer: segment.name) } catch { throw .cache(error) }
         }
         guard fsync(fd) == 0 else { throw ioError("fsync", partial) }
         close(fd)
         isOpen = false
         guard rename(partial, final) == 0 else { throw ioError("rename", final) }
         renamed = true
-        LocalFiles.syncDirectory(of: final)
-        guard let file = try store.open(key, length: segment.length, layer: segment.name) else {
+        try? FileIO.syncDirectory(store.directory)
+        let reopened: VerifiedSegmentFile?
+        do { reopened = try store.open(key, length: segment.length, layer: segment.name) } catch { throw .cache(error) }
+        guard let file = reopened else {
             throw .foreign(.cacheIO(layer: segment.name, operation: "reopen", path: final, errno: ENOENT))
         }
         return file

@@ -1,3 +1,4 @@
+import Cache
 import Formats
 import FuseFS
 import Glibc
@@ -66,7 +67,7 @@ public final class SegmentDisk: VirtualDisk {
         var segmentsByKey: [SegmentKey: Segment] = [:]
         for segment in layout.segments where segmentsByKey[SegmentKey(segment)] == nil { segmentsByKey[SegmentKey(segment)] = segment }
         self.segmentsByKey = segmentsByKey
-        self.store = try SegmentStore(cacheRoot: cacheRoot, logger: logger)
+        do { self.store = try SegmentStore(cacheRoot: cacheRoot, logger: logger) } catch { throw .cache(error) }
         self.source = source
         self.statistics = statistics
         self.options = options
@@ -120,9 +121,11 @@ public final class SegmentDisk: VirtualDisk {
                 }
                 let upTo = min(end, segment.diskRange.upperBound)
                 let file = try verifiedFile(for: segment, deadline: deadline)
-                try file.read(at: position - segment.diskOffset,
-                              into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)..<Int(upTo - offset)]),
-                              layer: segment.name)
+                do {
+                    try file.read(at: position - segment.diskOffset,
+                                  into: UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset)..<Int(upTo - offset)]),
+                                  layer: segment.name)
+                } catch { throw .cache(error) }
                 position = upTo
             }
             if position < end { zero(buffer, Int(position - offset)..<length) }
@@ -167,7 +170,9 @@ public final class SegmentDisk: VirtualDisk {
             return file
         }
         // Not opened by this daemon yet: checked once, whole, before its first byte is served.
-        if let file = try store.openChecked(key, segment: segment, logger: logger) {
+        let checked: VerifiedSegmentFile?
+        do { checked = try store.openChecked(key, segment: segment, logger: logger) } catch { throw .cache(error) }
+        if let file = checked {
             files.withLock { $0[key] = file }
             statistics.cacheHits.add(1, ordering: .relaxed)
             return file

@@ -1,3 +1,4 @@
+import Cache
 import Formats
 import ImageFormat
 import OCI
@@ -37,8 +38,10 @@ final class StoredManifestSource: ManifestSource {
         }
         try checkSize(fetched.bytes)
         let digest = SHA256Hasher.digest(fetched.bytes)
-        try store.store(fetched.bytes, digest: digest)
-        try store.setReference(registry: locator.registry, repository: locator.repository, tag: reference, to: digest)
+        do {
+            try store.store(fetched.bytes, digest: digest)
+            try store.setReference(registry: locator.registry, repository: locator.repository, tag: reference, to: digest)
+        } catch { throw .cache(error) }
         return (digest, fetched.bytes)
     }
 
@@ -53,7 +56,7 @@ final class StoredManifestSource: ManifestSource {
         try checkSize(fetched.bytes)
         let actual = SHA256Hasher.digest(fetched.bytes)
         guard actual == digest else { throw .manifestDigestMismatch(expected: digest, actual: actual) }
-        try resolver.store.store(fetched.bytes, digest: digest)
+        do { try resolver.store.store(fetched.bytes, digest: digest) } catch { throw .cache(error) }
         return fetched.bytes
     }
 

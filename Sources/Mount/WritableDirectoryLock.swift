@@ -7,8 +7,7 @@ import Glibc
 /// lock is held by the process that serves the disk, for as long as the disk is open, and the
 /// kernel drops it when that process dies, so a crashed mount never leaves a stale claim. The
 /// file holds the holder's pid, only to name it in the error of the one refused.
-public final class WritableDirectoryLock: @unchecked Sendable {
-    // @unchecked Sendable: `fd` is set once in init and only closed in deinit.
+public final class WritableDirectoryLock: Sendable {
     private let fd: Int32
     public let directory: String
 

@@ -1,6 +1,7 @@
 import Fetch
 import Formats
 import Glibc
+import SystemIO
 import ImageFormat
 import Logging
 import OCI
@@ -125,7 +126,7 @@ public final class ImagePuller: Sendable {
             guard let descriptor else { continue }
             let bytes: [UInt8]
             do { bytes = try client.blob(repository, digest: descriptor.digest, maxSize: FormatsLimits.maximumSmallBlobSize) } catch { throw .registry(error) }
-            try PullJournal.writeAtomically(bytes, to: directory + "/" + name)
+            do { try FileIO.writeAtomically(bytes, to: directory + "/" + name, durable: true) } catch { throw PullError(error) }
             files.append(name)
         }
         return files

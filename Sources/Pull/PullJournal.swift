@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Synchronization
+import SystemIO
 import Verity
 
 /// `.imgfs-pull.json` next to `disk.img.partial`: which layers (whole-layer formats) and which
@@ -83,32 +84,9 @@ final class PullJournal: Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             guard let data = try? encoder.encode(value.state) else { return .failure(.io(path: path, operation: "encode journal", offset: nil, errno: EINVAL)) }
-            return Result { () throws(PullError) in try Self.writeAtomically([UInt8](data), to: path) }
+            return Result { () throws(IOError) in try FileIO.writeAtomically([UInt8](data), to: path, durable: true) }.mapError(PullError.init)
         }
         try result.get()
-    }
-
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws(PullError) {
-        let temporary = path + ".tmp"
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(path: temporary, operation: "create", offset: nil, errno: errno) }
-        defer { close(fd) }
-        let failed: Int32? = bytes.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress else { return nil }
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, base + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                done += n
-            }
-            return nil
-        }
-        if let failed { throw .io(path: temporary, operation: "write", offset: nil, errno: failed) }
-        guard fsync(fd) == 0 else { throw .io(path: temporary, operation: "fsync", offset: nil, errno: errno) }
-        guard rename(temporary, path) == 0 else { throw .io(path: path, operation: "rename", offset: nil, errno: errno) }
     }
 
     func remove() { unlink(path) }

@@ -1,13 +1,6 @@
 import Glibc
 import SystemIO
 
-/// glibc's `fallocate`, looked up at run time: Swift's Glibc module is built without
-/// _GNU_SOURCE, which hides the declaration (the Cache module does the same).
-private let glibcFallocate: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32)? = {
-    guard let symbol = dlsym(nil, "fallocate") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32).self)
-}()
-
 /// The `disk.img.partial` a pull writes into: created at its final size as one hole, written
 /// with pwrite from several threads, all-zero blocks never written so holes stay holes.
 final class SparseDisk: Sendable {
@@ -35,13 +28,9 @@ final class SparseDisk: Sendable {
     /// supported.
     func clear(_ range: Range<UInt64>) throws(PullError) {
         guard !range.isEmpty else { return }
-        let punchHole: Int32 = 0x02, keepSize: Int32 = 0x01
-        if let fallocate = glibcFallocate {
-            if fallocate(fd, punchHole | keepSize, off_t(range.lowerBound), off_t(range.count)) == 0 { return }
-        } else {
-            errno = EOPNOTSUPP
+        do { return try FileIO.punchHole(fd, offset: range.lowerBound, length: UInt64(range.count), path: path) } catch {
+            guard error.errno == EOPNOTSUPP || error.errno == ENOSYS else { throw PullError(error) }
         }
-        guard errno == EOPNOTSUPP else { throw .io(path: path, operation: "punch hole", offset: range.lowerBound, errno: errno) }
         let zeros = [UInt8](repeating: 0, count: 1 << 20)
         var offset = range.lowerBound
         while offset < range.upperBound {

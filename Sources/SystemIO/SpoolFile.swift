@@ -1,13 +1,14 @@
 import Glibc
+import Synchronization
 
 /// A blob on its way to a registry: appended once by its producer, then read (repeatably, with
 /// pread, since an upload may be retried) by an uploader. An unlinked temporary file, so memory
 /// stays bounded by the number of blobs in flight, not their size, and a crash leaves nothing.
-public final class SpoolFile: @unchecked Sendable {
-    // `size` is written only by the producer before the spool is handed over through a queue,
-    // which orders the accesses; afterwards the spool is read-only.
+public final class SpoolFile: Sendable {
     private let fd: Int32
-    public private(set) var size: Int64 = 0
+    /// Appended to by the producer only; atomic so the uploader needs no ordering of its own.
+    private let appended = Atomic<Int64>(0)
+    public var size: Int64 { appended.load(ordering: .acquiring) }
     public let directory: String
 
     public init(directory: String, prefix: String = "imgfs-spool") throws(IOError) {
@@ -27,7 +28,7 @@ public final class SpoolFile: @unchecked Sendable {
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws(IOError) {
         try FileIO.writeFully(fd, bytes, at: UInt64(size), path: directory, operation: "write spool file")
-        size += Int64(bytes.count)
+        appended.add(Int64(bytes.count), ordering: .releasing)
     }
 
     public func append(_ bytes: [UInt8]) throws(IOError) {
@@ -36,14 +37,11 @@ public final class SpoolFile: @unchecked Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset`; 0 at the end.
     public func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(IOError) -> Int {
-        guard let base = buffer.baseAddress, offset < size else { return 0 }
-        while true {
-            let n = pread(fd, base, min(buffer.count, Int(size - offset)), off_t(offset))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError(operation: "read spool file", path: directory, offset: UInt64(offset), errno: errno)
-            }
-            return n
+        guard let base = buffer.baseAddress else { return 0 }
+        let size = self.size
+        guard offset < size else { return 0 }
+        return try FileIO.retryingEINTR("read spool file", path: directory, offset: UInt64(offset)) {
+            pread(fd, base, min(buffer.count, Int(size - offset)), off_t(offset))
         }
     }
 }

@@ -52,7 +52,7 @@ func now() -> Double {
 }
 
 /// Read-only after setup; shared by the worker threads.
-final class Blobs: @unchecked Sendable {
+final class Blobs: Sendable {
     let layers: [[UInt8]]
     init(_ layers: [[UInt8]]) { self.layers = layers }
 }

@@ -1,6 +1,7 @@
 import FuseFS
 import Glibc
 import Mount
+import SystemIO
 
 /// The daemon of a background mount is a descriptor holder (FuseFS.DescriptorHolder): it
 /// mounts, keeps the `/dev/fuse` descriptor and starts the serving process — this same command
@@ -15,7 +16,7 @@ extension MountCommand {
     func hold(mountpoint: String, logFile: String) throws {
         let logger = registry.makeDaemonLogger(isDaemon: true)
         let socketPath = MountStatusFiles.holderSocketPath(forMountpoint: mountpoint)
-        try LocalDirectories.make(parentOf: socketPath)
+        try FileIO.makeDirectories(FileIO.parent(of: socketPath))
         let executable = try currentExecutable()
         let connection = try FuseConnection(mountpoint: mountpoint, options: fuseOptions(), logger: logger)
         var arguments = Array(CommandLine.arguments.dropFirst()).filter { $0 != "--holder" }

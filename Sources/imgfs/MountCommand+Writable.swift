@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import Mount
 import OCI
+import SystemIO
 
 /// `--writable` and `--record-profile`: the disks stacked on top of the lazy image.
 extension MountCommand {
@@ -28,7 +29,7 @@ extension MountCommand {
                 "\(directory) holds a disk written over \(existing.registry)/\(existing.repository)@\(existing.manifestDigest), " +
                 "not over \(typed) (\(session.manifestDigest)); mount that image, or use another --writable-dir")
         }
-        try CopyOnWriteDisk.makeDirectory(directory)
+        try FileIO.makeDirectories(directory, mode: 0o700)
         try OverlayDescription(registry: reference.registry, repository: reference.repository,
                                manifestDigest: session.manifestDigest.description,
                                indexDigest: (session as? MountSession)?.resolved.indexDigest.description,

@@ -6,6 +6,7 @@ import Glibc
 import Logging
 import Mount
 import OCI
+import SystemIO
 import Verity
 
 struct MountCommand: ParsableCommand {
@@ -150,7 +151,7 @@ struct MountCommand: ParsableCommand {
             }
         }
         session.stop()
-        try LocalDirectories.make(parentOf: logFile)
+        try FileIO.makeDirectories(FileIO.parent(of: logFile))
 
         var arguments = ["mount", self.reference, mountpoint, "--foreground", "--ready-fd", String(Daemon.childReadyFD),
                          "--cache-dir", cacheRoot, "--log-file", logFile,
@@ -369,16 +370,4 @@ func legacyMountpointFileName(_ mountpoint: String) -> String {
     let trimmed = mountpoint.drop { $0 == "/" }
     let name = String(trimmed).replacing("-", with: "--").replacing("/", with: "-")
     return name.isEmpty ? "root" : name
-}
-
-enum LocalDirectories {
-    static func make(parentOf path: String) throws {
-        var current = ""
-        for component in path.split(separator: "/").dropLast() {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw MountError.io(operation: "mkdir", path: current, errno: errno)
-            }
-        }
-    }
 }

@@ -1,3 +1,4 @@
+import Cache
 import Codec
 import Formats
 import Foundation

@@ -1,3 +1,4 @@
+import Cache
 import Codec
 import Foundation
 import ImageFormat

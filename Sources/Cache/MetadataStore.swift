@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Logging
+import SystemIO
 import Verity
 
 /// The small blobs of mounted images (manifests, configs, frame indexes, nvram, config.json) and
@@ -27,7 +28,7 @@ public struct MetadataStore: Sendable {
     /// The stored blob with `digest`, or nil if it is absent or does not hash to `digest`.
     public func blob(_ digest: Digest, limit: Int64) -> [UInt8]? {
         let path = blobPath(digest)
-        guard let bytes = try? LocalFiles.read(path, limit: Int(clamping: limit)) else { return nil }
+        guard let bytes = try? FileIO.readFile(path, limit: Int(clamping: limit)) else { return nil }
         guard SHA256Hasher.digest(bytes) == digest else {
             logger.warning("stored metadata blob does not match its digest; removing it", metadata: ["path": "\(path)"])
             unlink(path)
@@ -37,17 +38,19 @@ public struct MetadataStore: Sendable {
     }
 
     /// Stores `bytes` under `digest` (which the caller has already checked they hash to).
-    public func store(_ bytes: [UInt8], digest: Digest) throws(MountError) {
+    public func store(_ bytes: [UInt8], digest: Digest) throws(CacheError) {
         let path = blobPath(digest)
-        if LocalFiles.exists(path) { return }
-        try LocalFiles.makeDirectories(LocalFiles.parent(path))
-        try LocalFiles.writeAtomically(path, bytes, durable: true)
+        if access(path, F_OK) == 0 { return }
+        try systemIO { () throws(IOError) in
+            try FileIO.makeDirectories(FileIO.parent(of: path))
+            try FileIO.writeAtomically(bytes, to: path, durable: true)
+        }
     }
 
-    func refPath(registry: String, repository: String, tag: String) throws(MountError) -> String {
+    func refPath(registry: String, repository: String, tag: String) throws(CacheError) -> String {
         for part in [registry] + repository.split(separator: "/").map(String.init) + [tag] {
             guard !part.isEmpty, part != ".", part != "..", !part.contains("/"), !part.contains("\0") else {
-                throw .invalidArgument("cannot record reference \(registry)/\(repository):\(tag) in the cache: bad name '\(part)'")
+                throw .badReferenceName(reference: "\(registry)/\(repository):\(tag)", part: part)
             }
         }
         return "\(root)/refs/\(registry)/\(repository)/\(tag)"
@@ -56,15 +59,17 @@ public struct MetadataStore: Sendable {
     /// The manifest digest `tag` named when it was last resolved online.
     public func reference(registry: String, repository: String, tag: String) -> Digest? {
         guard let path = try? refPath(registry: registry, repository: repository, tag: tag),
-              let bytes = try? LocalFiles.read(path, limit: 256) else { return nil }
+              let bytes = try? FileIO.readFile(path, limit: 256) else { return nil }
         // A digest has no spaces: the first word is the whole of it, whatever whitespace surrounds it.
         let text = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
         return try? Digest(parsing: text)
     }
 
-    public func setReference(registry: String, repository: String, tag: String, to digest: Digest) throws(MountError) {
+    public func setReference(registry: String, repository: String, tag: String, to digest: Digest) throws(CacheError) {
         let path = try refPath(registry: registry, repository: repository, tag: tag)
-        try LocalFiles.makeDirectories(LocalFiles.parent(path))
-        try LocalFiles.writeAtomically(path, Array((digest.description + "\n").utf8), durable: false)
+        try systemIO { () throws(IOError) in
+            try FileIO.makeDirectories(FileIO.parent(of: path))
+            try FileIO.writeAtomically(Array((digest.description + "\n").utf8), to: path, durable: false)
+        }
     }
 }

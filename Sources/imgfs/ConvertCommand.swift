@@ -59,24 +59,13 @@ struct ConvertCommand: OneLineErrors {
                                        destination: destinationClient, destinationRepository: destinationReference.repository,
                                        target: target, pushOptions: options, logger: logger)
         let progress = converter.progress
-        let display = ProgressDisplay(label: "convert", quiet: output.quiet) {
+        try output.run("convert", progress: {
             .init(done: progress.diskBytesDone.load(ordering: .relaxed), total: progress.diskSize.load(ordering: .relaxed),
                   detail: "uploaded \(formatBytes(progress.uploadedBytes.load(ordering: .relaxed)))")
-        }
-        let result: ConvertResult
-        do {
-            result = try converter.convert(image: image, sourceName: sourceReference.description,
-                                           tag: destinationReference.tag ?? "latest", destinationName: destinationReference.description)
-        } catch {
-            display.stop()
-            throw error
-        }
-        display.stop()
-        if output.json {
-            try printJSON(result)
-        } else {
-            if !output.quiet { writeStandardError("converted \(sourceReference) (\(result.sourceFormat)) to \(destinationReference) (\(result.format))\n") }
-            print(result.manifestDigest)
-        }
+        }, {
+            try converter.convert(image: image, sourceName: sourceReference.description,
+                                  tag: destinationReference.tag ?? "latest", destinationName: destinationReference.description)
+        }, summary: { "converted \(sourceReference) (\($0.sourceFormat)) to \(destinationReference) (\($0.format))" },
+           digest: \.manifestDigest)
     }
 }

@@ -43,4 +43,21 @@ struct OutputOptionGroup: ParsableArguments {
 
     @Flag(help: "Print a JSON summary on stdout instead of the plain result.")
     var json = false
+
+    /// Runs a long command's `work` under a progress line labelled `label`, then prints its result
+    /// the one way every command does: JSON with `--json`; otherwise `summary` on stderr (unless
+    /// `--quiet`) and the manifest digest on stdout, for scripts.
+    func run<Result: Encodable>(_ label: String, progress: @escaping @Sendable () -> ProgressDisplay.Sample,
+                                _ work: () throws -> Result, summary: (Result) -> String, digest: (Result) -> any CustomStringConvertible) throws {
+        let display = ProgressDisplay(label: label, quiet: quiet, sample: progress)
+        let result: Result
+        do { result = try work() } catch {
+            display.stop()
+            throw error
+        }
+        display.stop()
+        if json { return try printJSON(result) }
+        if !quiet { writeStandardError(summary(result) + "\n") }
+        print(digest(result))
+    }
 }

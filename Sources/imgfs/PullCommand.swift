@@ -63,26 +63,14 @@ struct PullCommand: OneLineErrors {
         let client = try registry.client(for: reference, logger: logger)
         let puller = try ImagePuller(client: client, repository: reference.repository, options: options, logger: logger)
         let progress = puller.progress
-        let display = ProgressDisplay(label: "pull", quiet: output.quiet) {
+        try output.run("pull", progress: {
             .init(done: progress.doneBytes.load(ordering: .relaxed), total: progress.totalBytes.load(ordering: .relaxed),
                   detail: "downloaded \(formatBytes(progress.downloadedBytes.load(ordering: .relaxed)))")
-        }
-        let result: PullResult
-        do {
-            result = try puller.pull(reference: reference.manifestReference, displayName: reference.description, into: directory)
-        } catch {
-            display.stop()
-            throw error
-        }
-        display.stop()
-        if output.json {
-            try printJSON(result)
-        } else {
-            if !output.quiet {
-                let note = result.alreadyComplete ? " (already complete)" : ""
-                writeStandardError("pulled \(reference) (\(result.format)) to \(directory)\(note): \(formatBytes(Int64(result.diskSize))) disk, \(formatBytes(result.bytesDownloaded)) downloaded, \(result.framesFromCache) frames from the local cache\n")
-            }
-            print(result.manifestDigest)
-        }
+        }, {
+            try puller.pull(reference: reference.manifestReference, displayName: reference.description, into: directory)
+        }, summary: { result in
+            let note = result.alreadyComplete ? " (already complete)" : ""
+            return "pulled \(reference) (\(result.format)) to \(directory)\(note): \(formatBytes(Int64(result.diskSize))) disk, \(formatBytes(result.bytesDownloaded)) downloaded, \(result.framesFromCache) frames from the local cache"
+        }, digest: \.manifestDigest)
     }
 }

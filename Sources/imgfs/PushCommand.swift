@@ -52,28 +52,14 @@ struct PushCommand: OneLineErrors {
             if let base { options = base.options(from: options) }
             let pusher = try ImagePusher(client: client, repository: reference.repository, options: options, logger: logger)
             let progress = pusher.progress
-            let display = ProgressDisplay(label: "push", quiet: output.quiet) {
-                let uploaded = progress.uploadedBytes.load(ordering: .relaxed)
-                return .init(done: progress.diskBytesDone.load(ordering: .relaxed),
-                             total: progress.diskSize.load(ordering: .relaxed),
-                             detail: "uploaded \(formatBytes(uploaded))")
-            }
-            let result: PushResult
-            do {
-                result = try pusher.push(source, tag: reference.tag ?? "latest", base: base, bootProfile: bootProfile)
-            } catch {
-                display.stop()
-                throw error
-            }
-            display.stop()
-            if output.json {
-                try printJSON(result)
-            } else {
-                if !output.quiet {
-                    writeStandardError("pushed \(reference): \(result.blobsUploaded) blobs uploaded (\(formatBytes(result.bytesUploaded))), \(result.blobsSkipped) already present\n")
-                }
-                print(result.manifestDigest)
-            }
+            try output.run("push", progress: {
+                .init(done: progress.diskBytesDone.load(ordering: .relaxed), total: progress.diskSize.load(ordering: .relaxed),
+                      detail: "uploaded \(formatBytes(progress.uploadedBytes.load(ordering: .relaxed)))")
+            }, {
+                try pusher.push(source, tag: reference.tag ?? "latest", base: base, bootProfile: bootProfile)
+            }, summary: {
+                "pushed \(reference): \($0.blobsUploaded) blobs uploaded (\(formatBytes($0.bytesUploaded))), \($0.blobsSkipped) already present"
+            }, digest: \.manifestDigest)
         }
     }
 }

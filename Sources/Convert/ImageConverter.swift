@@ -6,14 +6,6 @@ import Push
 import Synchronization
 import Verity
 
-/// Counters for the command line's progress display.
-public final class ConvertProgress: Sendable {
-    public let diskSize = Atomic<Int64>(0)
-    public let diskBytesDone = Atomic<Int64>(0)
-    public let uploadedBytes = Atomic<Int64>(0)
-    public init() {}
-}
-
 /// What a conversion did, for `--json`.
 public struct ConvertResult: Sendable, Codable {
     public var source: String
@@ -42,7 +34,8 @@ public struct ImageConverter: Sendable {
     public var pushOptions: PushOptions
     public var partSize: UInt64 = LumeOCIFormat.defaultPartSize
     public var logger: Logger
-    public let progress = ConvertProgress()
+    /// Counters for the command line's progress display, whatever the target format.
+    public let progress = PushProgress()
 
     public init(source: RegistryClient, sourceRepository: String, destination: RegistryClient, destinationRepository: String,
                 target: ConvertTarget, pushOptions: PushOptions, logger: Logger) {
@@ -65,14 +58,9 @@ public struct ImageConverter: Sendable {
         switch target {
         case .imgfs:
             let pusher: ImagePusher
-            do { pusher = try ImagePusher(client: destination, repository: destinationRepository, options: pushOptions, logger: logger) } catch { throw .push(error) }
-            let sampler = pusher.progress
-            let progress = self.progress
-            let watch = ProgressForwarder {
-                progress.diskBytesDone.store(sampler.diskBytesDone.load(ordering: .relaxed), ordering: .relaxed)
-                progress.uploadedBytes.store(sampler.uploadedBytes.load(ordering: .relaxed), ordering: .relaxed)
-            }
-            defer { watch.stop() }
+            do {
+                pusher = try ImagePusher(client: destination, repository: destinationRepository, options: pushOptions, progress: progress, logger: logger)
+            } catch { throw .push(error) }
             do {
                 digest = try pusher.push(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag, annotations: image.metadataAnnotations).manifestDigest
             } catch {

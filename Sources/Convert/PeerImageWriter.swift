@@ -21,7 +21,7 @@ struct PeerImageWriter {
     let target: Target
     let partSize: UInt64
     let spoolDirectory: String
-    let progress: ConvertProgress
+    let progress: PushProgress
     let logger: Logger
 
     struct Part {

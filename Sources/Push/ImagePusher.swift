@@ -36,10 +36,14 @@ public final class ImagePusher: Sendable {
     private let repository: String
     private let options: PushOptions
     private let logger: Logger
-    public let progress = PushProgress()
+    public let progress: PushProgress
 
-    public init(client: RegistryClient, repository: String, options: PushOptions, logger: Logger) throws(PushError) {
+    /// - Parameter progress: the counters to bump; convert passes its own, so that one set
+    ///   describes a conversion whatever its target format.
+    public init(client: RegistryClient, repository: String, options: PushOptions, progress: PushProgress = PushProgress(),
+                logger: Logger) throws(PushError) {
         self.client = client
+        self.progress = progress
         self.repository = repository
         self.options = try options.validated()
         self.logger = logger

@@ -37,6 +37,12 @@ struct LayoutOptionGroup: ParsableArguments {
 }
 
 /// `--quiet` and `--json`, for the commands that show progress and end with a result.
+/// The image a command reads, written as docker writes it: one help text for every command.
+struct ImageArgument: ParsableArguments {
+    @Argument(help: "The image: registry/repository[:tag|@sha256:…] (the tag defaults to latest).")
+    var reference: String
+}
+
 struct OutputOptionGroup: ParsableArguments {
     @Flag(name: .shortAndLong, help: "No progress display.")
     var quiet = false

@@ -33,17 +33,17 @@ struct MountCommand: ParsableCommand {
         """
     )
 
-    @Argument(help: "The image: registry/repository[:tag] or registry/repository@sha256:….")
-    var reference: String
+    @OptionGroup var image: ImageArgument
+    var reference: String { image.reference }
 
     @Argument(help: "An existing empty directory.")
     var mountpoint: String
 
-    @Flag(help: "Serve in this process until unmounted, logging to stderr (or --log-file).")
-    var foreground = false
-
     @Option(help: ArgumentHelp("The cache directory (default: $IMGFS_CACHE_DIR, $XDG_CACHE_HOME/imgfs, ~/.cache/imgfs; /var/cache/imgfs for root).", valueName: "dir"))
     var cacheDir: String?
+
+    @Flag(help: "Serve in this process until unmounted, logging to stderr (or --log-file).")
+    var foreground = false
 
     @Option(help: ArgumentHelp("Evict frames of unmounted images until the cache is at most this size (suffixes K, M, G, T).", valueName: "size"))
     var cacheSize: String?

@@ -33,8 +33,8 @@ struct PullCommand: OneLineErrors {
         """
     )
 
-    @Argument(help: "The image: registry/repository[:tag|@sha256:…].")
-    var reference: String
+    @OptionGroup var image: ImageArgument
+    var reference: String { image.reference }
 
     @Argument(help: "The VM directory to write (created if missing).")
     var directory: String

@@ -220,9 +220,3 @@ public final class LazyDisk: Sendable {
         if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
     }
 }
-
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

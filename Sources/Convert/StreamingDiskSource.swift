@@ -1,4 +1,3 @@
-import Codec
 import Fetch
 import Formats
 import ImageFormat
@@ -123,7 +122,7 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
 
     /// imgfs: frames in disk order, consecutive stored members fetched with one range request.
     private static func produceFrames(_ index: FrameIndex, client: RegistryClient, repository: String, queue: BoundedQueue<Piece>) throws {
-        try RangeRequest.inDiskOrder(index, maxBytes: 16 * 1024 * 1024, decompressor: try GzipFrameDecompressor(), fetch: { request in
+        try RangeRequest.inDiskOrder(index, maxBytes: 16 * 1024 * 1024, fetch: { request in
             var blob = [UInt8]()
             blob.reserveCapacity(request.range.count)
             try client.blob(repository, digest: request.blob, range: request.range) { blob.append(contentsOf: $0) }

@@ -1,5 +1,4 @@
 import Cache
-import Codec
 import Glibc
 import ImageFormat
 import Logging
@@ -151,12 +150,7 @@ extension LazyDisk {
         }
         statistics.rangeRequests.add(1, ordering: .relaxed)
         statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
-        let decompressor: GzipFrameDecompressor
-        do { decompressor = try GzipFrameDecompressor() } catch {
-            for frame in request.frames { deliver(frame, .failure(.corruptFrame(blob: blob, frame: frame, reason: "\(error)"))) }
-            return
-        }
-        request.decode(bytes, index: index, decompressor: decompressor) { frame, result in
+        request.decode(bytes, index: index) { frame, result in
             deliver(frame, result.mapError { error in
                 let (mapped, why): (MountError, String) = switch error {
                 case .shortBody: (.fetch(blob: blob, frame: frame, range: range, SourceError(.other, "\(error)")), "")

@@ -7,10 +7,14 @@ extension RangeRequest {
     /// length (a member deduplicated frames share, once) and verified against the index. `deliver`
     /// is called once per frame, in blob order, as soon as that frame's result is known, so that a
     /// reader waits for its frame, not for the whole range.
-    public func decode(_ bytes: [UInt8], index: FrameIndex, decompressor: GzipFrameDecompressor,
-                       deliver: (_ frame: Int, Result<VerifiedFrame, PieceError>) -> Void) {
+    public func decode(_ bytes: [UInt8], index: FrameIndex, deliver: (_ frame: Int, Result<VerifiedFrame, PieceError>) -> Void) {
         guard Int64(bytes.count) == Int64(range.count) else {
             for frame in frames { deliver(frame, .failure(.shortBody(blob: blob, range: range, received: bytes.count))) }
+            return
+        }
+        let decompressor: GzipFrameDecompressor
+        do { decompressor = try GzipFrameDecompressor() } catch {
+            for frame in frames { deliver(frame, .failure(.corrupt(blob: blob, frame: frame, reason: "\(error)"))) }
             return
         }
         bytes.withUnsafeBytes { raw in

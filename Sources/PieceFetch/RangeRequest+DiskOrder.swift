@@ -1,4 +1,3 @@
-import Codec
 import ImageFormat
 
 extension RangeRequest {
@@ -7,8 +6,8 @@ extension RangeRequest {
     /// consecutive stored frames holding up to `maxBytes` decoded is planned (contiguous members
     /// only), fetched with `fetch` and decoded before it is delivered, which bounds memory.
     /// `failed` turns the first frame that does not verify into the caller's error.
-    public static func inDiskOrder<E: Error>(_ index: FrameIndex, maxBytes: Int64, decompressor: GzipFrameDecompressor,
-                                             fetch: (RangeRequest) throws(E) -> [UInt8], failed: (_ frame: Int, PieceError) -> E,
+    public static func inDiskOrder<E: Error>(_ index: FrameIndex, maxBytes: Int64, fetch: (RangeRequest) throws(E) -> [UInt8],
+                                             failed: (_ frame: Int, PieceError) -> E,
                                              deliver: (VerifiedFrame) throws(E) -> Void) throws(E) {
         let stored = index.frames.indices.filter { index.frames[$0].location != nil }
         var start = 0
@@ -23,7 +22,7 @@ extension RangeRequest {
             for request in plan(stored[start..<end], index: index, maxBytes: maxBytes) {
                 let bytes = try fetch(request)
                 var failure: E?
-                request.decode(bytes, index: index, decompressor: decompressor) { frame, result in
+                request.decode(bytes, index: index) { frame, result in
                     switch result {
                     case .success(let frame): verified[frame.index] = frame
                     case .failure(let error): if failure == nil { failure = failed(frame, error) }

@@ -1,5 +1,4 @@
 import Cache
-import Codec
 import Fetch
 import Formats
 import ImageFormat
@@ -47,13 +46,9 @@ struct FramePuller {
         let requests = RangeRequest.plan(remaining, index: index, maxBytes: options.maximumRunBytes, gap: Self.coalesceGap)
         let pool = WorkPool(requests)
         try pool.run(threads: options.jobs, name: "pull-frames") { () throws(PullError) in
-            let decompressor: GzipFrameDecompressor
-            do { decompressor = try GzipFrameDecompressor() } catch {
-                throw .frame(layer: SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)")
-            }
-            return { (request) throws(PullError) in
+            { (request) throws(PullError) in
                 try PullError.retryingDamage("layer \(request.blob) bytes \(request.range)", logger: logger) { () throws(PullError) in
-                    try fetch(request, decompressor: decompressor, pool: pool)
+                    try fetch(request, pool: pool)
                 }
             }
         }
@@ -85,7 +80,7 @@ struct FramePuller {
         return missing
     }
 
-    private func fetch(_ request: RangeRequest, decompressor: GzipFrameDecompressor, pool: WorkPool<RangeRequest>) throws(PullError) {
+    private func fetch(_ request: RangeRequest, pool: WorkPool<RangeRequest>) throws(PullError) {
         var blob = [UInt8]()
         blob.reserveCapacity(request.range.count)
         let progress = self.progress
@@ -101,7 +96,7 @@ struct FramePuller {
             throw .registry(error)
         }
         var failure: PullError?
-        request.decode(blob, index: index, decompressor: decompressor) { frame, result in
+        request.decode(blob, index: index) { frame, result in
             guard failure == nil else { return }
             do throws(PullError) {
                 try write(result.mapError { PullError.frame(layer: request.blob, frame: frame, reason: $0.reason) }.get(), frame: frame)

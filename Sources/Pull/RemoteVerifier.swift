@@ -1,4 +1,3 @@
-import Codec
 import Fetch
 import Formats
 import ImageFormat
@@ -86,14 +85,12 @@ public struct RemoteVerifier {
         let geometry = index.geometry
         let layerHashes = index.layers.map { _ in LayerHash() }
         let fsverity = FSVerityHasher()
-        let decompressor: GzipFrameDecompressor
-        do { decompressor = try GzipFrameDecompressor() } catch { throw .frame(layer: SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)") }
 
         var next = 0  // the first frame not in the fs-verity digest yet; holes are zeros, stored nowhere
         func zeros(upTo frame: Int) {
             while next < frame { fsverity.updateZeros(count: UInt64(geometry.length(ofFrame: next))); next += 1 }
         }
-        try RangeRequest.inDiskOrder(index, maxBytes: maxRequestBytes, decompressor: decompressor, fetch: { (request) throws(PullError) in
+        try RangeRequest.inDiskOrder(index, maxBytes: maxRequestBytes, fetch: { (request) throws(PullError) in
             var bytes: [UInt8] = []
             bytes.reserveCapacity(request.range.count)
             let limit = request.range.count

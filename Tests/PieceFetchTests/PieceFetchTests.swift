@@ -46,7 +46,7 @@ struct Fixture {
 
     func decode(_ request: RangeRequest, bytes: [UInt8]? = nil) throws -> [(frame: Int, result: Result<VerifiedFrame, PieceError>)] {
         var results: [(frame: Int, result: Result<VerifiedFrame, PieceError>)] = []
-        request.decode(bytes ?? self.bytes(of: request), index: index, decompressor: try GzipFrameDecompressor()) { results.append(($0, $1)) }
+        request.decode(bytes ?? self.bytes(of: request), index: index) { results.append(($0, $1)) }
         return results
     }
 }
@@ -164,7 +164,7 @@ struct Fixture {
         // Layer 1 holds the even frames and layer 0 the odd ones, so blob order is not disk order.
         let fixture = try Fixture(frames: 9, sharing: [7: 1], holes: [4], layerOf: { $0 % 2 == 0 ? 1 : 0 })
         var delivered: [Int] = [], requests = 0
-        try RangeRequest.inDiskOrder(fixture.index, maxBytes: Int64(3 * Fixture.frameSize), decompressor: try GzipFrameDecompressor(),
+        try RangeRequest.inDiskOrder(fixture.index, maxBytes: Int64(3 * Fixture.frameSize),
                                      fetch: { (request) throws(PieceError) in requests += 1; return fixture.bytes(of: request) },
                                      failed: { _, error in error }) { (frame) throws(PieceError) in
             #expect(frame.bytes == fixture.disk[frame.index])

@@ -133,7 +133,7 @@ struct Fixture {
         #expect(message.contains("\(blob)") && message.contains("\(claimed)") && message.contains("\(SHA256Hasher.digest(fixture.disk[1]))"))
     }
 
-    @Test func aDeduplicatedMemberIsDecodedOnceAndVerifiedForEachFrame() throws {
+    @Test func aMemberDeduplicatedFramesShareServesEachOfThemVerified() throws {
         let fixture = try Fixture(frames: 3, sharing: [2: 0])
         let request = try #require(RangeRequest.plan([0, 2], index: fixture.index, maxBytes: 1 << 30).first)
         #expect(request.frames == [0, 2])

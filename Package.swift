@@ -33,7 +33,7 @@ let package = Package(
         // define of this target alone, so a new commit recompiles one C file, not every module.
         .target(name: "CBuildInfo", cSettings: buildCommitSettings),
 
-        // Threads, bounded queues and monitors for the blocking pipelines (push, mount).
+        // Threads, bounded queues, monitors and the one bounded retry for the blocking pipelines.
         .target(name: "Threading"),
         // The one file-system layer: EINTR-retrying syscalls, atomic writes, mkdir -p, directory
         // sync, hole punching and spool files, failing with a typed `IOError` that keeps errno.
@@ -45,12 +45,15 @@ let package = Package(
         // OCI vocabulary: references, media types, descriptors, manifests.
         .target(name: "OCI", dependencies: ["Verity"]),
         // Registry client over libcurl.
-        .target(name: "Fetch", dependencies: ["SystemIO", "CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Fetch", dependencies: ["SystemIO", "Threading", "CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The imgfs image format: frame index, media types, annotations, verified frames.
         .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
         .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat", "Codec"]),
+        // The one fetch core of mount, pull and convert: plan range requests, decode what comes back
+        // (gzip members into frames, whole foreign layers through SegmentDecoder), verify it.
+        .target(name: "PieceFetch", dependencies: ["ImageFormat", "Formats", "Codec", "Verity"]),
         // The local stores: the sparse cache of verified frames, verified whole layers, and the
         // small blobs and tags of mounted images.
         .target(name: "Cache", dependencies: ["SystemIO", "ImageFormat", "Formats", "Verity", .product(name: "Logging", package: "swift-log")]),
@@ -59,11 +62,11 @@ let package = Package(
         // The push pipeline: read, frame, compress, digest, upload.
         .target(name: "Push", dependencies: ["SystemIO", "Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
         // imgfs pull: any format to a sparse, verified, resumable local VM directory.
-        .target(name: "Pull", dependencies: ["SystemIO", "Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Pull", dependencies: ["SystemIO", "PieceFetch", "Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
-        .target(name: "Convert", dependencies: ["SystemIO", "Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Convert", dependencies: ["SystemIO", "PieceFetch", "Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["SystemIO", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["SystemIO", "PieceFetch", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "SystemIO", "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
@@ -82,9 +85,10 @@ let package = Package(
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
+        .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImageFormat", "Codec", "Verity"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
-        .testTarget(name: "MountTests", dependencies: ["Mount", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]

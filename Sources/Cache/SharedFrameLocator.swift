@@ -1,4 +1,5 @@
 import Glibc
+import ImageFormat
 import Logging
 import SystemIO
 import Verity
@@ -53,6 +54,14 @@ public final class SharedFrameLocator: Sendable {
                 "entry": "\(location.layout.directory)", "frame": "\(location.frame)", "error": "\(error)"])
             return nil
         }
+    }
+
+    /// Frame `frame` of `index` from another entry that holds its digest, verified again (the
+    /// other entry's file may have been damaged since); nil if there is none or it does not match.
+    public func verifiedFrame(_ frame: Int, of index: FrameIndex) -> VerifiedFrame? {
+        let digest = index.frames[frame].digest, length = index.geometry.length(ofFrame: frame)
+        guard let bytes = bytes(for: digest, length: length) else { return nil }
+        return try? VerifiedFrame.verify(frame: frame, bytes: bytes, expectedLength: length, expectedDigest: digest)
     }
 
     static func scan(_ layout: CacheLayout, wanted: Set<Digest>, into found: inout [Digest: Location]) throws(CacheError) {

@@ -1,8 +1,8 @@
-import Codec
 import Fetch
 import Formats
 import ImageFormat
 import Logging
+import PieceFetch
 import Push
 import Synchronization
 import Threading
@@ -113,50 +113,22 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
 
     private static func produceSegments(_ layout: DiskLayout, client: RegistryClient, repository: String, queue: BoundedQueue<Piece>, logger: Logger) throws {
         for segment in layout.segments {
-            let decoder = try SegmentDecoder(segment: segment)
             logger.debug("streaming layer", metadata: ["digest": "\(segment.blob.digest)", "offset": "\(segment.diskOffset)"])
-            try client.blob(repository, digest: segment.blob.digest, range: nil) { buffer in
-                try decoder.feed(buffer) { offset, bytes in
-                    guard queue.push(Piece(offset: offset, bytes: Array(bytes))) else { throw SourceCancelled() }
-                }
+            try LayerStream.decode(segment, chunks: { feed in try client.blob(repository, digest: segment.blob.digest, range: nil, sink: feed) }) { offset, bytes in
+                guard queue.push(Piece(offset: offset, bytes: Array(bytes))) else { throw SourceCancelled() }
             }
-            try decoder.finish()
         }
     }
 
     /// imgfs: frames in disk order, consecutive stored members fetched with one range request.
     private static func produceFrames(_ index: FrameIndex, client: RegistryClient, repository: String, queue: BoundedQueue<Piece>) throws {
-        let decompressor = try GzipFrameDecompressor()
-        let maximumRun: Int64 = 16 * 1024 * 1024
-        var frame = 0
-        while frame < index.frames.count {
-            guard let first = index.frames[frame].location, !index.frames[frame].isHole else { frame += 1; continue }
-            // Extend the run while the next frame's member follows this one's in the same layer.
-            var frames = [frame]
-            var range = first.compressedRange
-            var next = frame + 1
-            while next < index.frames.count, let location = index.frames[next].location, !index.frames[next].isHole,
-                  location.layer == first.layer, location.compressedRange.lowerBound == range.upperBound,
-                  location.compressedRange.upperBound - range.lowerBound <= maximumRun {
-                range = range.lowerBound..<location.compressedRange.upperBound
-                frames.append(next)
-                next += 1
-            }
+        try RangeRequest.inDiskOrder(index, maxBytes: 16 * 1024 * 1024, fetch: { request in
             var blob = [UInt8]()
-            blob.reserveCapacity(range.count)
-            let layer = index.layers[first.layer].digest
-            try client.blob(repository, digest: layer, range: range) { blob.append(contentsOf: $0) }
-            for member in frames {
-                guard let location = index.frames[member].location else { continue }
-                let start = Int(location.compressedRange.lowerBound - range.lowerBound)
-                let length = index.geometry.length(ofFrame: member)
-                let bytes = try blob.withUnsafeBytes { raw in
-                    try decompressor.decompress(UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.compressedLength)]), expectedSize: length)
-                }
-                let verified = try VerifiedFrame.verify(frame: member, bytes: bytes, expectedLength: length, expectedDigest: index.frames[member].digest)
-                guard queue.push(Piece(offset: index.geometry.offset(ofFrame: member), bytes: verified.bytes)) else { throw SourceCancelled() }
-            }
-            frame = next
+            blob.reserveCapacity(request.range.count)
+            try client.blob(repository, digest: request.blob, range: request.range) { blob.append(contentsOf: $0) }
+            return blob
+        }, failed: { _, error in error }) { frame in
+            guard queue.push(Piece(offset: index.geometry.offset(ofFrame: frame.index), bytes: frame.bytes)) else { throw SourceCancelled() }
         }
     }
 
@@ -164,14 +136,14 @@ public final class StreamingDiskSource: DiskSource, @unchecked Sendable {
     static func rootCause(_ error: any Error) -> any Error {
         if let fetch = error as? FetchError, let inner = fetch.underlying { return rootCause(inner) }
         if let segment = error as? SegmentError, case .output(let inner) = segment.kind, !(inner is SourceCancelled) { return rootCause(inner) }
-        if let frame = error as? FrameVerificationError { return SourceFrameCheckFailed(error: frame) }
+        if let frame = error as? PieceError { return SourceFrameCheckFailed(error: frame) }
         return error
     }
 }
 
 /// A frame of the source image did not match its index.
 struct SourceFrameCheckFailed: Error, CustomStringConvertible {
-    var error: FrameVerificationError
+    var error: PieceError
     var description: String { "source frame check failed: \(error)" }
 }
 

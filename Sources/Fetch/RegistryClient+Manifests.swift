@@ -1,4 +1,5 @@
 import OCI
+import Threading
 import Verity
 
 /// A manifest exactly as the registry sent it: the digest is computed over these bytes, never

@@ -1,4 +1,5 @@
 import OCI
+import Threading
 import Verity
 
 /// Every verified fetch of a whole object (a manifest by digest, a config, a frame index, a boot
@@ -30,28 +31,18 @@ extension RegistryClient {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for another reason than a bad body, or has been
-    /// tried `verifiedFetchAttempts` times; logs each retry with the digests involved (at info: a
-    /// daemon's log shows it, a command's stderr keeps to the one error line it renders).
+    /// Runs `attempt` under the one retry policy (`BoundedRetry`) with the client's backoff; logs
+    /// each retry with the digests involved (at info: a daemon's log shows it, a command's stderr
+    /// keeps to the one error line it renders).
     func retryingBadBodies<T>(_ attempt: () throws(FetchError) -> T) throws(FetchError) -> T {
-        var tries = 0
-        while true {
-            tries += 1
-            do {
-                return try attempt()
-            } catch {
-                guard Self.isBadBody(error), tries < Self.verifiedFetchAttempts else {
-                    if tries > 1 {
-                        logger.debug("giving up on a fetch after \(tries) attempts", metadata: ["error": "\(error)"])
-                    }
-                    throw error
-                }
-                logger.info("fetched bytes are wrong; fetching them again", metadata: [
-                    "error": "\(error)", "attempt": "\(tries)"])
-                stats.withLock { $0.retries += 1 }
-                sleep(for: backoff(attempt: tries))
+        try BoundedRetry(attempts: Self.verifiedFetchAttempts, pause: backoff).run(isRetryable: Self.isBadBody, failed: { error, tries, willRetry in
+            guard willRetry else {
+                if tries > 1 { logger.debug("giving up on a fetch after \(tries) attempts", metadata: ["error": "\(error)"]) }
+                return
             }
-        }
+            logger.info("fetched bytes are wrong; fetching them again", metadata: ["error": "\(error)", "attempt": "\(tries)"])
+            stats.withLock { $0.retries += 1 }
+        }) { (_) throws(FetchError) in try attempt() }
     }
 
     /// Failures that say the bytes were damaged on the way, which another attempt can fix.

@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import OCI
 import Synchronization
+import Threading
 import Verity
 
 /// A client for one OCI distribution registry, over libcurl.
@@ -245,13 +246,6 @@ public final class RegistryClient: Sendable {
     func retryAfter(_ value: String?) -> Duration? {
         guard let value, let seconds = Int(value.trimmingSpaces()), seconds >= 0 else { return nil }
         return min(.seconds(seconds), options.maxRetryDelay)
-    }
-
-    func sleep(for duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
     }
 
     /// scheme://host:port of a URL, lowercased; the unit a credential may be sent to.

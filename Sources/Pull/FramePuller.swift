@@ -1,31 +1,16 @@
 import Cache
-import Codec
 import Fetch
 import Formats
 import ImageFormat
 import Logging
+import PieceFetch
 import Verity
 
 /// Pulls an imgfs image frame by frame: frames already in the local mount cache are copied
 /// (and re-verified), the rest are fetched in coalesced range requests per chunk layer (a whole
-/// fresh layer is one request: its members are stored back to back), each member is gunzipped
-/// and checked against the frame index before it is written. Holes are never written.
+/// fresh layer is one request: its members are stored back to back) and decoded and verified by
+/// `RangeRequest.decode` before they are written. Holes are never written.
 struct FramePuller {
-    /// One gzip member and the frames that use it (several when the chunk deduplicated them).
-    struct Member: Sendable {
-        var offset: UInt64
-        var length: UInt32
-        var frames: [Int]
-    }
-
-    /// One range request: consecutive members of one layer blob.
-    struct Run: Sendable {
-        var layer: Digest
-        var range: Range<Int64>
-        var members: [Member]
-        var frames: [Int] { members.flatMap(\.frames) }
-    }
-
     /// Members closer than this are fetched together, gap included: one request beats two.
     static let coalesceGap: Int64 = 256 * 1024
 
@@ -58,48 +43,15 @@ struct FramePuller {
         }
         if remaining.count < index.frames.filter({ !$0.isHole }).count { progress.unitsResumed.add(1, ordering: .relaxed) }
         remaining = try copyFromCache(remaining)
-        let runs = Self.runs(for: remaining, index: index, maximumRunBytes: options.maximumRunBytes)
-        let pool = WorkPool(runs)
+        let requests = RangeRequest.plan(remaining, index: index, maxBytes: options.maximumRunBytes, gap: Self.coalesceGap)
+        let pool = WorkPool(requests)
         try pool.run(threads: options.jobs, name: "pull-frames") { () throws(PullError) in
-            let decompressor: GzipFrameDecompressor
-            do { decompressor = try GzipFrameDecompressor() } catch {
-                throw .frame(layer: SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)")
-            }
-            return { (run) throws(PullError) in
-                try DamageRetry.run("layer \(run.layer) bytes \(run.range.lowerBound)..<\(run.range.upperBound)", logger: logger) { () throws(PullError) in
-                    try fetch(run, decompressor: decompressor, pool: pool)
+            { (request) throws(PullError) in
+                try PullError.retryingDamage("layer \(request.blob) bytes \(request.range)", logger: logger) { () throws(PullError) in
+                    try fetch(request, pool: pool)
                 }
             }
         }
-    }
-
-    /// Groups the frames still missing into range requests, per layer in blob order.
-    static func runs(for frames: [Int], index: FrameIndex, maximumRunBytes: Int64) -> [Run] {
-        var membersByLayer = [Int: [UInt64: Member]]()
-        for frame in frames {
-            guard let location = index.frames[frame].location else { continue }
-            membersByLayer[location.layer, default: [:]][location.compressedOffset, default:
-                Member(offset: location.compressedOffset, length: location.compressedLength, frames: [])].frames.append(frame)
-        }
-        var runs = [Run]()
-        for layer in membersByLayer.keys.sorted() {
-            let digest = index.layers[layer].digest
-            let members = (membersByLayer[layer] ?? [:]).values.sorted { $0.offset < $1.offset }
-            var current: Run?
-            for member in members {
-                let start = Int64(member.offset), end = start + Int64(member.length)
-                if var run = current, start - run.range.upperBound <= coalesceGap, end - run.range.lowerBound <= maximumRunBytes, start >= run.range.upperBound {
-                    run.range = run.range.lowerBound..<end
-                    run.members.append(member)
-                    current = run
-                } else {
-                    if let run = current { runs.append(run) }
-                    current = Run(layer: digest, range: start..<end, members: [member])
-                }
-            }
-            if let run = current { runs.append(run) }
-        }
-        return runs
     }
 
     /// Copies frames the mount cache has verified copies of; returns the frames still missing.
@@ -112,10 +64,7 @@ struct FramePuller {
         var missing = [Int]()
         var copied = [Int]()
         for frame in frames {
-            let entry = index.frames[frame]
-            let length = index.geometry.length(ofFrame: frame)
-            guard locator.contains(entry.digest), let bytes = locator.bytes(for: entry.digest, length: length),
-                  let verified = try? VerifiedFrame.verify(frame: frame, bytes: bytes, expectedLength: length, expectedDigest: entry.digest) else {
+            guard let verified = locator.verifiedFrame(frame, of: index) else {
                 missing.append(frame)
                 continue
             }
@@ -131,13 +80,13 @@ struct FramePuller {
         return missing
     }
 
-    private func fetch(_ run: Run, decompressor: GzipFrameDecompressor, pool: WorkPool<Run>) throws(PullError) {
+    private func fetch(_ request: RangeRequest, pool: WorkPool<RangeRequest>) throws(PullError) {
         var blob = [UInt8]()
-        blob.reserveCapacity(run.range.count)
+        blob.reserveCapacity(request.range.count)
         let progress = self.progress
         progress.requests.add(1, ordering: .relaxed)
         do {
-            try client.blob(repository, digest: run.layer, range: run.range) { buffer in
+            try client.blob(repository, digest: request.blob, range: request.range) { buffer in
                 if pool.shouldStop { throw PullCancelled() }
                 blob.append(contentsOf: buffer)
                 progress.downloadedBytes.add(Int64(buffer.count), ordering: .relaxed)
@@ -146,31 +95,16 @@ struct FramePuller {
             if error.underlying is PullCancelled { throw .invalidOption("cancelled") }
             throw .registry(error)
         }
-        for member in run.members {
-            let start = Int(Int64(member.offset) - run.range.lowerBound)
-            guard let first = member.frames.first else { continue }
-            let length = index.geometry.length(ofFrame: first)
-            let bytes: [UInt8]
-            do {
-                bytes = try blob.withRawBytes { (raw) throws(CodecError) in
-                    try decompressor.decompress(UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(member.length)]), expectedSize: length)
-                }
-            } catch {
-                throw .frame(layer: run.layer, frame: first, reason: "corrupt gzip member at offset \(member.offset): \(error)")
-            }
-            for frame in member.frames {
-                let expected = index.frames[frame]
-                let verified: VerifiedFrame
-                do {
-                    verified = try VerifiedFrame.verify(frame: frame, bytes: bytes, expectedLength: index.geometry.length(ofFrame: frame), expectedDigest: expected.digest)
-                } catch {
-                    throw .frame(layer: run.layer, frame: frame, reason: "\(error)")
-                }
-                try write(verified, frame: frame)
-            }
+        var failure: PullError?
+        request.decode(blob, index: index) { frame, result in
+            guard failure == nil else { return }
+            do throws(PullError) {
+                try write(result.mapError { PullError.frame(layer: request.blob, frame: frame, reason: $0.reason) }.get(), frame: frame)
+            } catch { failure = error }
         }
+        if let failure { throw failure }
         try disk.sync()
-        try journal.markFramesDone(run.frames)
+        try journal.markFramesDone(request.frames)
     }
 
     /// Whether the bytes of `frame` in the partial disk hash to the index's digest.

@@ -2,6 +2,7 @@ import Fetch
 import Formats
 import Logging
 import OCI
+import PieceFetch
 import Verity
 
 /// Pulls whole-layer formats (lume, tart): one unit per distinct blob, fetched in one GET,
@@ -56,7 +57,7 @@ struct LayerPuller {
         try pool.run(threads: jobs, name: "pull-layer") { () throws(PullError) in
             { (unit) throws(PullError) in
                 // pull() clears the unit's disk ranges first, so a second attempt starts clean.
-                try DamageRetry.run("layer \(unit.segments.first?.blob.digest.description ?? "?")", logger: logger) { () throws(PullError) in
+                try PullError.retryingDamage("layer \(unit.segments.first?.blob.digest.description ?? "?")", logger: logger) { () throws(PullError) in
                     try pull(unit, pool: pool)
                 }
             }
@@ -66,23 +67,22 @@ struct LayerPuller {
     private func pull(_ unit: Unit, pool: WorkPool<Unit>) throws(PullError) {
         guard let first = unit.segments.first else { return }
         for segment in unit.segments { try disk.clear(segment.diskRange) }
-        let decoder: SegmentDecoder
-        do { decoder = try SegmentDecoder(segment: first) } catch { throw .layer(error) }
         let disk = self.disk, progress = self.progress, segments = unit.segments
         logger.debug("fetching layer", metadata: ["digest": "\(first.blob.digest)", "size": "\(first.blob.size)", "segments": "\(segments.count)"])
         progress.requests.add(1, ordering: .relaxed)
         do {
-            try client.blob(repository, digest: first.blob.digest, range: nil) { buffer in
-                if pool.shouldStop { throw PullCancelled() }
-                progress.downloadedBytes.add(Int64(buffer.count), ordering: .relaxed)
-                try decoder.feed(buffer) { offset, bytes in
-                    for segment in segments {
-                        try disk.writeSkippingZeros(bytes, at: offset - first.diskOffset + segment.diskOffset)
-                    }
-                    progress.doneBytes.add(Int64(bytes.count * segments.count), ordering: .relaxed)
+            try LayerStream.decode(first, chunks: { feed in
+                try client.blob(repository, digest: first.blob.digest, range: nil) { buffer in
+                    if pool.shouldStop { throw PullCancelled() }
+                    progress.downloadedBytes.add(Int64(buffer.count), ordering: .relaxed)
+                    try feed(buffer)
                 }
+            }) { offset, bytes in
+                for segment in segments {
+                    try disk.writeSkippingZeros(bytes, at: offset - first.diskOffset + segment.diskOffset)
+                }
+                progress.doneBytes.add(Int64(bytes.count * segments.count), ordering: .relaxed)
             }
-            try decoder.finish()
         } catch {
             throw Self.pullError(error, segment: first)
         }

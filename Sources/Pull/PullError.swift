@@ -3,6 +3,8 @@ import Fetch
 import Formats
 import Glibc
 import ImageFormat
+import Logging
+import Threading
 import Verity
 
 /// Why a pull failed, naming the layer, digest, file or offset at fault. Rendered once by the command line.
@@ -37,6 +39,31 @@ public enum PullError: Error, CustomStringConvertible {
         case .verityUnsupported(let path, let code):
             "\(path): cannot enable fs-verity (\(String(cString: strerror(code)))): the filesystem does not support it or lacks the verity feature (ext4: tune2fs -O verity; the pulled disk.img is complete and verified)"
         case .invalidOption(let message): message
+        }
+    }
+}
+
+extension PullError {
+    /// The pull's side of the one retry policy (`BoundedRetry`, as many attempts as a verified
+    /// fetch of an object or a mounted frame): a frame run or a layer whose bytes arrive damaged is
+    /// fetched again; the last attempt's error is the one reported.
+    static func retryingDamage(_ what: @autoclosure () -> String, logger: Logger, _ attempt: () throws(PullError) -> Void) throws(PullError) {
+        try BoundedRetry(attempts: RegistryClient.verifiedFetchAttempts).run(isRetryable: \.isDamage, failed: { error, tries, willRetry in
+            if willRetry { logger.info("damaged bytes; fetching them again", metadata: ["what": "\(what())", "attempt": "\(tries)", "error": "\(error)"]) }
+        }) { (_) throws(PullError) in try attempt() }
+    }
+
+    /// Bytes damaged on the way (a frame or layer that does not verify, a body that breaks the
+    /// protocol); dropped connections and 5xx were retried by the client already, per request.
+    var isDamage: Bool {
+        switch self {
+        case .frame, .layer: true
+        case .registry(let fetch):
+            switch fetch.kind {
+            case .digestMismatch, .invalidResponse: true
+            default: false
+            }
+        default: false
         }
     }
 }

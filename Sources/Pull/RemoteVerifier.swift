@@ -1,9 +1,9 @@
-import Codec
 import Fetch
 import Formats
 import ImageFormat
 import Logging
 import OCI
+import PieceFetch
 import Verity
 
 /// What `imgfs verify --remote` checked.
@@ -23,7 +23,7 @@ public struct RemoteVerifyReport: Sendable, Codable {
 /// against their digests, every imgfs frame against the index, and the disk's fs-verity digest
 /// against the manifest; lume and tart layers are decoded and checked against their annotations.
 ///
-/// imgfs frames are fetched in disk order (coalesced range requests of up to `maxRequestBytes`),
+/// imgfs frames are fetched in disk order (`RangeRequest.inDiskOrder`, requests of up to `maxRequestBytes`),
 /// so the fs-verity digest is computed as they stream; each chunk layer's digest is computed from
 /// the same bytes while the requests cover it in order, and only what they skip (a deduplicated
 /// frame's member read earlier, gaps) is fetched a second time to finish the layer's hash.
@@ -87,79 +87,30 @@ public struct RemoteVerifier {
         let geometry = index.geometry
         let layerHashes = index.layers.map { _ in LayerHash() }
         let fsverity = FSVerityHasher()
-        let decompressor: GzipFrameDecompressor
-        do { decompressor = try GzipFrameDecompressor() } catch { throw .frame(layer: index.layers.first?.digest ?? SHA256Hasher.digest([UInt8]()), frame: -1, reason: "\(error)") }
 
-        var frame = 0
-        while frame < index.frames.count {
-            // A run of frames in disk order whose members follow each other in one layer (holes in
-            // between are zeros, stored nowhere), one range request for all of them.
-            var run: [Int] = []
-            var layer = -1
-            var range: Range<Int64> = 0..<0
-            var next = frame
-            while next < index.frames.count {
-                let entry = index.frames[next]
-                guard let location = entry.location else {
-                    if !entry.isHole { throw .frame(layer: index.layers.first?.digest ?? SHA256Hasher.digest([UInt8]()), frame: next, reason: "the frame is neither stored nor a hole") }
-                    run.append(next)
-                    next += 1
-                    continue
-                }
-                let start = Int64(location.compressedOffset), end = start + Int64(location.compressedLength)
-                if layer < 0 {
-                    layer = location.layer
-                    range = start..<end
-                } else if location.layer != layer || start != range.upperBound || end - range.lowerBound > maxRequestBytes {
-                    break
-                } else {
-                    range = range.lowerBound..<end
-                }
-                run.append(next)
-                next += 1
-            }
-            var bytes: [UInt8] = []
-            if layer >= 0 {
-                let digest = index.layers[layer].digest
-                bytes.reserveCapacity(range.count)
-                let limit = range.count
-                do {
-                    try client.blob(repository, digest: digest, range: range) { chunk in bytes.append(contentsOf: chunk.prefix(limit - bytes.count)) }
-                } catch {
-                    throw .registry(error)
-                }
-                guard bytes.count == range.count else {
-                    throw .frame(layer: digest, frame: run.first ?? frame, reason: "the registry sent \(bytes.count) bytes for a range of \(range.count)")
-                }
-                report.bytesDownloaded += Int64(bytes.count)
-                layerHashes[layer].note(range, bytes)
-            }
-            for f in run {
-                let length = geometry.length(ofFrame: f)
-                let entry = index.frames[f]
-                guard let location = entry.location else {
-                    fsverity.updateZeros(count: UInt64(length))
-                    continue
-                }
-                let digest = index.layers[location.layer].digest
-                let start = Int(Int64(location.compressedOffset) - range.lowerBound)
-                let decoded: [UInt8]
-                do {
-                    decoded = try bytes.withUnsafeBytes { raw throws(CodecError) in
-                        try decompressor.decompress(UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.compressedLength)]), expectedSize: length)
-                    }
-                } catch {
-                    throw .frame(layer: digest, frame: f, reason: "\(error)")
-                }
-                let verified: VerifiedFrame
-                do { verified = try VerifiedFrame.verify(frame: f, bytes: decoded, expectedLength: length, expectedDigest: entry.digest) } catch {
-                    throw .frame(layer: digest, frame: f, reason: error.description)
-                }
-                verified.bytes.withUnsafeBytes { fsverity.update($0) }
-                report.frames += 1
-            }
-            frame = next
+        var next = 0  // the first frame not in the fs-verity digest yet; holes are zeros, stored nowhere
+        func zeros(upTo frame: Int) {
+            while next < frame { fsverity.updateZeros(count: UInt64(geometry.length(ofFrame: next))); next += 1 }
         }
+        try RangeRequest.inDiskOrder(index, maxBytes: maxRequestBytes, fetch: { (request) throws(PullError) in
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(request.range.count)
+            let limit = request.range.count
+            do throws(FetchError) {
+                try client.blob(repository, digest: request.blob, range: request.range) { chunk in bytes.append(contentsOf: chunk.prefix(limit - bytes.count)) }
+            } catch {
+                throw .registry(error)
+            }
+            report.bytesDownloaded += Int64(bytes.count)
+            if bytes.count == limit { layerHashes[request.layer].note(request.range, bytes) }
+            return bytes
+        }, failed: { frame, error in .frame(layer: error.blob, frame: frame, reason: error.reason) }) { (frame) throws(PullError) in
+            zeros(upTo: frame.index)
+            frame.bytes.withUnsafeBytes { fsverity.update($0) }
+            next += 1
+            report.frames += 1
+        }
+        zeros(upTo: index.frames.count)
 
         // Finish each chunk layer's hash with what the frame requests did not cover in order.
         for (number, layer) in index.layers.enumerated() {
@@ -194,15 +145,14 @@ public struct RemoteVerifier {
     func verifyLayers(_ layout: DiskLayout, report: inout RemoteVerifyReport) throws(PullError) {
         for unit in try LayerPuller.units(layout) {
             guard let first = unit.segments.first else { continue }
-            let decoder: SegmentDecoder
-            do { decoder = try SegmentDecoder(segment: first) } catch { throw .layer(error) }
             var received: Int64 = 0
             do {
-                try client.blob(repository, digest: first.blob.digest, range: nil) { buffer in
-                    received += Int64(buffer.count)
-                    try decoder.feed(buffer) { _, _ in }
-                }
-                try decoder.finish()
+                try LayerStream.decode(first, chunks: { feed in
+                    try client.blob(repository, digest: first.blob.digest, range: nil) { buffer in
+                        received += Int64(buffer.count)
+                        try feed(buffer)
+                    }
+                }) { _, _ in }
             } catch {
                 throw LayerPuller.pullError(error, segment: first)
             }

@@ -45,12 +45,6 @@ func readFile(_ path: String) -> [UInt8]? {
     return ok ? bytes : nil
 }
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
 /// Read-only after setup; shared by the worker threads.
 final class Blobs: Sendable {
     let layers: [[UInt8]]
@@ -80,7 +74,7 @@ let next = Atomic<Int>(0)
 let failures = Atomic<Int>(0)
 let bytesOut = Atomic<Int>(0)
 
-let start = now()
+let start = monotonicNow()
 WorkerThread.run(count: threads, name: "decompress") { _ in
     guard let decompressor = try? GzipFrameDecompressor() else { failures.add(1, ordering: .relaxed); return }
     let hasher = SHA256Hasher()
@@ -108,7 +102,7 @@ WorkerThread.run(count: threads, name: "decompress") { _ in
     }
     bytesOut.add(produced, ordering: .relaxed)
 }
-let seconds = now() - start
+let seconds = monotonicNow() - start
 if failures.load(ordering: .relaxed) > 0 { fail("\(failures.load(ordering: .relaxed)) frames did not decompress or verify") }
 let megabytes = Double(bytesOut.load(ordering: .relaxed)) / 1e6
 print(String(format: "frames %d  bytes %.0f MB  threads %d  seconds %.3f  MB/s %.1f", stored.count, megabytes, threads, seconds, megabytes / seconds))

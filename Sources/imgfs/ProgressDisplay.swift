@@ -29,10 +29,10 @@ final class ProgressDisplay: Sendable {
     }
 
     private func run() {
-        let start = monotonicSeconds()
+        let start = monotonicNow()
         var lastPlain = start
         while !thread.pause(isTerminal ? 0.2 : 0.25) {
-            let now = monotonicSeconds()
+            let now = monotonicNow()
             let s = sample()
             if isTerminal {
                 writeStandardError("\r\u{1B}[K" + line(s, elapsed: now - start))
@@ -43,7 +43,7 @@ final class ProgressDisplay: Sendable {
         }
         let final = sample()
         if isTerminal {
-            writeStandardError("\r\u{1B}[K" + line(final, elapsed: monotonicSeconds() - start) + "\n")
+            writeStandardError("\r\u{1B}[K" + line(final, elapsed: monotonicNow() - start) + "\n")
         }
     }
 
@@ -58,11 +58,6 @@ final class ProgressDisplay: Sendable {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
 
 func formatBytes(_ bytes: Int64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]

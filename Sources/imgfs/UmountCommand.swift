@@ -2,6 +2,7 @@ import ArgumentParser
 import FuseFS
 import Glibc
 import Mount
+import Threading
 
 struct UmountCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
@@ -39,10 +40,10 @@ struct UmountCommand: OneLineErrors {
         // The daemon finishes its cache writes and exits once the kernel lets go; its
         // descriptor holder follows.
         guard !lazy else { return }
-        let deadline = monotonicSeconds() + timeout
+        let deadline = monotonicNow() + timeout
         for (pid, what) in [(status?.pid, "daemon"), (status?.holderPid, "descriptor holder")] {
             guard let pid else { continue }
-            while MountStatusFiles.isAlive(pid), monotonicSeconds() < deadline { usleep(20_000) }
+            while MountStatusFiles.isAlive(pid), monotonicNow() < deadline { usleep(20_000) }
             if MountStatusFiles.isAlive(pid) {
                 writeStandardError("imgfs: warning: unmounted \(path), but its \(what) (pid \(pid)) is still running after \(Int(timeout)) s\n")
             }

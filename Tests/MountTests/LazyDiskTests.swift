@@ -2,6 +2,7 @@ import Cache
 import Foundation
 import ImageFormat
 @testable import Mount
+import PieceFetch
 import Synchronization
 import Testing
 import Threading
@@ -75,10 +76,10 @@ import Verity
     @Test func rangeRequestsAreCappedAndSplitAtLayerBoundaries() throws {
         let image = try TestImage.make(frames: 16, chunkFrames: 8)
         let all = Array(0..<16)
-        let groups = FetchPlan.groups(for: all, index: image.index, maxBytes: 1 << 40)
+        let groups = RangeRequest.plan(all, index: image.index, maxBytes: 1 << 40)
         #expect(groups.count == 2, "two chunk layers, one request each")
         let one = try #require(image.index.frames[0].location).compressedLength
-        let capped = FetchPlan.groups(for: Array(0..<8), index: image.index, maxBytes: Int64(one) * 2 + 10)
+        let capped = RangeRequest.plan(Array(0..<8), index: image.index, maxBytes: Int64(one) * 2 + 10)
         #expect(capped.count >= 3)
         #expect(capped.flatMap(\.frames).sorted() == Array(0..<8))
     }

@@ -1,4 +1,5 @@
 import FuseFS
+import Threading
 
 /// The disk a mount shows as `disk.img`: anything that serves byte ranges and knows its holes.
 /// `LazyDisk` (imgfs frames) is one; a copy-on-write overlay and whole-layer disks of other

@@ -1,8 +1,9 @@
 import Cache
-import Codec
 import Glibc
 import ImageFormat
 import Logging
+import PieceFetch
+import Threading
 import Verity
 
 extension LazyDisk {
@@ -46,15 +47,7 @@ extension LazyDisk {
 
         // Another image's cache entry may hold the same bytes: a disk read beats a fetch.
         if let shared {
-            var copied: [VerifiedFrame] = []
-            for flight in owned {
-                let entry = index.frames[flight.frame]
-                let length = geometry.length(ofFrame: flight.frame)
-                guard shared.contains(entry.digest), let bytes = shared.bytes(for: entry.digest, length: length),
-                      let verified = try? VerifiedFrame.verify(frame: flight.frame, bytes: bytes, expectedLength: length, expectedDigest: entry.digest)
-                else { continue }
-                copied.append(verified)
-            }
+            let copied = owned.compactMap { shared.verifiedFrame($0.frame, of: index) }
             for verified in copied {
                 stage(verified)
                 statistics.sharedFrames.add(1, ordering: .relaxed)
@@ -63,17 +56,15 @@ extension LazyDisk {
         }
 
         var lastError: [Int: MountError] = [:]
-        var attempt = 0
+        var attempts = 0
         // After bytes fail verification the next attempts ask upstream only: a mirror (or a
         // cache in front of the registry) serving bad bytes is bypassed, not retried.
         var upstreamOnly = false
-        while !pending.isEmpty {
-            attempt += 1
-            let attemptStart = monotonicNow()
-            for group in FetchPlan.groups(for: Array(pending.keys), index: index, maxBytes: options.maxRequestBytes) {
-                // Each frame is staged and handed to its waiters as soon as it is verified, not
-                // after the whole range: a sequential reader waits for one frame, not for sixteen.
-                fetchGroup(group, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly, deadline: deadline) { frame, result in
+        let retry = BoundedRetry(attempts: options.fetchAttempts, deadline: deadline)
+        _ = try? retry.run(isRetryable: { (_: MountError) in !isStopping }) { (attempt) throws(MountError) in
+            attempts = attempt
+            for request in RangeRequest.plan(pending.keys, index: index, maxBytes: options.maxRequestBytes) {
+                fetch(request, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly, deadline: deadline) { frame, result in
                     switch result {
                     case .success(let verified):
                         stage(verified)
@@ -94,14 +85,7 @@ extension LazyDisk {
                     }
                 }
             }
-            // Another attempt only if one as long as this one still ends before the deadline: a
-            // registry that stalls mid-body costs one attempt's timeouts, not one per attempt, and
-            // the reader gets EIO within its read timeout.
-            let pause = 0.1 * Double(attempt)
-            if pending.isEmpty || attempt >= options.fetchAttempts || isStopping
-                || monotonicNow() + pause + (monotonicNow() - attemptStart) >= deadline { break }
-            // A short pause before trying again, so that a registry hiccup has time to pass.
-            usleep(UInt32(pause * 1_000_000))
+            if let frame = pending.keys.first { throw lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout) }
         }
         if !pending.isEmpty {
             let until = monotonicNow() + options.failureMemory
@@ -115,7 +99,7 @@ extension LazyDisk {
             let error = lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout)
             if case .verification = error {
                 logger.error("frame failed verification on every attempt; reads of it fail with EIO", metadata: [
-                    "frame": "\(frame)", "attempts": "\(attempt)", "error": "\(error)"])
+                    "frame": "\(frame)", "attempts": "\(attempts)", "error": "\(error)"])
             }
             complete(flight, .failure(error))
         }
@@ -140,74 +124,47 @@ extension LazyDisk {
         }
     }
 
-    /// One range request, then each member decompressed to its exact length and verified; `deliver`
-    /// is called once per frame of the group, in order, as soon as that frame's result is known.
-    /// A demand fetch's request ends by `deadline`, when its reader must have been answered.
-    func fetchGroup(_ group: FetchGroup, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false, deadline: Double,
-                    deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
-        let layer = index.layers[group.layer]
+    /// One range request, decoded by `RangeRequest.decode`; `deliver` is called once per frame of
+    /// the request, in order, as soon as that frame's result is known. A demand fetch's request
+    /// ends by `deadline`, when its reader must have been answered.
+    func fetch(_ request: RangeRequest, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false, deadline: Double,
+               deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
         statistics.requestStarted()
         if purpose == .demand { statistics.demandRequestsInFlight.add(1, ordering: .relaxed) }
         defer {
             statistics.requestsInFlight.subtract(1, ordering: .relaxed)
             if purpose == .demand { statistics.demandRequestsInFlight.subtract(1, ordering: .relaxed) }
         }
+        let (blob, range) = (request.blob, request.range)
         let bytes: [UInt8]
         let started = monotonicNow()
         defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
             let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
-            bytes = try source.blob(layer.digest, range: group.range, mirrors: !upstreamOnly, deadline: transferDeadline)
+            bytes = try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline)
         } catch {
             logger.warning("range request failed", metadata: [
-                "blob": "\(layer.digest)", "range": "\(group.range.lowerBound)..<\(group.range.upperBound)",
-                "frames": "\(group.frames.count)", "attempt": "\(attempt)", "error": "\(error)"])
-            for frame in group.frames { deliver(frame, .failure(.fetch(blob: layer.digest, frame: frame, range: group.range, error))) }
+                "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",
+                "frames": "\(request.frames.count)", "attempt": "\(attempt)", "error": "\(error)"])
+            for frame in request.frames { deliver(frame, .failure(.fetch(blob: blob, frame: frame, range: range, error))) }
             return
         }
         statistics.rangeRequests.add(1, ordering: .relaxed)
         statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
-        guard Int64(bytes.count) == Int64(group.range.count) else {
-            let error = SourceError(.other, "the registry returned \(bytes.count) bytes for a range of \(group.range.count)")
-            for frame in group.frames { deliver(frame, .failure(.fetch(blob: layer.digest, frame: frame, range: group.range, error))) }
-            return
-        }
-        let decompressor: GzipFrameDecompressor
-        do { decompressor = try GzipFrameDecompressor() } catch {
-            for frame in group.frames { deliver(frame, .failure(.corruptFrame(blob: layer.digest, frame: frame, reason: "\(error)"))) }
-            return
-        }
-        bytes.withUnsafeBytes { raw in
-            for frame in group.frames {
-                deliver(frame, decode(frame, from: raw, group: group, blob: layer.digest, decompressor: decompressor, attempt: attempt))
-            }
-        }
-    }
-
-    private func decode(_ frame: Int, from raw: UnsafeRawBufferPointer, group: FetchGroup, blob: Digest,
-                        decompressor: GzipFrameDecompressor, attempt: Int) -> Result<VerifiedFrame, MountError> {
-        let entry = index.frames[frame]
-        guard let location = entry.location else {
-            return .failure(.corruptFrame(blob: blob, frame: frame, reason: "the frame is not stored"))
-        }
-        let start = Int(Int64(location.compressedOffset) - group.range.lowerBound)
-        let member = UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.compressedLength)])
-        let length = geometry.length(ofFrame: frame)
-        let bytes: [UInt8]
-        do { bytes = try decompressor.decompress(member, expectedSize: length) } catch {
-            statistics.verificationFailures.add(1, ordering: .relaxed)
-            logger.error("frame does not decompress", metadata: [
-                "blob": "\(blob)", "frame": "\(frame)", "expected": "\(entry.digest)", "attempt": "\(attempt)", "error": "\(error)"])
-            return .failure(.corruptFrame(blob: blob, frame: frame, reason: "\(error)"))
-        }
-        do {
-            return .success(try VerifiedFrame.verify(frame: frame, bytes: bytes, expectedLength: length, expectedDigest: entry.digest))
-        } catch {
-            statistics.verificationFailures.add(1, ordering: .relaxed)
-            logger.error("frame failed verification", metadata: [
-                "blob": "\(blob)", "frame": "\(frame)", "expected": "\(error.expected)",
-                "actual": "\(error.actual.map { "\($0)" } ?? "length \(error.actualLength)")", "attempt": "\(attempt)"])
-            return .failure(.verification(blob: blob, frame: frame, expected: error.expected, actual: error.actual, attempts: attempt))
+        request.decode(bytes, index: index) { frame, result in
+            deliver(frame, result.mapError { error in
+                let (mapped, why): (MountError, String) = switch error {
+                case .shortBody: (.fetch(blob: blob, frame: frame, range: range, SourceError(.other, "\(error)")), "")
+                case .corrupt(_, _, let reason): (.corruptFrame(blob: blob, frame: frame, reason: reason), "frame does not decompress")
+                case .verification(_, let failure): (.verification(blob: blob, frame: frame, expected: failure.expected,
+                                                                    actual: failure.actual, attempts: attempt), "frame failed verification")
+                }
+                if case .fetch = mapped { return mapped }
+                statistics.verificationFailures.add(1, ordering: .relaxed)
+                logger.error("\(why)", metadata: [
+                    "blob": "\(blob)", "frame": "\(frame)", "expected": "\(index.frames[frame].digest)", "attempt": "\(attempt)", "error": "\(error)"])
+                return mapped
+            })
         }
     }
 }

@@ -237,9 +237,3 @@ extension SingleFlight {
 extension SingleFlight.Ticket where Key == Int {
     var frame: Int { key }
 }
-
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

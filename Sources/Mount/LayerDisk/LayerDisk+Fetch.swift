@@ -2,7 +2,9 @@ import Cache
 import Formats
 import Glibc
 import Logging
+import PieceFetch
 import SystemIO
+import Threading
 import Verity
 
 extension SegmentDisk {
@@ -15,27 +17,26 @@ extension SegmentDisk {
         } catch {
             return .failure(.cache(error))
         }
-        var last: MountError = .stopped
-        for attempt in 1...max(1, options.fetchAttempts) {
-            guard !isStopping else { return .failure(.stopped) }
-            do {
+        let retry = BoundedRetry(attempts: options.fetchAttempts)
+        return Result { () throws(MountError) in
+            try retry.run(isRetryable: { if case .stopped = $0 { false } else { !isStopping } }, failed: { error, attempt, willRetry in
+                if case .foreign(.verification) = error { statistics.verificationFailures.add(1, ordering: .relaxed) }
+                if case .stopped = error { return }
+                logger.warning("layer fetch failed", metadata: [
+                    "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempt": "\(attempt)", "error": "\(error)"])
+                if !willRetry {
+                    logger.error("layer failed on every attempt; reads in it fail with EIO", metadata: [
+                        "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempts": "\(attempt)", "error": "\(error)"])
+                }
+            }) { (attempt) throws(MountError) in
+                guard !isStopping else { throw .stopped }
                 let file = try fetchOnce(segment, key: key, attempt: attempt)
                 statistics.framesFetched.add(1, ordering: .relaxed)
                 if !demanded { statistics.prefetchedFrames.add(1, ordering: .relaxed) }
                 logger.debug("layer fetched and verified", metadata: ["layer": "\(segment.name)", "bytes": "\(segment.length)"])
-                return .success(file)
-            } catch {
-                last = error
-                if case .stopped = error { return .failure(error) }
-                if case .foreign(.verification) = error { statistics.verificationFailures.add(1, ordering: .relaxed) }
-                logger.warning("layer fetch failed", metadata: [
-                    "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempt": "\(attempt)", "error": "\(error)"])
-                if attempt < options.fetchAttempts { usleep(UInt32(100_000 * attempt)) }
+                return file
             }
         }
-        logger.error("layer failed on every attempt; reads in it fail with EIO", metadata: [
-            "layer": "\(segment.name)", "blob": "\(segment.blob.digest)", "attempts": "\(options.fetchAttempts)", "error": "\(last)"])
-        return .failure(last)
     }
 
     /// One try: stream the blob in range requests through the decoder into a sparse partial
@@ -57,42 +58,41 @@ extension SegmentDisk {
         // The full length first, so that blocks the writer skips are holes that read as zeros.
         guard ftruncate(fd, off_t(segment.length)) == 0 else { throw ioError("truncate", partial) }
 
-        let decoder: SegmentDecoder
-        do { decoder = try SegmentDecoder(segment: segment) } catch { throw .foreign(.verification(error, attempts: attempt)) }
         let writer = SparseWriter(fd: fd, base: segment.diskOffset, path: partial, layer: segment.name)
         // The digest of the decoded bytes, recorded beside the file so that a later daemon can check
         // the file before serving it even when the manifest gives no uncompressed digest.
         let hasher = SHA256Hasher()
         var hashed: UInt64 = 0
         var inOrder = true
-        var position: Int64 = 0
-        while position < segment.blob.size {
-            guard !isStopping else { throw .stopped }
-            let range = position..<min(segment.blob.size, position + max(4096, options.requestBytes))
-            let bytes = try request(segment, range: range)
-            let fed = bytes.withUnsafeBytes { raw in
-                Result { () throws(SegmentError) in
-                    try decoder.feed(raw) { diskOffset, decoded in
-                        try writer.write(decoded, atDiskOffset: diskOffset)
-                        let at = diskOffset - segment.diskOffset
-                        if at > hashed { hasher.updateZeros(count: Int(at - hashed)); hashed = at }
-                        if at == hashed {
-                            hasher.update(decoded)
-                            hashed += UInt64(decoded.count)
-                        } else {
-                            inOrder = false
-                        }
-                    }
+        do {
+            try LayerStream.decode(segment, chunks: { feed in
+                var position: Int64 = 0
+                while position < segment.blob.size {
+                    guard !isStopping else { throw MountError.stopped }
+                    let range = position..<min(segment.blob.size, position + max(4096, options.requestBytes))
+                    try request(segment, range: range).withUnsafeBytes(feed)
+                    position = range.upperBound
+                }
+            }) { diskOffset, decoded in
+                try writer.write(decoded, atDiskOffset: diskOffset)
+                let at = diskOffset - segment.diskOffset
+                if at > hashed { hasher.updateZeros(count: Int(at - hashed)); hashed = at }
+                if at == hashed {
+                    hasher.update(decoded)
+                    hashed += UInt64(decoded.count)
+                } else {
+                    inOrder = false
                 }
             }
-            if case .failure(let error) = fed {
-                // The writer's own failures (disk full) are not the layer's fault.
-                if case .output(let inner) = error.kind, let local = inner as? MountError { throw local }
-                throw .foreign(.verification(error, attempts: attempt))
-            }
-            position = range.upperBound
+        } catch let error as MountError {
+            throw error
+        } catch let error as SegmentError {
+            // The writer's own failures (disk full) are not the layer's fault.
+            if case .output(let inner) = error.kind, let local = inner as? MountError { throw local }
+            throw .foreign(.verification(error, attempts: attempt))
+        } catch {
+            throw .foreign(.verification(SegmentError(segment, .output(error)), attempts: attempt))
         }
-        do { try decoder.finish() } catch { throw .foreign(.verification(error, attempts: attempt)) }
 
         if hashed < segment.length { hasher.updateZeros(count: Int(segment.length - hashed)) }
         // Decoders deliver in disk order; if one ever does not, there is no digest to record and

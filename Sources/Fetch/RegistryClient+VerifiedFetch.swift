@@ -13,7 +13,7 @@ import Verity
 /// that always sends the wrong bytes gets the last attempt's error, which names the blob and both
 /// digests.
 extension RegistryClient {
-    /// Attempts per object, the same as for a frame (`LazyDiskOptions.fetchAttempts`).
+    /// Attempts per object, the same as for a frame (`DiskOptions.fetchAttempts`).
     public static let verifiedFetchAttempts = 3
 
     /// A whole (small) blob in memory, verified against `digest`.

@@ -23,7 +23,7 @@ extension MountCommand {
 
     /// Checks that a reused layer directory belongs to this image (a written disk must never be
     /// laid over another image), and records the base image in it for `imgfs push`.
-    static func describeOverlay(directory: String, session: any ServingSession, reference: Reference, typed: String) throws {
+    static func describeOverlay(directory: String, session: any MountSession, reference: Reference, typed: String) throws {
         if let existing = try OverlayDescription.read(directory: directory), existing.manifestDigest != session.manifestDigest.description {
             throw MountError.invalidArgument(
                 "\(directory) holds a disk written over \(existing.registry)/\(existing.repository)@\(existing.manifestDigest), " +
@@ -32,18 +32,18 @@ extension MountCommand {
         try FileIO.makeDirectories(directory, mode: 0o700)
         try OverlayDescription(registry: reference.registry, repository: reference.repository,
                                manifestDigest: session.manifestDigest.description,
-                               indexDigest: (session as? MountSession)?.resolved.indexDigest.description,
+                               indexDigest: (session as? FrameSession)?.resolved.indexDigest.description,
                                reference: typed, diskSize: session.servedDisk.size, blockSize: CopyOnWriteDisk.blockSize)
             .write(directory: directory)
     }
 
     /// The disk the mount serves: the lazy image, seen through the profile recorder and the
     /// copy-on-write layer when asked for.
-    func stackedDisk(session: any ServingSession, reference: Reference, mountpoint: String, cacheRoot: String, logger: Logger) throws -> StackedDisk {
+    func stackedDisk(session: any MountSession, reference: Reference, mountpoint: String, cacheRoot: String, logger: Logger) throws -> StackedDisk {
         var disk: any VirtualDisk = session.servedDisk
         var recorder: ProfileRecorder?
         if let recordProfile {
-            guard let lazy = session as? MountSession else {
+            guard let lazy = session as? FrameSession else {
                 throw MountError.invalidArgument("--record-profile: boot profiles list imgfs frames; \(self.reference) is not an imgfs image")
             }
             let index = lazy.disk.index

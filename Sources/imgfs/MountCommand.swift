@@ -250,7 +250,7 @@ struct MountCommand: ParsableCommand {
     }
 
     func openSession(_ reference: Reference, client: RegistryClient, cacheRoot: String, rate: Int64?, pinned: Digest?, offline: Bool,
-                     logger: Logger) throws -> any ServingSession {
+                     logger: Logger) throws -> any MountSession {
         let source = RegistryBlobSource(client: client, repository: reference.repository)
         let store = MetadataStore(root: cacheRoot, logger: logger)
         // A daemon is given the image manifest its parent chose (--resolved-manifest), never an
@@ -261,15 +261,15 @@ struct MountCommand: ParsableCommand {
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
-        configuration.readTimeout = readTimeout
+        if let readTimeout { configuration.disk.setReadTimeout(readTimeout) }
         switch image {
         case .imgfs(var resolved):
             resolved.offline = resolved.offline || offline
-            return try MountSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+            return try FrameSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
         case .segments(var resolved):
             // lume and tart images have no frame index: served whole layer by whole layer.
             resolved.offline = resolved.offline || offline
-            return try SegmentSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
+            return try LayerSession(resolved: resolved, source: source, configuration: configuration, logger: logger)
         }
     }
 

@@ -114,7 +114,7 @@ import Testing
     }
 }
 
-extension LazyDisk {
+extension FrameDisk {
     /// Reads the first byte of each of `frames`, as a booting VM would.
     func bootReads(_ frames: [Int]) throws {
         for frame in frames { _ = try bytes(at: UInt64(frame * TestImage.frameSize), count: 1) }
@@ -127,10 +127,10 @@ private final class ProfiledSession {
     let image: TestImage
     let registry = FakeRegistry()
     let directory = TemporaryDirectory()
-    let session: MountSession
+    let session: FrameSession
     let prefetcher: Prefetcher
     let profile: [Int]
-    var disk: LazyDisk { session.disk }
+    var disk: FrameDisk { session.disk }
 
     init(frames: Int, profile: [Int], background: Bool = true, workers: Int = 3) throws {
         image = try TestImage.make(frames: frames, chunkFrames: 8)

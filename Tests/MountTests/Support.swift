@@ -206,19 +206,19 @@ let testLogger: Logger = {
 }()
 
 /// Resolves and opens `tag` from `registry` with a cache under `root`.
-func openSession(_ registry: FakeRegistry, root: String, tag: String = "v1", options: LazyDiskOptions? = nil, prefetch: Bool = false) throws -> MountSession {
+func openSession(_ registry: FakeRegistry, root: String, tag: String = "v1", options: DiskOptions? = nil, prefetch: Bool = false) throws -> FrameSession {
     let store = MetadataStore(root: root, logger: testLogger)
     let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
     let resolved = try resolver.resolve(ImageLocator(registry: "fake:5000", repository: "vm/test", tag: tag, digest: nil))
     var configuration = MountConfiguration(cacheRoot: root)
     configuration.prefetch = prefetch
-    var disk = options ?? LazyDiskOptions()
+    var disk = options ?? DiskOptions()
     if options == nil { disk.readaheadThreads = 0 }
     configuration.disk = disk
-    return try MountSession(resolved: resolved, source: registry, configuration: configuration, logger: testLogger)
+    return try FrameSession(resolved: resolved, source: registry, configuration: configuration, logger: testLogger)
 }
 
-extension LazyDisk {
+extension FrameDisk {
     /// Reads `count` bytes at `offset` into a new array.
     func bytes(at offset: UInt64, count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: count)

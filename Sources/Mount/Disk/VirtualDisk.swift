@@ -2,7 +2,7 @@ import FuseFS
 import Threading
 
 /// The disk a mount shows as `disk.img`: anything that serves byte ranges and knows its holes.
-/// `LazyDisk` (imgfs frames) is one; a copy-on-write overlay and whole-layer disks of other
+/// `FrameDisk` (imgfs frames) is one; a copy-on-write overlay and whole-layer disks of other
 /// formats are others. `ImageFileSystem` speaks only this protocol.
 public protocol VirtualDisk: Sendable {
     /// Logical size in bytes.
@@ -28,7 +28,7 @@ extension VirtualDisk {
     public func flush() throws(MountError) {}
 }
 
-extension LazyDisk: VirtualDisk {
+extension FrameDisk: VirtualDisk {
     public var size: UInt64 { index.geometry.diskSize }
 
     /// The cache hit path: one bitmap check under one lock. The cache's data file holds frame i

@@ -2,7 +2,7 @@ import Cache
 import Logging
 import Threading
 
-/// Makes the frames a ``LazyDisk`` stages in its ``FrameCache`` durable, in the background, with
+/// Makes the frames a ``FrameDisk`` stages in its ``FrameCache`` durable, in the background, with
 /// one group commit (two `fdatasync`s) at most every `interval` seconds.
 ///
 /// Readers never wait for the device this way: they wait for the `pwrite` of their frame, and a

@@ -6,7 +6,10 @@ import PieceFetch
 import Threading
 import Verity
 
-extension LazyDisk {
+/// One frame's fetch, as the single-flight table hands it out.
+typealias FrameFlight = SingleFlight<Int, VerifiedFrame, MountError>.Ticket
+
+extension FrameDisk {
     /// Makes `frames` (none of them holes) available: returns the verified bytes of every frame
     /// that was fetched or waited for; frames found in the cache meanwhile are not in the result.
     /// Throws the first failure, after every owned frame has been completed.
@@ -30,9 +33,9 @@ extension LazyDisk {
         }
         for flight in waiting {
             switch flights.wait(flight, timeout: deadline - monotonicNow()) {
-            case .success(let verified): results[flight.frame] = verified
+            case .success(let verified): results[flight.key] = verified
             case .failure(let error): if failure == nil { failure = error }
-            case nil: if failure == nil { failure = .timedOut(frame: flight.frame, seconds: options.readTimeout) }
+            case nil: if failure == nil { failure = .timedOut(frame: flight.key, seconds: options.readTimeout) }
             }
         }
         if let failure { throw failure }
@@ -40,14 +43,14 @@ extension LazyDisk {
     }
 
     /// Fetches owned frames and calls `complete` exactly once for each of them.
-    func fetch(_ owned: [FlightTable.Flight], purpose: Purpose, deadline: Double,
-               complete: (FlightTable.Flight, Result<VerifiedFrame, MountError>) -> Void) {
-        var pending: [Int: FlightTable.Flight] = [:]
-        for flight in owned { pending[flight.frame] = flight }
+    func fetch(_ owned: [FrameFlight], purpose: Purpose, deadline: Double,
+               complete: (FrameFlight, Result<VerifiedFrame, MountError>) -> Void) {
+        var pending: [Int: FrameFlight] = [:]
+        for flight in owned { pending[flight.key] = flight }
 
         // Another image's cache entry may hold the same bytes: a disk read beats a fetch.
         if let shared {
-            let copied = owned.compactMap { shared.verifiedFrame($0.frame, of: index) }
+            let copied = owned.compactMap { shared.verifiedFrame($0.key, of: index) }
             for verified in copied {
                 stage(verified)
                 statistics.sharedFrames.add(1, ordering: .relaxed)

@@ -6,30 +6,6 @@ import Synchronization
 import Threading
 import Verity
 
-/// Tunables of the read path.
-public struct LazyDiskOptions: Sendable {
-    /// The largest range request; adjacent missing frames are coalesced up to this size.
-    public var maxRequestBytes: Int64 = 16 * 1024 * 1024
-    /// Tries per frame before a read fails (a frame that fails verification is fetched again).
-    public var fetchAttempts = 3
-    /// How long a frame that failed every attempt fails again at once, without a new fetch.
-    public var failureMemory: Double = 5
-    /// The longest a read waits for its frames before it fails with EIO. A read's range requests
-    /// end by then too (the deadline travels to the transfer), however slowly a registry sends.
-    public var readTimeout: Double = 30
-    /// The bound on one range request of readahead, the boot profile or prefetch, which no reader
-    /// waits on (a reader that wants such a frame waits at most its own `readTimeout`): generous,
-    /// so a slow link still fills the cache, but finite, so a trickling registry cannot hold a
-    /// background thread forever.
-    public var backgroundTransferTimeout: Double = 300
-    /// Readahead window, in frames, once reads look sequential.
-    public var readaheadMaxFrames = 32
-    /// Threads fetching readahead in the background (0 disables readahead).
-    public var readaheadThreads = 2
-
-    public init() {}
-}
-
 /// The logical disk of a mounted image: serves any byte range, fetching, verifying and caching
 /// the frames it needs. Safe to call from many FUSE threads at once.
 ///
@@ -43,16 +19,17 @@ public struct LazyDiskOptions: Sendable {
 ///
 /// Verification or fetch failures are retried `fetchAttempts` times per frame, then the read fails;
 /// other frames are unaffected.
-public final class LazyDisk: Sendable {
+public final class FrameDisk: Sendable {
     public let index: FrameIndex
     public let cache: FrameCache
     public let statistics: MountStatistics
     var geometry: DiskGeometry { index.geometry }
     let source: any BlobSource
     let shared: SharedFrameLocator?
-    let options: LazyDiskOptions
+    let options: DiskOptions
     let logger: Logger
-    let flights = FlightTable()
+    /// Frames in flight: one fetch per frame however many readers want it.
+    let flights = SingleFlight<Int, VerifiedFrame, MountError>()
     let streams: StreamDetector
     let readaheadJobs: JobQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
@@ -69,7 +46,7 @@ public final class LazyDisk: Sendable {
     enum Purpose: Sendable { case demand, readahead, profile, prefetch }
 
     public init(index: FrameIndex, cache: FrameCache, source: any BlobSource, shared: SharedFrameLocator?,
-                statistics: MountStatistics = MountStatistics(), options: LazyDiskOptions = LazyDiskOptions(), logger: Logger) {
+                statistics: MountStatistics = MountStatistics(), options: DiskOptions = DiskOptions(), logger: Logger) {
         self.index = index
         self.cache = cache
         self.source = source
@@ -225,15 +202,4 @@ public final class LazyDisk: Sendable {
         }
         if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
     }
-}
-
-/// Frames in flight: one fetch per frame however many readers want it.
-typealias FlightTable = SingleFlight<Int, VerifiedFrame, MountError>
-
-extension SingleFlight {
-    typealias Flight = Ticket
-}
-
-extension SingleFlight.Ticket where Key == Int {
-    var frame: Int { key }
 }

@@ -7,7 +7,7 @@ import SystemIO
 import Threading
 import Verity
 
-extension SegmentDisk {
+extension LayerDisk {
     /// Fetches, decodes and verifies one whole layer into the store, retrying up to
     /// `fetchAttempts` times. Runs on a fetch thread; completes exactly one flight.
     func fetch(_ segment: Segment, key: SegmentKey, demanded: Bool) -> Result<VerifiedSegmentFile, MountError> {
@@ -69,7 +69,7 @@ extension SegmentDisk {
                 var position: Int64 = 0
                 while position < segment.blob.size {
                     guard !isStopping else { throw MountError.stopped }
-                    let range = position..<min(segment.blob.size, position + max(4096, options.requestBytes))
+                    let range = position..<min(segment.blob.size, position + max(4096, options.layerRequestBytes))
                     try request(segment, range: range).withUnsafeBytes(feed)
                     position = range.upperBound
                 }
@@ -122,7 +122,7 @@ extension SegmentDisk {
         let started = monotonicNow()
         defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
-            bytes = try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.requestTimeout)
+            bytes = try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.backgroundTransferTimeout)
         } catch {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
         }

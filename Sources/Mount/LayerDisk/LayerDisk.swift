@@ -7,26 +7,6 @@ import Synchronization
 import Threading
 import Verity
 
-/// Tunables of the whole-layer read path.
-public struct SegmentDiskOptions: Sendable {
-    /// Tries per layer before reads in it fail with EIO (a layer that fails verification is fetched again).
-    public var fetchAttempts = 3
-    /// The longest a read waits for its layer. Longer than `LazyDiskOptions.readTimeout`: a read
-    /// here waits for a whole layer (tart's are 512 MiB), not for one frame. The fetch goes on
-    /// after a read gives up, so a later read finds the layer cached.
-    public var readTimeout: Double = 120
-    /// Threads fetching layers; each streams one layer at a time.
-    public var fetchThreads = 2
-    /// Range request size while streaming a layer: bounds the memory a fetch holds.
-    public var requestBytes: Int64 = 8 * 1024 * 1024
-    /// The bound on one range request. No reader waits on it directly (a read waits for the whole
-    /// layer at most `readTimeout`, and the fetch goes on after it gives up), so it is generous;
-    /// but a registry that trickles must not hold a fetch thread forever.
-    public var requestTimeout: Double = 300
-
-    public init() {}
-}
-
 /// The disk of an image without a frame index (lume OCI, lume legacy, tart), served lazily at
 /// whole-layer granularity. Safe to call from many FUSE threads at once.
 ///
@@ -40,12 +20,12 @@ public struct SegmentDiskOptions: Sendable {
 ///
 /// A layer that fails is retried `fetchAttempts` times, then reads in it fail with EIO; other
 /// layers are unaffected.
-public final class SegmentDisk: VirtualDisk {
+public final class LayerDisk: VirtualDisk {
     public let layout: DiskLayout
     public let statistics: MountStatistics
     let store: SegmentStore
     let source: any BlobSource
-    let options: SegmentDiskOptions
+    let options: DiskOptions
     let logger: Logger
     /// Whole-layer fetches, queued for the fetch threads; readers wait for them.
     let flights = SingleFlight<SegmentKey, VerifiedSegmentFile, MountError>()
@@ -59,7 +39,7 @@ public final class SegmentDisk: VirtualDisk {
     let stopping = Atomic<Bool>(false)
 
     public init(layout: DiskLayout, cacheRoot: String, source: any BlobSource, statistics: MountStatistics = MountStatistics(),
-                options: SegmentDiskOptions = SegmentDiskOptions(), logger: Logger) throws(MountError) {
+                options: DiskOptions = DiskOptions(), logger: Logger) throws(MountError) {
         if let framed = layout.segments.first(where: { $0.codec == .imgfsFrames }) {
             throw .foreign(.layout(.badLayer(layer: framed.name, reason: "imgfs chunk layers are served frame by frame, not as whole layers")))
         }
@@ -78,7 +58,7 @@ public final class SegmentDisk: VirtualDisk {
 
     /// Starts the fetch threads. Reads before `start` wait until their timeout.
     public func start() {
-        let threads = (0..<max(1, options.fetchThreads)).map { i in
+        let threads = (0..<max(1, options.layerFetchThreads)).map { i in
             WorkerThread(name: "layer-fetch-\(i)") { [self] in
                 while let (flight, demanded) = flights.next() {
                     guard let segment = segmentsByKey[flight.key] else { continue }
@@ -111,7 +91,7 @@ public final class SegmentDisk: VirtualDisk {
         let length = Int(min(UInt64(buffer.count), size - offset))
         let end = offset + UInt64(length)
         // One deadline for the whole read, however many layers it spans.
-        let deadline = monotonicNow() + options.readTimeout
+        let deadline = monotonicNow() + options.layerReadTimeout
         do throws(MountError) {
             var position = offset
             for segment in layout.segments(overlapping: offset..<end) where segment.length > 0 {

@@ -16,7 +16,7 @@ import Threading
 /// Both go through the same single-flight path as reads, so a reader that wants a frame being
 /// prefetched waits for that fetch instead of starting another.
 public final class Prefetcher: Sendable {
-    let disk: LazyDisk
+    let disk: FrameDisk
     let profile: [Int]
     let background: Bool
     let rate: Int64?
@@ -33,7 +33,7 @@ public final class Prefetcher: Sendable {
     ///   - background: whether the whole-disk pass follows the profile.
     ///   - rate: bytes per second of compressed data for the whole-disk pass, or nil for no limit.
     ///   - profileWorkers: range requests in flight at once for the profile.
-    public init(disk: LazyDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3, logger: Logger) {
+    public init(disk: FrameDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3, logger: Logger) {
         self.disk = disk
         self.profile = profile
         self.background = background

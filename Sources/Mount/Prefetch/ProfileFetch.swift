@@ -12,7 +12,7 @@ import Threading
 /// one range request can carry it); the workers take batches in that order, so requests go out in
 /// profile order, `workers` at a time.
 struct ProfileFetch {
-    let disk: LazyDisk
+    let disk: FrameDisk
     let batches: [[Int]]
     let workers: Int
     let logger: Logger
@@ -20,7 +20,7 @@ struct ProfileFetch {
     /// Frames per batch at most: small enough that the frames the VM wants first arrive first.
     static let batchFrames = 8
 
-    init(disk: LazyDisk, profile: [Int], workers: Int, logger: Logger) {
+    init(disk: FrameDisk, profile: [Int], workers: Int, logger: Logger) {
         self.disk = disk
         self.batches = Self.batches(of: profile)
         self.workers = max(1, workers)

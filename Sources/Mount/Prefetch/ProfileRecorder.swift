@@ -7,7 +7,7 @@ import Threading
 
 /// `imgfs mount --record-profile FILE`: a pass-through disk that notes the order in which frames
 /// are first read by the mount's users (demand reads only: readahead and prefetch happen below
-/// it, inside `LazyDisk`, and are not seen here), and writes it as a boot profile
+/// it, inside `FrameDisk`, and are not seen here), and writes it as a boot profile
 /// (docs/FORMAT.md, "Boot profiles") every few seconds and when the mount stops.
 public final class ProfileRecorder: VirtualDisk, Sendable {
     public let base: any VirtualDisk

@@ -3,7 +3,7 @@ import Glibc
 import Verity
 
 /// Why an image of another format (lume OCI, lume legacy, tart), served at whole-layer
-/// granularity by `SegmentDisk`, or one read of it, failed. Always names the layer and its blob.
+/// granularity by `LayerDisk`, or one read of it, failed. Always names the layer and its blob.
 public enum ForeignImageError: Error, CustomStringConvertible {
     /// The manifest is not a readable lume or tart image (bad annotations, overlapping layers…).
     case layout(ImageLayoutError)

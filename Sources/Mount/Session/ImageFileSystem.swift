@@ -16,7 +16,7 @@ public final class ImageFileSystem: FileSystemBackend {
     let files: [(entry: FileEntry, content: Content)]
     let logger: Logger
 
-    public convenience init(session: MountSession, logger: Logger) {
+    public convenience init(session: FrameSession, logger: Logger) {
         self.init(disk: session.disk, nvram: session.resolved.nvram, vmConfig: session.resolved.vmConfig, logger: logger)
     }
 

@@ -1,92 +1,86 @@
-import Cache
-import ImageFormat
+import Formats
 import Logging
+import Threading
 import Verity
 
-/// How a mount fetches and caches.
-public struct MountConfiguration: Sendable {
-    public var cacheRoot: String
-    public var prefetch = true
-    /// Prefetch bandwidth bound, compressed bytes per second; nil for none.
-    public var prefetchRate: Int64?
-    public var disk = LazyDiskOptions()
-    /// How long a read waits before it fails with EIO, when the user chose (`--read-timeout`);
-    /// nil leaves each disk's default (30 s a frame, 120 s a whole layer of a lume or tart image).
-    public var readTimeout: Double?
-
-    public init(cacheRoot: String) { self.cacheRoot = cacheRoot }
+/// A mounted image as the command line drives it, whatever serves its disk: `FrameSession`
+/// (imgfs frames) or `LayerSession` (other formats, whole layers).
+public protocol MountSession: AnyObject, Sendable {
+    var servedDisk: any VirtualDisk { get }
+    var nvramBytes: [UInt8]? { get }
+    var vmConfigBytes: [UInt8]? { get }
+    var manifestDigest: Digest { get }
+    var isOffline: Bool { get }
+    func start()
+    func stop()
+    func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus
 }
 
-/// One mounted image, wired together: the cache entry, the shared-frame locator, the lazy disk,
-/// the prefetcher. The one place these objects are created and connected.
-public final class MountSession: Sendable {
-    public let resolved: ResolvedImage
-    public let disk: LazyDisk
-    public let configuration: MountConfiguration
-    let prefetcher: Prefetcher?
-    let logger: Logger
+extension FrameSession: MountSession {
+    public var servedDisk: any VirtualDisk { disk }
+    public var nvramBytes: [UInt8]? { resolved.nvram }
+    public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var manifestDigest: Digest { resolved.manifestDigest }
+    public var isOffline: Bool { resolved.offline }
+}
 
-    /// Opens (creating or validating) the image's cache entry and builds the read path.
-    public init(resolved: ResolvedImage, source: any BlobSource, configuration: MountConfiguration, logger: Logger) throws(MountError) {
-        let index = resolved.index
-        let key = CacheKey(digest: resolved.indexDigest)
-        let holes = index.frames.indices.filter { index.frames[$0].isHole }
-        let cache: FrameCache
-        do {
-            cache = try FrameCache.open(root: configuration.cacheRoot, key: key, geometry: index.geometry,
-                                        frameDigests: index.frames.map(\.digest), imageReference: resolved.locator.description,
-                                        holes: holes, logger: logger)
-        } catch {
-            throw .cache(error)
-        }
-        var wanted = Set<Digest>()
-        for (i, frame) in index.frames.enumerated() where !frame.isHole && !cache.contains(i) { wanted.insert(frame.digest) }
-        let shared = wanted.isEmpty ? nil : SharedFrameLocator(root: configuration.cacheRoot, excluding: key, wanted: wanted, logger: logger)
-        if let shared, shared.count > 0 {
-            logger.info("frames of this image found in other cache entries", metadata: ["count": "\(shared.count)"])
-        }
+extension ImageFileSystem {
+    public convenience init(serving session: any MountSession, logger: Logger) {
+        self.init(disk: session.servedDisk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
+    }
+}
+
+/// One mounted image of another format, wired together: the whole-layer disk and a background
+/// prefetch of its layers in disk order (one at a time, behind any reader's fetch).
+public final class LayerSession: MountSession {
+    public let resolved: ResolvedSegmentImage
+    public let disk: LayerDisk
+    public let configuration: MountConfiguration
+    let logger: Logger
+    let prefetchThread = BackgroundThread(name: "layer-prefetch")
+
+    public init(resolved: ResolvedSegmentImage, source: any BlobSource, configuration: MountConfiguration, logger: Logger) throws(MountError) {
         self.resolved = resolved
         self.configuration = configuration
         self.logger = logger
-        var options = configuration.disk
-        if let readTimeout = configuration.readTimeout { options.readTimeout = readTimeout }
-        self.disk = LazyDisk(index: index, cache: cache, source: source, shared: shared?.count == 0 ? nil : shared,
-                             options: options, logger: logger)
-        // The profile is fetched even with background prefetch off: it is what the VM reads next.
-        self.prefetcher = configuration.prefetch || !resolved.bootProfile.isEmpty
-            ? Prefetcher(disk: disk, profile: resolved.bootProfile, background: configuration.prefetch,
-                         rate: configuration.prefetchRate, logger: logger)
-            : nil
+        self.disk = try LayerDisk(layout: resolved.layout, cacheRoot: configuration.cacheRoot, source: source,
+                                    options: configuration.disk, logger: logger)
     }
 
-    /// Starts readahead, the boot profile's prefetch and background prefetch.
+    public var servedDisk: any VirtualDisk { disk }
+    public var nvramBytes: [UInt8]? { resolved.nvram }
+    public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var manifestDigest: Digest { resolved.manifestDigest }
+    public var isOffline: Bool { resolved.offline }
+
     public func start() {
         disk.start()
-        if cacheComplete {
-            logger.info("every frame is cached; nothing to prefetch")
-        } else {
-            prefetcher?.start()
+        guard configuration.prefetch else { return }
+        // Whole layers, in disk order. `prefetchRate` is not applied here (a layer is one unit);
+        // the one-at-a-time order and the demand-first queue keep readers ahead of it.
+        prefetchThread.start { [self] in
+            for segment in disk.layout.segments where !prefetchThread.isStopping && !disk.isStopping {
+                do { try disk.prefetch(segment) } catch {
+                    logger.debug("layer prefetch failed", metadata: ["layer": "\(segment.name)", "error": "\(error)"])
+                }
+            }
         }
     }
 
-    /// Stops background work and closes the cache entry. Call after FUSE stopped serving.
+    /// Stops prefetch and fetching. Call after FUSE stopped serving.
     public func stop() {
-        prefetcher?.stop()
         disk.stop()
-        disk.cache.close()
+        prefetchThread.stop()
     }
 
-    public var cacheComplete: Bool { disk.cache.allPresent }
-
-    /// The status record `imgfs status` shows.
-    /// - Parameter reference: the reference as the user typed it (default: the resolved locator).
-    public func status(pid: Int32, mountpoint: String, reference: String? = nil, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
-        let stats = disk.cache.stats()
+    /// Layers stand in for frames in the counters (`totalFrames` = layers, `cachedFrames` = verified layers).
+    public func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
+        let cached = disk.cachedSegments()
         return MountStatus(
             pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
             manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
-            logFile: logFile, diskSize: stats.diskSize, totalFrames: stats.totalFrames, cachedFrames: stats.presentFrames,
-            bytesCached: stats.presentBytes, offline: resolved.offline, prefetch: configuration.prefetch,
+            logFile: logFile, diskSize: disk.size, totalFrames: disk.layout.segments.count, cachedFrames: cached.count,
+            bytesCached: cached.bytes, offline: resolved.offline, prefetch: configuration.prefetch,
             startedAt: startedAt, updatedAt: now, statistics: disk.statistics.snapshot())
     }
 }

@@ -4,7 +4,7 @@ import Threading
 
 /// Writes a mount's status file once a second until stopped, then removes it.
 public final class StatusReporter: Sendable {
-    let session: any ServingSession
+    let session: any MountSession
     let mountpoint: String
     let reference: String?
     let logFile: String?
@@ -18,7 +18,7 @@ public final class StatusReporter: Sendable {
     let process: ServingProcess?
     let thread = BackgroundThread(name: "status")
 
-    public init(session: any ServingSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
+    public init(session: any MountSession, mountpoint: String, reference: String? = nil, logFile: String?, writableDirectory: String? = nil,
                 process: ServingProcess? = nil, version: String? = nil, commit: String? = nil, retries: (@Sendable () -> Int64)? = nil,
                 logger: Logger) {
         self.process = process

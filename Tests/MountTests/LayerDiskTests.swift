@@ -90,21 +90,21 @@ struct SegmentFixture {
         }
     }
 
-    func open(_ root: String, options: SegmentDiskOptions = Self.fastOptions) throws -> SegmentDisk {
-        let disk = try SegmentDisk(layout: layout, cacheRoot: root, source: source, options: options, logger: testLogger)
+    func open(_ root: String, options: DiskOptions = Self.fastOptions) throws -> LayerDisk {
+        let disk = try LayerDisk(layout: layout, cacheRoot: root, source: source, options: options, logger: testLogger)
         disk.start()
         return disk
     }
 
-    static var fastOptions: SegmentDiskOptions {
-        var options = SegmentDiskOptions()
-        options.readTimeout = 20
-        options.requestBytes = 16 * 1024
+    static var fastOptions: DiskOptions {
+        var options = DiskOptions()
+        options.layerReadTimeout = 20
+        options.layerRequestBytes = 16 * 1024
         return options
     }
 }
 
-extension SegmentDisk {
+extension LayerDisk {
     func bytes(at offset: UInt64, count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: count)
         let n = try out.withUnsafeMutableBytes { buffer throws(MountError) in try read(at: offset, into: buffer) }
@@ -116,7 +116,7 @@ func segmentFiles(_ root: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: root + "/segments")) ?? []).sorted()
 }
 
-@Suite struct SegmentDiskTests {
+@Suite struct LayerDiskTests {
     @Test func readsServeTheSegmentsWithZerosAndHolesBetweenThem() throws {
         let a = SegmentFixture.pattern(100_000, seed: 1)
         let b = SegmentFixture.pattern(70_000, seed: 2)
@@ -168,8 +168,8 @@ func segmentFiles(_ root: String) -> [String] {
         fixture.source.delay = 0.05
         let directory = TemporaryDirectory()
         var options = SegmentFixture.fastOptions
-        options.requestBytes = 1 << 20
-        options.fetchThreads = 4
+        options.layerRequestBytes = 1 << 20
+        options.layerFetchThreads = 4
         let disk = try fixture.open(directory.path, options: options)
         defer { disk.stop() }
         let correct = Atomic<Int>(0)
@@ -261,8 +261,8 @@ func segmentFiles(_ root: String) -> [String] {
         fixture.source.delay = 0.6
         let directory = TemporaryDirectory()
         var options = SegmentFixture.fastOptions
-        options.readTimeout = 0.1
-        options.requestBytes = 1 << 20
+        options.layerReadTimeout = 0.1
+        options.layerRequestBytes = 1 << 20
         let disk = try fixture.open(directory.path, options: options)
         defer { disk.stop() }
         do {
@@ -285,9 +285,9 @@ func segmentFiles(_ root: String) -> [String] {
         fixture.source.delay = 2
         let directory = TemporaryDirectory()
         var options = SegmentFixture.fastOptions
-        options.readTimeout = 3
-        options.requestBytes = 1 << 20
-        options.requestTimeout = 77
+        options.layerReadTimeout = 3
+        options.layerRequestBytes = 1 << 20
+        options.backgroundTransferTimeout = 77
         let disk = try fixture.open(directory.path, options: options)
         defer { disk.stop() }
         let start = monotonicNow()

@@ -8,7 +8,7 @@ import Testing
 import Threading
 import Verity
 
-@Suite struct LazyDiskTests {
+@Suite struct FrameDiskTests {
     let frameSize = TestImage.frameSize
 
     @Test func readsMatchTheDiskAndAdjacentMissingFramesGoOutAsOneRangeRequest() throws {
@@ -42,7 +42,7 @@ import Verity
         let registry = FakeRegistry()
         registry.add(image, tag: "v1")
         let directory = TemporaryDirectory()
-        var options = LazyDiskOptions()
+        var options = DiskOptions()
         options.readaheadThreads = 0
         options.readTimeout = 7
         options.backgroundTransferTimeout = 500
@@ -257,7 +257,7 @@ import Verity
         let registry = FakeRegistry()
         registry.add(image, tag: "v1")
         let directory = TemporaryDirectory()
-        var options = LazyDiskOptions()
+        var options = DiskOptions()
         options.readaheadThreads = 1
         let session = try openSession(registry, root: directory.path, options: options)
         defer { session.stop() }

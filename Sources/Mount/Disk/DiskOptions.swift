@@ -1,0 +1,36 @@
+/// Tunables of a mounted disk's read path: imgfs frames and whole layers of other formats alike.
+public struct DiskOptions: Sendable {
+    /// Tries per frame or layer before reads of it fail (bytes that fail verification are fetched again).
+    public var fetchAttempts = 3
+    /// The longest a read waits for its frames before it fails with EIO. A read's range requests
+    /// end by then too (the deadline travels to the transfer), however slowly a registry sends.
+    public var readTimeout: Double = 30
+    /// The same for a read that waits for a whole layer of a lume or tart image (tart's are
+    /// 512 MiB), not for one frame. The fetch goes on after a read gives up, so a later read
+    /// finds the layer cached.
+    public var layerReadTimeout: Double = 120
+    /// The bound on one range request no reader waits on (readahead, the boot profile, prefetch,
+    /// a layer's stream): generous, so a slow link still fills the cache, but finite, so a
+    /// trickling registry cannot hold a background thread forever.
+    public var backgroundTransferTimeout: Double = 300
+    /// How long a frame that failed every attempt fails again at once, without a new fetch.
+    public var failureMemory: Double = 5
+    /// The largest range request; adjacent missing frames are coalesced up to this size.
+    public var maxRequestBytes: Int64 = 16 * 1024 * 1024
+    /// Readahead window, in frames, once reads look sequential.
+    public var readaheadMaxFrames = 32
+    /// Threads fetching readahead in the background (0 disables readahead).
+    public var readaheadThreads = 2
+    /// Threads fetching whole layers; each streams one layer at a time.
+    public var layerFetchThreads = 2
+    /// Range request size while streaming a layer: bounds the memory a fetch holds.
+    public var layerRequestBytes: Int64 = 8 * 1024 * 1024
+
+    public init() {}
+
+    /// Both read timeouts set to `seconds` (`imgfs mount --read-timeout`).
+    public mutating func setReadTimeout(_ seconds: Double) {
+        readTimeout = seconds
+        layerReadTimeout = seconds
+    }
+}

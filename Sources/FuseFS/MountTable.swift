@@ -5,16 +5,16 @@ import Musl
 #endif
 
 /// Reads `/proc/self/mountinfo`.
-enum MountTable {
-    struct Mount: Equatable {
-        var mountpoint: String
-        var fsType: String
-        var source: String
+public enum MountTable {
+    public struct Mount: Equatable {
+        public var mountpoint: String
+        public var fsType: String
+        public var source: String
         /// "major:minor" of the mounted file system (its backing-dev-info name).
-        var device: String
+        public var device: String
     }
 
-    static func mounts() -> [Mount] {
+    public static func mounts() -> [Mount] {
         guard let file = fopen("/proc/self/mountinfo", "r") else { return [] }
         defer { fclose(file) }
         var result: [Mount] = []
@@ -33,6 +33,11 @@ enum MountTable {
             ))
         }
         return result
+    }
+
+    /// The file system type mounted at exactly `path`, if anything is (the last: mounts stack).
+    public static func fsType(at path: String) -> String? {
+        mounts().last { $0.mountpoint == path }?.fsType
     }
 
     /// Whether a FUSE file system is mounted at `path` (compared after resolving symlinks).

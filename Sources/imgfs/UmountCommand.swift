@@ -29,7 +29,7 @@ struct UmountCommand: OneLineErrors {
     func execute() throws {
         // A mount whose processes are all gone cannot be resolved (ENOTCONN); it is still in the table.
         let path = resolvedMountpoint(mountpoint)
-        guard let type = MountInfo.fsType(at: path) else {
+        guard let type = MountTable.fsType(at: path) else {
             throw MountError.invalidArgument("\(path) is not mounted")
         }
         guard type == "fuse.imgfs" else {

@@ -132,19 +132,13 @@ extension FrameDisk {
     /// ends by `deadline`, when its reader must have been answered.
     func fetch(_ request: RangeRequest, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false, deadline: Double,
                deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
-        statistics.requestStarted()
-        if purpose == .demand { statistics.demandRequestsInFlight.add(1, ordering: .relaxed) }
-        defer {
-            statistics.requestsInFlight.subtract(1, ordering: .relaxed)
-            if purpose == .demand { statistics.demandRequestsInFlight.subtract(1, ordering: .relaxed) }
-        }
         let (blob, range) = (request.blob, request.range)
         let bytes: [UInt8]
-        let started = monotonicNow()
-        defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
             let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
-            bytes = try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline)
+            bytes = try statistics.countRequest(demand: purpose == .demand) { () throws(SourceError) in
+                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline)
+            }
         } catch {
             logger.warning("range request failed", metadata: [
                 "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",
@@ -152,8 +146,6 @@ extension FrameDisk {
             for frame in request.frames { deliver(frame, .failure(.fetch(blob: blob, frame: frame, range: range, error))) }
             return
         }
-        statistics.rangeRequests.add(1, ordering: .relaxed)
-        statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
         request.decode(bytes, index: index) { frame, result in
             deliver(frame, result.mapError { error in
                 let (mapped, why): (MountError, String) = switch error {

@@ -116,18 +116,14 @@ extension LayerDisk {
 
     /// One range request of the layer's blob, counted in the statistics.
     private func request(_ segment: Segment, range: Range<Int64>) throws(MountError) -> [UInt8] {
-        statistics.requestStarted()
-        defer { statistics.requestsInFlight.subtract(1, ordering: .relaxed) }
         let bytes: [UInt8]
-        let started = monotonicNow()
-        defer { statistics.fetchFinished(seconds: monotonicNow() - started) }
         do {
-            bytes = try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.backgroundTransferTimeout)
+            bytes = try statistics.countRequest(demand: false) { () throws(SourceError) in
+                try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.backgroundTransferTimeout)
+            }
         } catch {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
         }
-        statistics.rangeRequests.add(1, ordering: .relaxed)
-        statistics.bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
         guard Int64(bytes.count) == Int64(range.count) else {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range,
                                   SourceError(.other, "the registry returned \(bytes.count) bytes for a range of \(range.count)")))

@@ -1,4 +1,5 @@
 import Synchronization
+import Threading
 
 /// Counters of one mounted disk, updated lock-free from FUSE and fetch threads and sampled by
 /// the status writer once a second.
@@ -43,6 +44,23 @@ public final class MountStatistics: Sendable {
     /// Counts one range request that took `seconds`, answered or not.
     func fetchFinished(seconds: Double) {
         fetchLatency.withLock { $0.observe(seconds) }
+    }
+
+    /// Runs one range request of a mounted disk and counts it: in flight (demand ones apart, which
+    /// background prefetch yields to), its latency, and on success the request and its bytes.
+    func countRequest<E: Error>(demand: Bool, _ fetch: () throws(E) -> [UInt8]) throws(E) -> [UInt8] {
+        requestStarted()
+        if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
+        let started = monotonicNow()
+        defer {
+            fetchFinished(seconds: monotonicNow() - started)
+            requestsInFlight.subtract(1, ordering: .relaxed)
+            if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
+        }
+        let bytes = try fetch()
+        rangeRequests.add(1, ordering: .relaxed)
+        bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
+        return bytes
     }
 
     /// Counts a range request starting; returns after recording the new peak.

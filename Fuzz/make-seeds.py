@@ -43,9 +43,9 @@ for i, (first, body) in enumerate([(0xff, comp + end), (3, raw + end), (0, raw +
     write('lz4', f'seed-{i}', bytes([first]) + body)
 
 # --- gzip (first byte even: member with LE16 expected size; odd: stream with piece size)
-m1, m2 = gzip.compress(text), gzip.compress(b'x' * 1000)
+m1, m2 = gzip.compress(text, mtime=0), gzip.compress(b"x" * 1000, mtime=0)
 write('gzip', 'seed-0', bytes([0]) + struct.pack('<H', len(text)) + m1)
-write('gzip', 'seed-1', bytes([0]) + struct.pack('<H', 0) + gzip.compress(b''))
+write('gzip', 'seed-1', bytes([0]) + struct.pack('<H', 0) + gzip.compress(b"", mtime=0))
 write('gzip', 'seed-2', bytes([1, 0xff]) + m1 + m2)
 write('gzip', 'seed-3', bytes([1, 5]) + m2)
 write('gzip', 'seed-4', bytes([2]) + struct.pack('<H', 1000) + m2)
@@ -122,3 +122,19 @@ write('formats', 'tart', manifest(desc('application/vnd.oci.image.config.v1+json
 write('formats', 'container', manifest(desc('application/vnd.oci.image.config.v1+json', b'{"architecture":"amd64","os":"linux"}'),
     [desc('application/vnd.oci.image.layer.v1.tar+gzip', b'layer')]))
 write('formats', 'helm', manifest(desc('application/vnd.cncf.helm.config.v1+json', b'{}'), [desc('application/vnd.cncf.helm.chart.content.v1.tar+gzip', b'c')]))
+
+# --- the JSON dictionary (Fuzz/dictionaries/json.dict; manifest.dict and formats.dict link to it):
+# every string literal the readers compare against (media types, annotation keys) and the JSON keys.
+import glob, re
+tokens = set()
+for f in glob.glob('Sources/OCI/*.swift') + glob.glob('Sources/ImageFormat/*.swift') + glob.glob('Sources/Formats/*.swift'):
+    for m in re.finditer(r'"((?:application|org|dev|com)\.?[^"\\ ]*|[a-z]+[-.][a-z.-]+)"', open(f).read()):
+        tokens.add(m.group(1))
+keys = ['schemaVersion', 'mediaType', 'artifactType', 'config', 'layers', 'annotations', 'digest', 'size', 'manifests', 'platform',
+        'architecture', 'os', 'variant', 'imgfsFormat', 'disk', 'frameSize', 'chunkSize', 'layout', 'files', 'multi-layer', 'single-layer']
+out = ['# Strings the manifest and format readers look for (generated; see Fuzz/make-seeds.py).']
+out += ['"\\"%s\\""' % t for t in sorted(tokens | set(keys))]
+out += ['"sha256:"', '"sha256:%s"' % ('0' * 64), '":"', '","', '"{"', '"}"', '"["', '"]"', '"null"', '"true"', '"-1"',
+        '"18446744073709551615"', '"9223372036854775807"', '"17592186044416"', '"65536"', '"\\x00"']
+with open('Fuzz/dictionaries/json.dict', 'w') as f:
+    f.write('\n'.join(out) + '\n')

@@ -4,7 +4,7 @@
 import PackageDescription
 
 // A path dependency's identity is its directory's name, which differs between checkouts.
-let root = Context.packageDirectory.split(separator: "/").dropLast().last.map(String.init) ?? "imgfs"
+let root = Context.packageDirectory.split(separator: "/").dropLast().last.map { $0.lowercased() } ?? "imgfs"
 
 func fuzzTarget(_ name: String, _ products: [String]) -> Target {
     .executableTarget(name: name, dependencies: ["FuzzSupport"] + products.map { .product(name: $0, package: root) })

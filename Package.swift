@@ -15,6 +15,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "imgfs", targets: ["imgfs"]),
+        // The parsers, for the fuzz targets in Fuzz/ (a separate package; contrib/fuzz/run).
+        .library(name: "OCI", targets: ["OCI"]),
+        .library(name: "ImageFormat", targets: ["ImageFormat"]),
+        .library(name: "Formats", targets: ["Formats"]),
+        .library(name: "Codec", targets: ["Codec"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -89,6 +94,8 @@ let package = Package(
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
         .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImageFormat", "Formats", "Codec"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]

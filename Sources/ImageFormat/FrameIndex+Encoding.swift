@@ -83,7 +83,8 @@ extension FrameIndex {
         // Other flag bits, the reserved frame field and the header's last 24 bytes are ignored
         // (docs/FORMAT.md, "Versioning"): a later writer may use them for what old readers can skip.
         let layout: Layout = flags & Self.flagSingleLayer != 0 ? .singleLayer : .multiLayer
-        let zeroDigests = ZeroDigests(geometry)
+        // Hashed at the first hole only: a 64-byte header must not cost a 64 MiB hash.
+        var zeroDigests: ZeroDigests?
         var frames = [FrameEntry]()
         frames.reserveCapacity(geometry.frameCount)
         for index in 0..<geometry.frameCount {
@@ -95,8 +96,12 @@ extension FrameIndex {
             let digest = Digest(sha256Bytes: reader.bytes(32))
             let isHole = frameFlags & Self.frameFlagHole != 0
             // A hole is served as zeros without a fetch, so its digest must say zeros.
-            if isHole, digest != zeroDigests.digest(ofFrame: index) {
-                throw .notAnImgfsImage(reason: "frame \(index) is flagged as a hole but its digest \(digest) is not that of \(geometry.length(ofFrame: index)) zero bytes")
+            if isHole {
+                let zeros = zeroDigests ?? ZeroDigests(geometry)
+                zeroDigests = zeros
+                guard digest == zeros.digest(ofFrame: index) else {
+                    throw .notAnImgfsImage(reason: "frame \(index) is flagged as a hole but its digest \(digest) is not that of \(geometry.length(ofFrame: index)) zero bytes")
+                }
             }
             var location: Location? = nil
             if layer != Self.noLayer {

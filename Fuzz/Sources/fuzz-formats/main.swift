@@ -1,0 +1,34 @@
+import Formats
+import FuzzSupport
+import ImageFormat
+import OCI
+
+struct TooLarge: Error {}
+
+/// The format readers (imgfs, lume OCI, lume legacy, tart) behind `VMImageReader.read`, and
+/// `ForeignArtifact`'s classification. The input is `manifest NUL config NUL other blob`: the
+/// loader serves the config blob for the manifest's config and the other blob (a frame index)
+/// for anything else.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data else { return 0 }
+    let split = parts(bytes(data, size), 3)
+    guard let manifest = try? ManifestEncoding.decode(Manifest.self, from: split[0]) else { return 0 }
+    _ = ForeignArtifact.classify(manifest)
+    _ = ForeignArtifact.describe(manifest)
+    let load: BlobLoader = { descriptor, limit in
+        let blob = descriptor == manifest.config ? split[1] : split[2]
+        guard blob.count <= limit else { throw TooLarge() }
+        return blob
+    }
+    guard let image = try? VMImageReader.read(manifest, load: load) else { return 0 }
+    let layout = image.layout
+    for offset in [0, layout.diskSize / 2, layout.diskSize &- 1, layout.diskSize] {
+        _ = layout.segment(containing: offset)
+    }
+    _ = layout.segments(overlapping: 0..<layout.diskSize).count
+    _ = (layout.storedBytes, image.metadataAnnotations.count, image.fsverityDigest)
+    return 0
+}
+
+runLibFuzzer(fuzz)

@@ -17,8 +17,8 @@ let package = Package(
         .executable(name: "imgfs", targets: ["imgfs"]),
         // The parsers, for the fuzz targets in Fuzz/ (a separate package; contrib/fuzz/run).
         .library(name: "OCI", targets: ["OCI"]),
-        .library(name: "ImageFormat", targets: ["ImageFormat"]),
-        .library(name: "Formats", targets: ["Formats"]),
+        .library(name: "ImgfsFormat", targets: ["ImgfsFormat"]),
+        .library(name: "ImageLayouts", targets: ["ImageLayouts"]),
         .library(name: "Codec", targets: ["Codec"]),
     ],
     dependencies: [
@@ -52,35 +52,35 @@ let package = Package(
         // Registry client over libcurl.
         .target(name: "Fetch", dependencies: ["SystemIO", "Threading", "CCurl", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The imgfs image format: frame index, media types, annotations, verified frames.
-        .target(name: "ImageFormat", dependencies: ["OCI", "Verity", "Codec"]),
+        .target(name: "ImgfsFormat", dependencies: ["OCI", "Verity", "Codec"]),
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
-        .target(name: "Formats", dependencies: ["OCI", "Verity", "ImageFormat", "Codec"]),
+        .target(name: "ImageLayouts", dependencies: ["OCI", "Verity", "ImgfsFormat", "Codec"]),
         // The one fetch core of mount, pull and convert: plan range requests, decode what comes back
         // (gzip members into frames, whole foreign layers through SegmentDecoder), verify it.
-        .target(name: "PieceFetch", dependencies: ["ImageFormat", "Formats", "Codec", "Verity"]),
+        .target(name: "PieceFetch", dependencies: ["ImgfsFormat", "ImageLayouts", "Codec", "Verity"]),
         // The local stores: the sparse cache of verified frames, verified whole layers, and the
         // small blobs and tags of mounted images.
-        .target(name: "Cache", dependencies: ["SystemIO", "ImageFormat", "Formats", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Cache", dependencies: ["SystemIO", "ImgfsFormat", "ImageLayouts", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The libfuse3 low-level daemon, generic over a read-only file tree.
         .target(name: "FuseFS", dependencies: ["CFuse3", .product(name: "Logging", package: "swift-log")]),
         // The push pipeline: read, frame, compress, digest, upload.
-        .target(name: "Push", dependencies: ["SystemIO", "Threading", "ImageFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Push", dependencies: ["SystemIO", "Threading", "ImgfsFormat", "Fetch", "Codec", "Verity", "OCI", .product(name: "Logging", package: "swift-log")]),
         // imgfs pull: any format to a sparse, verified, resumable local VM directory.
-        .target(name: "Pull", dependencies: ["SystemIO", "PieceFetch", "Formats", "Threading", "Fetch", "Codec", "Cache", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Pull", dependencies: ["SystemIO", "PieceFetch", "ImageLayouts", "Threading", "Fetch", "Codec", "Cache", "ImgfsFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
-        .target(name: "Convert", dependencies: ["SystemIO", "PieceFetch", "Formats", "Push", "Threading", "Fetch", "Codec", "ImageFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Convert", dependencies: ["SystemIO", "PieceFetch", "ImageLayouts", "Push", "Threading", "Fetch", "Codec", "ImgfsFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["SystemIO", "PieceFetch", "Threading", "FuseFS", "Cache", "Fetch", "ImageFormat", "Formats", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["SystemIO", "PieceFetch", "Threading", "FuseFS", "Cache", "Fetch", "ImgfsFormat", "ImageLayouts", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
-            "SystemIO", "Push", "Pull", "Convert", "Formats", "Mount", "Fetch", "OCI", "ImageFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
+            "SystemIO", "Push", "Pull", "Convert", "ImageLayouts", "Mount", "Fetch", "OCI", "ImgfsFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         // Benchmark harness for contrib/bench: limits measured with imgfs's own libraries.
-        .executableTarget(name: "imgfs-bench", dependencies: ["ImageFormat", "Codec", "Verity", "Threading"]),
+        .executableTarget(name: "imgfs-bench", dependencies: ["ImgfsFormat", "Codec", "Verity", "Threading"]),
 
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "SystemIOTests", dependencies: ["SystemIO"]),
@@ -88,14 +88,14 @@ let package = Package(
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
-        .testTarget(name: "ImageFormatTests", dependencies: ["ImageFormat", "OCI", "Verity"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats", "ImageFormat", "OCI", "Verity", "Codec"]),
-        .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImageFormat", "Codec", "Verity"]),
-        .testTarget(name: "CacheTests", dependencies: ["Cache", "ImageFormat", "Verity"]),
+        .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
+        .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),
+        .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImgfsFormat", "Codec", "Verity"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "ImgfsFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
-        .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "Formats", "ImageFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImageFormat", "Formats", "Codec"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
     ]

@@ -18,9 +18,9 @@ let package = Package(
         .target(name: "CFuzzer"),
         .target(name: "FuzzSupport", dependencies: ["CFuzzer"]),
         fuzzTarget("fuzz-reference", ["OCI"]),
-        fuzzTarget("fuzz-manifest", ["OCI", "ImageFormat"]),
-        fuzzTarget("fuzz-frame-index", ["ImageFormat"]),
-        fuzzTarget("fuzz-formats", ["OCI", "ImageFormat", "Formats"]),
+        fuzzTarget("fuzz-manifest", ["OCI", "ImgfsFormat"]),
+        fuzzTarget("fuzz-frame-index", ["ImgfsFormat"]),
+        fuzzTarget("fuzz-formats", ["OCI", "ImgfsFormat", "ImageLayouts"]),
         fuzzTarget("fuzz-lz4", ["Codec"]),
         fuzzTarget("fuzz-gzip", ["Codec"]),
     ]

@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 
 extension FrameCache {
     /// Writes one verified frame and marks it present, durably.

@@ -1,6 +1,6 @@
 import Glibc
 import SystemIO
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Synchronization
 import Verity

@@ -1,5 +1,5 @@
 import Fetch
-import Formats
+import ImageLayouts
 import Glibc
 import Push
 

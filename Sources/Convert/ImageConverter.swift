@@ -1,5 +1,5 @@
 import Fetch
-import Formats
+import ImageLayouts
 import Logging
 import OCI
 import Push
@@ -22,7 +22,7 @@ public enum ConvertTarget: String, Sendable, CaseIterable {
 }
 
 /// `imgfs convert`: registry to registry, streaming. The source is read with its format's reader
-/// (`Formats`) and decoded as it streams (`StreamingDiskSource`); the imgfs format is written by
+/// (`ImageLayouts`) and decoded as it streams (`StreamingDiskSource`); the imgfs format is written by
 /// the push pipeline, lume and tart by `PeerImageWriter`. Config and nvram are carried over, and
 /// the source manifest's metadata annotations are kept.
 public struct ImageConverter: Sendable {

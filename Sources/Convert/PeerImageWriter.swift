@@ -1,6 +1,6 @@
 import Codec
 import Fetch
-import Formats
+import ImageLayouts
 import Glibc
 import SystemIO
 import Logging

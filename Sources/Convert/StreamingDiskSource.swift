@@ -1,6 +1,6 @@
 import Fetch
-import Formats
-import ImageFormat
+import ImageLayouts
+import ImgfsFormat
 import Logging
 import PieceFetch
 import Push

@@ -1,4 +1,4 @@
-import Formats
+import ImageLayouts
 
 /// A whole foreign layer (lume, tart) as one piece: its compressed bytes streamed through
 /// `SegmentDecoder` as they arrive, every promise of the manifest checked at the end.

@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 
 extension RangeRequest {
     /// The stored frames of `index`, verified and handed to `deliver` in disk order, for consumers

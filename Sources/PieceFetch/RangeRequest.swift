@@ -1,10 +1,10 @@
-import ImageFormat
+import ImgfsFormat
 import Verity
 
 // PieceFetch: the one path from fetched blob bytes to verified pieces of a disk, shared by mount,
 // pull and convert. A "piece" is what one fetch yields: the gzip members of an imgfs chunk layer
 // (one `RangeRequest`, decoded into `VerifiedFrame`s) or a whole foreign layer (`LayerStream`).
-// Not `ImageFormat` (what an imgfs image is) nor `Formats` (what foreign layouts are): this module
+// Not `ImgfsFormat` (what an imgfs image is) nor `ImageLayouts` (every format read as a disk layout): this module
 // only plans requests, decodes what comes back and verifies it; the caller does the transfer.
 
 /// One range request: a byte range of one chunk layer blob and the frames whose members lie in it.

@@ -1,7 +1,7 @@
 import Cache
 import Fetch
-import Formats
-import ImageFormat
+import ImageLayouts
+import ImgfsFormat
 import Logging
 import PieceFetch
 import Verity

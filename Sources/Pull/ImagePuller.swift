@@ -1,8 +1,8 @@
 import Fetch
-import Formats
+import ImageLayouts
 import Glibc
 import SystemIO
-import ImageFormat
+import ImgfsFormat
 import Logging
 import OCI
 import Verity

@@ -1,5 +1,5 @@
 import Fetch
-import Formats
+import ImageLayouts
 import Logging
 import OCI
 import PieceFetch

@@ -1,8 +1,8 @@
 import SystemIO
 import Fetch
-import Formats
+import ImageLayouts
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Threading
 import Verity

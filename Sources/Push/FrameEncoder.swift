@@ -1,5 +1,5 @@
 import Codec
-import ImageFormat
+import ImgfsFormat
 import Synchronization
 import SystemIO
 import Verity

@@ -1,5 +1,5 @@
 import Fetch
-import ImageFormat
+import ImgfsFormat
 import OCI
 import Verity
 

@@ -1,5 +1,5 @@
 import Fetch
-import ImageFormat
+import ImgfsFormat
 import Codec
 import Glibc
 import SystemIO

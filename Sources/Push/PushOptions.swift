@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 import Glibc
 
 /// How `imgfs push` cuts, compresses and uploads a disk.

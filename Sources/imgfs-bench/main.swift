@@ -12,7 +12,7 @@ import Codec
 // String(format:) for the figures; this tool is not shipped, so full Foundation costs nothing.
 import Foundation
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Synchronization
 import Threading
 import Verity

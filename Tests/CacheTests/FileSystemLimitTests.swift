@@ -1,6 +1,6 @@
 import Cache
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Testing
 import Verity
 

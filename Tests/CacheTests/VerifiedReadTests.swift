@@ -1,7 +1,7 @@
 import Cache
 import Foundation
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Testing
 import Verity
 

@@ -1,6 +1,6 @@
 import Codec
-import Formats
-import ImageFormat
+import ImageLayouts
+import ImgfsFormat
 import OCI
 import Testing
 

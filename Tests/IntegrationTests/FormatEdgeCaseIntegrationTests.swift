@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Valid edge cases of docs/FORMAT.md round-trip through push, pull and mount byte for byte
-/// (issue 15's conformance corpus, the valid half; the invalid half is ImageFormatTests'
+/// (issue 15's conformance corpus, the valid half; the invalid half is ImgfsFormatTests'
 /// ConformanceTests).
 @Suite(.serialized) struct FormatEdgeCaseIntegrationTests {
     struct Case: CustomStringConvertible, Sendable {

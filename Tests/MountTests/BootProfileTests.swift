@@ -1,5 +1,5 @@
 import Foundation
-import ImageFormat
+import ImgfsFormat
 @testable import Mount
 import Testing
 

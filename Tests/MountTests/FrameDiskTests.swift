@@ -1,6 +1,6 @@
 import Cache
 import Foundation
-import ImageFormat
+import ImgfsFormat
 @testable import Mount
 import PieceFetch
 import Synchronization

@@ -1,6 +1,6 @@
 import Cache
 import Foundation
-import Formats
+import ImageLayouts
 import Mount
 import OCI
 import Testing

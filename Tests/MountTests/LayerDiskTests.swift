@@ -1,6 +1,6 @@
 import Cache
 import Codec
-import Formats
+import ImageLayouts
 import Foundation
 @testable import Mount
 import OCI

@@ -1,7 +1,7 @@
 import Cache
 import Codec
 import Foundation
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Mount
 import OCI

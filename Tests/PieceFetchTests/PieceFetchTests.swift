@@ -1,6 +1,6 @@
 import Codec
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import PieceFetch
 import Testing
 import Threading

@@ -1,6 +1,6 @@
-import Formats
+import ImageLayouts
 import FuzzSupport
-import ImageFormat
+import ImgfsFormat
 import OCI
 
 struct TooLarge: Error {}

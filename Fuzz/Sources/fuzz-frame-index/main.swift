@@ -1,5 +1,5 @@
 import FuzzSupport
-import ImageFormat
+import ImgfsFormat
 
 /// `FrameIndex(decoding:)`: a decoded index encodes back to the same bytes.
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,5 +1,5 @@
 import FuzzSupport
-import ImageFormat
+import ImgfsFormat
 import OCI
 
 /// Manifest, image index and imgfs config JSON; then an imgfs image from a manifest and a

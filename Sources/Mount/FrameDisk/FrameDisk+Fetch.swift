@@ -1,6 +1,6 @@
 import Cache
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Logging
 import PieceFetch
 import Threading

@@ -1,5 +1,5 @@
 import Cache
-import Formats
+import ImageLayouts
 import Glibc
 import Logging
 import PieceFetch

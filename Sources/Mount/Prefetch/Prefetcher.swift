@@ -1,5 +1,5 @@
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Threading
 

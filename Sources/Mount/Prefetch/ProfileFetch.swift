@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Synchronization
 import Threading

@@ -1,6 +1,6 @@
 import Cache
-import Formats
-import ImageFormat
+import ImageLayouts
+import ImgfsFormat
 import Logging
 import OCI
 import Verity

@@ -1,5 +1,5 @@
-import Formats
-import ImageFormat
+import ImageLayouts
+import ImgfsFormat
 import Verity
 
 /// An imgfs image with everything a mount needs before it serves its first read: the manifest,

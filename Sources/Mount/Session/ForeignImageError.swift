@@ -1,4 +1,4 @@
-import Formats
+import ImageLayouts
 import Glibc
 import Verity
 

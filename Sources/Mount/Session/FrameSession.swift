@@ -1,5 +1,5 @@
 import Cache
-import ImageFormat
+import ImgfsFormat
 import Logging
 import Verity
 

@@ -1,6 +1,6 @@
 import FuseFS
 import Glibc
-import ImageFormat
+import ImgfsFormat
 import Logging
 
 /// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable), and

@@ -1,10 +1,10 @@
 import Cache
 import Codec
-import Formats
+import ImageLayouts
 import FuseFS
 import Glibc
 import SystemIO
-import ImageFormat
+import ImgfsFormat
 import Verity
 
 /// Why a mount, or one read of a mounted disk, failed: which image, blob, frame or file, and why.

@@ -1,4 +1,4 @@
-import Formats
+import ImageLayouts
 import Logging
 import Threading
 import Verity

@@ -6,7 +6,7 @@ import Verity
 
 /// Writes lume OCI (chunked and single-layer), lume legacy and tart images of a local disk to the
 /// test registry, following the layouts issue 5 gives and the peers' own code writes (see the
-/// readers in Sources/Formats). Independent of imgfs's own writers, so a shared mistake cannot
+/// readers in Sources/ImageLayouts). Independent of imgfs's own writers, so a shared mistake cannot
 /// make both sides agree.
 enum PeerFormat: String, CaseIterable, Sendable, CustomStringConvertible {
     case lumeChunked = "lume-oci-chunked"

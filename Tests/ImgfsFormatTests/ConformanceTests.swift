@@ -1,7 +1,7 @@
 import OCI
 import Testing
 import Verity
-@testable import ImageFormat
+@testable import ImgfsFormat
 
 /// docs/FORMAT.md as a contract (issue 15): a small valid image, and for every reader rule the
 /// doc states, a copy that breaks that rule alone and the exact error readers give. Mount, pull

@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 import OCI
 import Verity
 
@@ -14,7 +14,7 @@ public enum ImageKind: String, Sendable, Codable, CaseIterable {
 }
 
 /// Fetches a (small) blob whole, verified against its descriptor's digest, refusing more than
-/// `limit` bytes. Formats does no I/O itself: the caller wires this to a registry client.
+/// `limit` bytes. ImageLayouts does no I/O itself: the caller wires this to a registry client.
 public typealias BlobLoader = (_ descriptor: Descriptor, _ limit: Int64) throws -> [UInt8]
 
 /// A VM image as any of the formats describes it: the logical disk, and where nvram.bin and

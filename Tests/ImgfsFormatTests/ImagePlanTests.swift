@@ -1,7 +1,7 @@
 import OCI
 import Testing
 import Verity
-@testable import ImageFormat
+@testable import ImgfsFormat
 
 /// `imgfs push` refuses, before reading a disk, a geometry whose index or manifest readers would
 /// reject, or re-cuts it when the user left the sizes to it (issue 15).

@@ -1,7 +1,7 @@
 import Codec
 import Foundation
 import Testing
-@testable import Formats
+@testable import ImageLayouts
 import OCI
 import Verity
 

@@ -1,5 +1,5 @@
 import Testing
-@testable import Formats
+@testable import ImageLayouts
 import OCI
 import Verity
 

@@ -1,5 +1,5 @@
 import Testing
-import ImageFormat
+import ImgfsFormat
 import OCI
 import Verity
 

@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 import Verity
 
 /// A manifest that imgfs cannot read as a VM image, naming the layer and annotation at fault.

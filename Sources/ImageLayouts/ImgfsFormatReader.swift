@@ -1,4 +1,4 @@
-import ImageFormat
+import ImgfsFormat
 import OCI
 import Verity
 

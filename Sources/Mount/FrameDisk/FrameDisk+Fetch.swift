@@ -90,16 +90,10 @@ extension FrameDisk {
             }
             if let frame = pending.keys.first { throw lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout) }
         }
-        if !pending.isEmpty {
-            let until = monotonicNow() + options.failureMemory
-            recentFailures.withLock { failures in
-                for frame in pending.keys {
-                    failures[frame] = (until, lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout))
-                }
-            }
-        }
+        let until = monotonicNow() + options.failureMemory
         for (frame, flight) in pending {
             let error = lastError[frame] ?? .timedOut(frame: frame, seconds: options.readTimeout)
+            recentFailures.withLock { $0[frame] = (until, error) }
             if case .verification = error {
                 logger.error("frame failed verification on every attempt; reads of it fail with EIO", metadata: [
                     "frame": "\(frame)", "attempts": "\(attempts)", "error": "\(error)"])

@@ -51,6 +51,13 @@ func checkSmall(_ layer: Descriptor, _ name: String, limit: Int64 = FormatsLimit
     }
 }
 
+/// Puts a small-file layer (nvram, a VM config) in `slot`: at most one per image, of bounded size.
+func place(_ layer: Descriptor, _ name: String, what: String, in slot: inout Descriptor?) throws(ImageLayoutError) {
+    guard slot == nil else { throw .badLayer(layer: name, reason: "a second \(what) layer") }
+    try checkSmall(layer, name)
+    slot = layer
+}
+
 /// lume legacy and tart store the disk as LZ4 pieces laid end to end in manifest order, each with
 /// its uncompressed size and digest in annotations: appends the next one at `offset` and advances it.
 func appendSequentialLZ4Piece(_ layer: Descriptor, position: Int, name: String, sizeKey: String, digestKey: String,

@@ -29,13 +29,9 @@ public enum LumeLegacyFormat {
                 try appendSequentialLZ4Piece(layer, position: position, name: name, sizeKey: uncompressedSizeAnnotation,
                                              digestKey: uncompressedDigestAnnotation, to: &segments, offset: &offset)
             case MediaType.ociConfig.rawValue:
-                guard vmConfig == nil else { throw .badLayer(layer: name, reason: "a second config.json layer") }
-                try checkSmall(layer, name)
-                vmConfig = layer
+                try place(layer, name, what: "config.json", in: &vmConfig)
             case MediaType.octetStream.rawValue:
-                guard nvram == nil else { throw .badLayer(layer: name, reason: "a second nvram layer") }
-                try checkSmall(layer, name)
-                nvram = layer
+                try place(layer, name, what: "nvram", in: &nvram)
             default:
                 throw .unknownMediaType(layer: name, mediaType: layer.mediaType.rawValue)
             }

@@ -33,9 +33,7 @@ public enum LumeOCIFormat {
             switch layer.mediaType.base {
             case diskMediaType.rawValue: disks.append((position, layer))
             case nvramMediaType.rawValue:
-                guard nvram == nil else { throw .badLayer(layer: name, reason: "a second nvram layer") }
-                try checkSmall(layer, name)
-                nvram = layer
+                try place(layer, name, what: "nvram", in: &nvram)
             default: throw .unknownMediaType(layer: name, mediaType: layer.mediaType.rawValue)
             }
         }

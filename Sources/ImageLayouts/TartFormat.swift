@@ -35,13 +35,9 @@ public enum TartFormat {
                 try appendSequentialLZ4Piece(layer, position: position, name: name, sizeKey: uncompressedSizeAnnotation,
                                              digestKey: uncompressedDigestAnnotation, to: &segments, offset: &offset)
             case configMediaType.rawValue:
-                guard vmConfig == nil else { throw .badLayer(layer: name, reason: "a second config layer") }
-                try checkSmall(layer, name)
-                vmConfig = layer
+                try place(layer, name, what: "config", in: &vmConfig)
             case nvramMediaType.rawValue:
-                guard nvram == nil else { throw .badLayer(layer: name, reason: "a second nvram layer") }
-                try checkSmall(layer, name)
-                nvram = layer
+                try place(layer, name, what: "nvram", in: &nvram)
             case diskV1MediaType.rawValue:
                 throw .badLayer(layer: name, reason: "tart disk v1 layers (one LZ4 stream cut across layers) are not supported; re-push with tart ≥ 1.0")
             default:

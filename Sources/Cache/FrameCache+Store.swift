@@ -86,23 +86,21 @@ extension FrameCache {
             if try isPresent(frame) { present.append(frame) } else { holes.append(frame) }
         }
         if !present.isEmpty {
-            present.sort()
-            for run in runs(present) {
-                let start = geometry.offset(ofFrame: run.lowerBound)
-                let end = geometry.offset(ofFrame: run.upperBound - 1) + UInt64(geometry.length(ofFrame: run.upperBound - 1))
-                try data.punchHole(offset: start, length: end - start)
-            }
+            try punchHoles(present)
             state.withLock { s in for frame in present { _ = BitmapFormat.set(&s.verified, frame) } }
         }
         guard !holes.isEmpty else { return }
-        holes.sort()
-        for run in runs(holes) {
+        try punchHoles(holes)
+        try data.dataSync()
+        try commitBits(holes)
+    }
+
+    private func punchHoles(_ frames: [Int]) throws(CacheError) {
+        for run in runs(frames.sorted()) {
             let start = geometry.offset(ofFrame: run.lowerBound)
             let end = geometry.offset(ofFrame: run.upperBound - 1) + UInt64(geometry.length(ofFrame: run.upperBound - 1))
             try data.punchHole(offset: start, length: end - start)
         }
-        try data.dataSync()
-        try commitBits(holes)
     }
 
     /// Sets the bits of frames whose bytes are already durable, and makes the bits durable.

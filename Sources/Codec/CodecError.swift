@@ -5,7 +5,6 @@ public enum CodecError: Error, CustomStringConvertible {
     case invalidBlockSize(Int, allowed: ClosedRange<Int>)
     /// A C library could not allocate its state.
     case outOfMemory(String)
-    case inputTooLarge(size: Int, limit: Int)
 
     /// libdeflate produced nothing although its own bound was provided as room.
     case compressionFailed(inputSize: Int)
@@ -40,8 +39,6 @@ public enum CodecError: Error, CustomStringConvertible {
             "block size \(size) is outside \(allowed.lowerBound)...\(allowed.upperBound)"
         case .outOfMemory(let what):
             "out of memory allocating \(what)"
-        case .inputTooLarge(let size, let limit):
-            "input of \(size) bytes exceeds the limit of \(limit) bytes"
         case .compressionFailed(let size):
             "compressing \(size) bytes failed"
         case .corruptMember(let memberSize, let expectedSize):

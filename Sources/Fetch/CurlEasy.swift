@@ -315,7 +315,7 @@ private final class TransferContext {
         guard want > 0 else { return 0 }
         do {
             let n = try body.read(uploadOffset, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(want)]))
-            guard n > 0 else { throw BodyReadError.shortRead(offset: uploadOffset, expected: body.size) }
+            guard n > 0 else { throw BodyReadError(offset: uploadOffset, expected: body.size) }
             uploadOffset += Int64(n)
             return n
         } catch {
@@ -327,7 +327,6 @@ private final class TransferContext {
 
 /// The body reader returned no bytes before the promised size was reached.
 struct BodyReadError: Error, CustomStringConvertible {
-    static func shortRead(offset: Int64, expected: Int64) -> BodyReadError { BodyReadError(offset: offset, expected: expected) }
     var offset: Int64
     var expected: Int64
     var description: String { "body reader returned no data at offset \(offset) of \(expected)" }

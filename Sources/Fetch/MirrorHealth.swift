@@ -105,11 +105,6 @@ struct MirrorHealth: Sendable {
             return false
         }
     }
-
-    /// A range answered with the whole blob: the mirror is filling it (again).
-    mutating func markCold(_ mirror: String, digest: Digest, now: Int64, probeInterval: Int64) {
-        blobs[BlobKey(mirror: mirror, digest: digest)] = .cold(since: now, nextProbe: now + probeInterval)
-    }
 }
 
 /// Thrown from a mirror's body callback: it answered a range with the whole blob (200).

@@ -60,8 +60,7 @@ extension Daemon {
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let count = chunk.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
+            let count = retryingEINTR { chunk.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) } }
             if count <= 0 { break }
             if output.count < 65_536 { output.append(contentsOf: chunk[..<count]) }
         }

@@ -142,16 +142,13 @@ public enum Daemon {
             }
             var poller = pollfd(fd: child.readyFD, events: Int16(POLLIN), revents: 0)
             let milliseconds = Int32(clamping: remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1)
-            let ready = poll(&poller, 1, milliseconds)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw .spawnFailed("poll: \(describeErrno(errno))")
-            }
+            let ready = retryingEINTR { poll(&poller, 1, milliseconds) }
+            if ready < 0 { throw .spawnFailed("poll: \(describeErrno(errno))") }
             if ready == 0 { continue }
             var chunk = [UInt8](repeating: 0, count: 512)
-            let count = chunk.withUnsafeMutableBytes { read(child.readyFD, $0.baseAddress, $0.count) }
+            let count = retryingEINTR { chunk.withUnsafeMutableBytes { read(child.readyFD, $0.baseAddress, $0.count) } }
             if count < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EAGAIN { continue }
                 throw .spawnFailed("read: \(describeErrno(errno))")
             }
             if count == 0 {
@@ -178,11 +175,8 @@ public enum Daemon {
     private static func send(_ text: String, to fd: Int32) {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                break
-            }
+            let written = retryingEINTR { bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+            if written < 0 { break }
             bytes = bytes.dropFirst(written)
         }
         close(fd)

@@ -83,9 +83,7 @@ public final class DescriptorHolder {
             var pollers = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
                            pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
             if let current { pollers.append(pollfd(fd: current.socket, events: Int16(POLLIN), revents: 0)) }
-            let ready = poll(&pollers, nfds_t(pollers.count), -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
+            if retryingEINTR({ poll(&pollers, nfds_t(pollers.count), -1) }) < 0 {
                 logger.critical("holder: poll failed", metadata: ["error": "\(describeErrno(errno))"])
                 return
             }
@@ -355,7 +353,7 @@ extension AttachedDescriptor {
         let holder = handover.holderPID
         _ = startThread {
             var poller = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
-            while poll(&poller, 1, -1) < 0 && errno == EINTR {}
+            _ = retryingEINTR { poll(&poller, 1, -1) }
             logger.critical("\(FuseError(mountpoint: mountpoint, reason: .holderGone(pid: holder)))")
         }
     }

@@ -55,10 +55,7 @@ public final class FuseConnection: @unchecked Sendable {
         // The kernel queues INIT while mounting; the read buffer must be at least
         // FUSE_MIN_READ_BUFFER and hold the largest write, so give it room for any.
         var buffer = [UInt8](repeating: 0, count: (1 << 20) + 2 * 4096 + 4096)
-        var count: Int
-        repeat {
-            count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
-        } while count < 0 && errno == EINTR
+        let count = retryingEINTR { buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) } }
         // fuse_in_header: len u32, opcode u32, unique u64, nodeid u64, uid, gid, pid, padding.
         guard count >= 40, buffer.withUnsafeBytes({ $0.load(fromByteOffset: 4, as: UInt32.self) }) == 26 /* FUSE_INIT */ else {
             let detail = count < 0 ? describeErrno(errno) : "the first request was not FUSE_INIT"
@@ -95,11 +92,7 @@ public final class FuseConnection: @unchecked Sendable {
             raw.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 0, as: UInt32.self)
             raw.storeBytes(of: Int32(7).littleEndian, toByteOffset: 4, as: Int32.self)
         }
-        var written: Int
-        repeat {
-            written = header.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-        } while written < 0 && errno == EINTR
-        return written == 16
+        return retryingEINTR { header.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) } } == 16
     }
 
     /// Detaches the mount (`umount2(MNT_DETACH)` or `fusermount3 -z`): the kernel aborts the

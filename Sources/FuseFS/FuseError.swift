@@ -111,3 +111,11 @@ func describeErrno(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }
     return "\(String(cString: text)) (\(code))"
 }
+
+/// Repeats a system call while it fails with EINTR; returns its first other result, errno intact.
+func retryingEINTR<T: BinaryInteger>(_ call: () -> T) -> T {
+    while true {
+        let result = call()
+        if result >= 0 || errno != EINTR { return result }
+    }
+}

@@ -20,110 +20,38 @@ enum FuseOperations {
             guard let userdata else { return }
             FuseOperations.state(userdata).logger.debug("FUSE session destroyed")
         }
-        ops.lookup = { req, parent, name in
-            guard let req else { return }
-            FuseOperations.lookup(req, FuseOperations.state(req), parent, name)
-        }
-        ops.forget = { req, inode, count in
-            guard let req else { return }
-            FuseOperations.state(req).forget(inode, count)
-            fuse_reply_none(req)
-        }
+        ops.lookup = { req, parent, name in FuseOperations.handle(req) { FuseOperations.lookup($0, $1, parent, name) } }
+        ops.forget = { req, inode, count in FuseOperations.handle(req) { $1.forget(inode, count); fuse_reply_none($0) } }
         ops.forget_multi = { req, count, forgets in
-            guard let req else { return }
-            let state = FuseOperations.state(req)
-            if let forgets {
-                for item in UnsafeBufferPointer(start: forgets, count: count) {
+            FuseOperations.handle(req) { req, state in
+                for item in UnsafeBufferPointer(start: forgets, count: forgets == nil ? 0 : count) {
                     state.forget(item.ino, item.nlookup)
                 }
+                fuse_reply_none(req)
             }
-            fuse_reply_none(req)
         }
-        ops.getattr = { req, inode, _ in
-            guard let req else { return }
-            FuseOperations.getattr(req, FuseOperations.state(req), inode)
-        }
-        ops.setattr = { req, inode, attributes, toSet, _ in
-            guard let req else { return }
-            FuseOperations.setattr(req, FuseOperations.state(req), inode, attributes, toSet)
-        }
-        ops.open = { req, inode, info in
-            guard let req else { return }
-            FuseOperations.open(req, FuseOperations.state(req), inode, info)
-        }
-        ops.read = { req, inode, size, offset, _ in
-            guard let req else { return }
-            FuseOperations.read(req, FuseOperations.state(req), inode, size, offset)
-        }
-        ops.write = { req, inode, bytes, size, offset, _ in
-            guard let req else { return }
-            FuseOperations.write(req, FuseOperations.state(req), inode, bytes, size, offset)
-        }
-        ops.flush = { req, inode, _ in
-            guard let req else { return }
-            FuseOperations.flush(req, FuseOperations.state(req), inode)
-        }
-        ops.fsync = { req, inode, _, _ in
-            guard let req else { return }
-            FuseOperations.flush(req, FuseOperations.state(req), inode)
-        }
-        ops.release = { req, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, 0)
-        }
-        ops.opendir = { req, inode, info in
-            guard let req else { return }
-            FuseOperations.opendir(req, FuseOperations.state(req), inode, info)
-        }
-        ops.readdir = { req, inode, size, offset, _ in
-            guard let req else { return }
-            FuseOperations.readdir(req, FuseOperations.state(req), inode, size, offset)
-        }
-        ops.releasedir = { req, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, 0)
-        }
-        ops.statfs = { req, _ in
-            guard let req else { return }
-            FuseOperations.statfs(req, FuseOperations.state(req))
-        }
-        ops.lseek = { req, inode, offset, whence, _ in
-            guard let req else { return }
-            FuseOperations.lseek(req, FuseOperations.state(req), inode, offset, whence)
-        }
+        ops.getattr = { req, inode, _ in FuseOperations.handle(req) { FuseOperations.getattr($0, $1, inode) } }
+        ops.setattr = { req, inode, attributes, toSet, _ in FuseOperations.handle(req) { FuseOperations.setattr($0, $1, inode, attributes, toSet) } }
+        ops.open = { req, inode, info in FuseOperations.handle(req) { FuseOperations.open($0, $1, inode, info) } }
+        ops.read = { req, inode, size, offset, _ in FuseOperations.handle(req) { FuseOperations.read($0, $1, inode, size, offset) } }
+        ops.write = { req, inode, bytes, size, offset, _ in FuseOperations.handle(req) { FuseOperations.write($0, $1, inode, bytes, size, offset) } }
+        ops.flush = { req, inode, _ in FuseOperations.handle(req) { FuseOperations.flush($0, $1, inode) } }
+        ops.fsync = { req, inode, _, _ in FuseOperations.handle(req) { FuseOperations.flush($0, $1, inode) } }
+        ops.release = { req, _, _ in FuseOperations.reply(req, errno: 0) }
+        ops.opendir = { req, inode, info in FuseOperations.handle(req) { FuseOperations.opendir($0, $1, inode, info) } }
+        ops.readdir = { req, inode, size, offset, _ in FuseOperations.handle(req) { FuseOperations.readdir($0, $1, inode, size, offset) } }
+        ops.releasedir = { req, _, _ in FuseOperations.reply(req, errno: 0) }
+        ops.statfs = { req, _ in FuseOperations.handle(req) { FuseOperations.statfs($0, $1) } }
+        ops.lseek = { req, inode, offset, whence, _ in FuseOperations.handle(req) { FuseOperations.lseek($0, $1, inode, offset, whence) } }
         // The directory is fixed: every namespace change is refused here, not with ENOSYS.
-        ops.mknod = { req, _, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.mkdir = { req, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.unlink = { req, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.rmdir = { req, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.symlink = { req, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.rename = { req, _, _, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.link = { req, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
-        ops.create = { req, _, _, _, _ in
-            guard let req else { return }
-            fuse_reply_err(req, FileSystemError.readOnly.errno)
-        }
+        ops.mknod = { req, _, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.mkdir = { req, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.unlink = { req, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.rmdir = { req, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.symlink = { req, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.rename = { req, _, _, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.link = { req, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
+        ops.create = { req, _, _, _, _ in FuseOperations.reply(req, errno: FileSystemError.readOnly.errno) }
         return ops
     }
 
@@ -131,6 +59,16 @@ enum FuseOperations {
 
     static func state(_ userdata: UnsafeMutableRawPointer) -> FuseSessionState {
         Unmanaged<FuseSessionState>.fromOpaque(userdata).takeUnretainedValue()
+    }
+
+    /// Runs `body` with the request and its session state; libfuse never passes a nil request.
+    static func handle(_ req: fuse_req_t?, _ body: (fuse_req_t, FuseSessionState) -> Void) {
+        guard let req else { return }
+        body(req, state(req))
+    }
+
+    static func reply(_ req: fuse_req_t?, errno: Int32) {
+        if let req { fuse_reply_err(req, errno) }
     }
 
     static func state(_ req: fuse_req_t) -> FuseSessionState {
@@ -360,8 +298,7 @@ enum FuseOperations {
             guard let base = buffer.baseAddress else { return false }
             var done = 0
             while done < count {
-                let n = pread(extent.descriptor, base + done, count - done, off_t(extent.offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
+                let n = retryingEINTR { pread(extent.descriptor, base + done, count - done, off_t(extent.offset) + off_t(done)) }
                 guard n > 0 else { return false }
                 done += n
             }

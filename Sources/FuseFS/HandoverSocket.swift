@@ -43,8 +43,7 @@ public enum HandoverSocket {
     /// Accepts a connection, close-on-exec (`accept4` is a GNU extension Swift's Glibc lacks;
     /// the holder is single-threaded and spawns only between accepts).
     public static func accept(_ listenFD: Int32) -> Int32 {
-        var fd: Int32
-        repeat { fd = Glibc.accept(listenFD, nil, nil) } while fd < 0 && errno == EINTR
+        let fd = retryingEINTR { Glibc.accept(listenFD, nil, nil) }
         if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return fd
     }
@@ -70,11 +69,7 @@ public enum HandoverSocket {
                         message.msg_control = controlBytes.baseAddress
                         message.msg_controllen = 24
                     }
-                    while true {
-                        let sent = sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
-                        if sent < 0 && errno == EINTR { continue }
-                        return sent == payloadBytes.count
-                    }
+                    return retryingEINTR { sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) } == payloadBytes.count
                 }
             }
         }
@@ -84,12 +79,7 @@ public enum HandoverSocket {
     /// end of stream or on error; waits at most `timeoutMilliseconds` (-1: forever).
     public static func receive(_ fd: Int32, timeoutMilliseconds: Int32 = -1) -> (bytes: [UInt8], descriptor: Int32?)? {
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        while true {
-            let ready = poll(&poller, 1, timeoutMilliseconds)
-            if ready < 0 && errno == EINTR { continue }
-            guard ready > 0 else { return nil }
-            break
-        }
+        guard retryingEINTR({ poll(&poller, 1, timeoutMilliseconds) }) > 0 else { return nil }
         var payload = [UInt8](repeating: 0, count: maximumPacket)
         var control = [UInt8](repeating: 0, count: 64)
         var received = 0
@@ -103,8 +93,7 @@ public enum HandoverSocket {
                     message.msg_iovlen = 1
                     message.msg_control = controlBytes.baseAddress
                     message.msg_controllen = controlBytes.count
-                    var count: Int
-                    repeat { count = recvmsg(fd, &message, Int32(MSG_CMSG_CLOEXEC)) } while count < 0 && errno == EINTR
+                    let count = retryingEINTR { recvmsg(fd, &message, Int32(MSG_CMSG_CLOEXEC)) }
                     received = count
                     // Only one SCM_RIGHTS message with one descriptor is ever sent.
                     if count >= 0, message.msg_controllen >= 20 {

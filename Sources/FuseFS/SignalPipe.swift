@@ -48,11 +48,7 @@ enum SignalPipe {
 
     /// Blocks until a signal arrives on `fd`; its number, or nil when the pipe is gone.
     static func next(_ fd: Int32) -> Int32? {
-        while true {
-            var byte: UInt8 = 0
-            let count = read(fd, &byte, 1)
-            if count < 0 && errno == EINTR { continue }
-            return count == 1 ? Int32(byte) : nil
-        }
+        var byte: UInt8 = 0
+        return retryingEINTR { read(fd, &byte, 1) } == 1 ? Int32(byte) : nil
     }
 }

@@ -117,8 +117,6 @@ final class PipelineFailure: Sendable {
         state.withLock { $0.handlers.append(handler) }
     }
 
-    var hasFailed: Bool { state.withLock { $0.error != nil } }
-
     func check() throws(PushError) {
         if let error = state.withLock({ $0.error }) { throw error }
     }

@@ -256,7 +256,7 @@ struct MountCommand: ParsableCommand {
         // A daemon is given the image manifest its parent chose (--resolved-manifest), never an
         // index, so --platform need not be passed on.
         let resolver = ImageResolver(source: source, store: store, platform: platform.wanted, logger: logger)
-        let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
+        let image = try resolver.resolveAnyFormat(Reference(registry: reference.registry, repository: reference.repository,
                                                                tag: reference.tag, digest: pinned ?? reference.digest))
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
         configuration.prefetch = !noPrefetch

@@ -3,6 +3,7 @@ import Cache
 import FoundationEssentials
 import Glibc
 import Mount
+import OCI
 import Pull
 import Verity
 
@@ -85,7 +86,7 @@ struct VerifyCommand: OneLineErrors {
         let resolver = ImageResolver(source: RegistryBlobSource(client: client, repository: reference.repository),
                                      store: MetadataStore(root: cacheRoot, logger: logger), platform: platform.wanted, logger: logger)
         let digest = mounted.flatMap { try? Digest(parsing: $0.manifestDigest) }
-        let image = try resolver.resolveAnyFormat(ImageLocator(registry: reference.registry, repository: reference.repository,
+        let image = try resolver.resolveAnyFormat(Reference(registry: reference.registry, repository: reference.repository,
                                                                tag: reference.tag, digest: digest ?? reference.digest))
         let report = try CacheScrub.scrub(image, cacheRoot: cacheRoot, logger: logger)
         let unit = report.format == "imgfs" ? "frames" : "layers"

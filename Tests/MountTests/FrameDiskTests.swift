@@ -2,6 +2,7 @@ import Cache
 import Foundation
 import ImgfsFormat
 @testable import Mount
+import OCI
 import PieceFetch
 import Synchronization
 import Testing
@@ -218,7 +219,7 @@ import Verity
         let directory = TemporaryDirectory()
         let store = MetadataStore(root: directory.path, logger: testLogger)
         let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
-        let pinned = ImageLocator(registry: "fake:5000", repository: "vm/test", tag: nil, digest: SHA256Hasher.digest(image.manifestBytes))
+        let pinned = Reference(registry: "fake:5000", repository: "vm/test", tag: nil, digest: SHA256Hasher.digest(image.manifestBytes))
         _ = try resolver.resolve(pinned)
 
         registry.setOffline(true)
@@ -228,7 +229,7 @@ import Verity
         #expect(registry.manifestCalls == 0, "a stored pinned manifest needs no registry")
 
         #expect {
-            try resolver.resolve(ImageLocator(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil))
+            try resolver.resolve(Reference(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil))
         } throws: { error in
             guard case .offline = error as? MountError else { return false }
             return true
@@ -242,7 +243,7 @@ import Verity
         let directory = TemporaryDirectory()
         let store = MetadataStore(root: directory.path, logger: testLogger)
         let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
-        let locator = ImageLocator(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil)
+        let locator = Reference(registry: "fake:5000", repository: "vm/test", tag: "v1", digest: nil)
         _ = try resolver.resolve(locator)
         let path = directory.path + "/blobs/sha256/" + image.indexDigest.hex
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: path))

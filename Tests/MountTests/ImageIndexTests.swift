@@ -23,7 +23,7 @@ struct ImageIndexTests {
         registry.addManifest(indexBytes, tag: "multi")
         let directory = TemporaryDirectory()
         let store = MetadataStore(root: directory.path, logger: testLogger)
-        let locator = ImageLocator(registry: "fake:5000", repository: "vm/test", tag: "multi", digest: nil)
+        let locator = Reference(registry: "fake:5000", repository: "vm/test", tag: "multi", digest: nil)
         func resolver(_ platform: String) throws -> ImageResolver {
             ImageResolver(source: registry, store: store, platform: try Platform(parsing: platform), logger: testLogger)
         }

@@ -209,7 +209,7 @@ let testLogger: Logger = {
 func openSession(_ registry: FakeRegistry, root: String, tag: String = "v1", options: DiskOptions? = nil, prefetch: Bool = false) throws -> FrameSession {
     let store = MetadataStore(root: root, logger: testLogger)
     let resolver = ImageResolver(source: registry, store: store, logger: testLogger)
-    let resolved = try resolver.resolve(ImageLocator(registry: "fake:5000", repository: "vm/test", tag: tag, digest: nil))
+    let resolved = try resolver.resolve(Reference(registry: "fake:5000", repository: "vm/test", tag: tag, digest: nil))
     var configuration = MountConfiguration(cacheRoot: root)
     configuration.prefetch = prefetch
     var disk = options ?? DiskOptions()

@@ -5,28 +5,6 @@ import Logging
 import OCI
 import Verity
 
-/// Which image to mount: a registry repository and a tag or a pinned manifest digest.
-public struct ImageLocator: Sendable, CustomStringConvertible {
-    public var registry: String
-    public var repository: String
-    public var tag: String?
-    public var digest: Digest?
-
-    public init(registry: String, repository: String, tag: String?, digest: Digest?) {
-        self.registry = registry
-        self.repository = repository
-        self.tag = tag
-        self.digest = digest
-    }
-
-    public var description: String {
-        var text = "\(registry)/\(repository)"
-        if let tag { text += ":\(tag)" }
-        if let digest { text += "@\(digest)" }
-        return text
-    }
-}
-
 /// Turns a reference into what a mount serves, through `ManifestResolver` (as pull and convert
 /// do) over `StoredManifestSource`, so that the small blobs are kept in a `MetadataStore` and a
 /// later mount works offline.
@@ -45,7 +23,7 @@ public struct ImageResolver: Sendable {
     }
 
     /// An imgfs image, served frame by frame.
-    public func resolve(_ locator: ImageLocator) throws(MountError) -> ResolvedImage {
+    public func resolve(_ locator: Reference) throws(MountError) -> ResolvedImage {
         switch try resolveAnyFormat(locator) {
         case .imgfs(let resolved): return resolved
         case .segments(let resolved): throw .format(.notAnImgfsImage(reason: "\(locator) is a \(resolved.kind.rawValue) image"))
@@ -54,7 +32,7 @@ public struct ImageResolver: Sendable {
 
     /// An image of any format `VMImageReader` reads. Manifests, configs, frame index, nvram and
     /// config.json go through the metadata store, so every format remounts offline.
-    public func resolveAnyFormat(_ locator: ImageLocator) throws(MountError) -> ResolvedMountImage {
+    public func resolveAnyFormat(_ locator: Reference) throws(MountError) -> ResolvedMountImage {
         let stored = StoredManifestSource(resolver: self, locator: locator)
         let image: VMImage
         let manifest: ResolvedManifest
@@ -100,7 +78,7 @@ public struct ImageResolver: Sendable {
 
     /// A small blob (config, index, nvram, config.json), from the store or the registry,
     /// checked against its descriptor's size and digest before anything reads it.
-    func smallBlob(_ descriptor: Descriptor, limit: Int64, what: String, locator: ImageLocator) throws(MountError) -> [UInt8] {
+    func smallBlob(_ descriptor: Descriptor, limit: Int64, what: String, locator: Reference) throws(MountError) -> [UInt8] {
         if let bytes = store.blob(descriptor.digest, limit: limit), Int64(bytes.count) == descriptor.size { return bytes }
         guard descriptor.size >= 0, descriptor.size <= limit else {
             throw .format(descriptor.mediaType == .imgfsIndex ? .indexTooLarge(descriptor.size)

@@ -1,11 +1,12 @@
 import ImageLayouts
 import ImgfsFormat
+import OCI
 import Verity
 
 /// An imgfs image with everything a mount needs before it serves its first read: the manifest,
 /// the decoded and validated frame index, and the small files.
 public struct ResolvedImage: Sendable {
-    public var locator: ImageLocator
+    public var locator: Reference
     /// The digest of the image manifest itself (inside an image index, the entry chosen).
     public var manifestDigest: Digest
     public var image: ImgfsImage
@@ -22,7 +23,7 @@ public struct ResolvedImage: Sendable {
 /// An image of another format (lume OCI, lume legacy, tart) with everything a mount needs: the
 /// validated disk layout, and the small files, verified against their digests.
 public struct ResolvedSegmentImage: Sendable {
-    public var locator: ImageLocator
+    public var locator: Reference
     public var manifestDigest: Digest
     public var kind: ImageKind
     public var layout: DiskLayout

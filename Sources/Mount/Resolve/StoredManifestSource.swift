@@ -10,11 +10,11 @@ import Verity
 /// resolves to the manifest it named at the last mount. One resolution's worth: not shared.
 final class StoredManifestSource: ManifestSource {
     let resolver: ImageResolver
-    let locator: ImageLocator
+    let locator: Reference
     /// True once a tag resolved from the store because the registry could not be reached.
     private(set) var offline = false
 
-    init(resolver: ImageResolver, locator: ImageLocator) {
+    init(resolver: ImageResolver, locator: Reference) {
         self.resolver = resolver
         self.locator = locator
     }

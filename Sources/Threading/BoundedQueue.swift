@@ -32,6 +32,17 @@ public final class BoundedQueue<Element: Sendable>: Sendable {
         }
     }
 
+    /// Appends `element` if there is room, never waiting: for hints (readahead) that a FUSE thread
+    /// must not block on. Returns whether it was queued.
+    public func offer(_ element: Element) -> Bool {
+        let capacity = self.capacity
+        return monitor.update { state in
+            guard !state.closed, !state.cancelled, state.count < capacity else { return false }
+            state.items.append(element)
+            return true
+        }
+    }
+
     /// The oldest element, waiting for one; nil once the queue is closed and drained, or cancelled.
     public func pop() -> Element? {
         return monitor.wait(until: { $0.count > 0 || $0.closed || $0.cancelled }) { state -> Element? in

@@ -47,6 +47,18 @@ import Glibc
         #expect(queue.pop() == nil)
     }
 
+    @Test func offerNeverWaitsAndDropsWhatDoesNotFit() {
+        let queue = BoundedQueue<Int>(capacity: 2)
+        #expect(queue.offer(1))
+        #expect(queue.offer(2))
+        #expect(!queue.offer(3))
+        #expect(queue.pop() == 1)
+        #expect(queue.offer(4))
+        queue.cancel()
+        #expect(!queue.offer(5))
+        #expect(queue.pop() == nil)
+    }
+
     @Test func monitorTimesOutWhenThePredicateNeverHolds() {
         let monitor = Monitor(0)
         let held = monitor.wait(until: { $0 > 0 }, timeout: 0.05) { _, held in held }

@@ -31,7 +31,7 @@ public final class FrameDisk: Sendable {
     /// Frames in flight: one fetch per frame however many readers want it.
     let flights = SingleFlight<Int, VerifiedFrame, MountError>()
     let streams: StreamDetector
-    let readaheadJobs: JobQueue<[Int]>
+    let readaheadJobs: BoundedQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
     /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
@@ -57,7 +57,7 @@ public final class FrameDisk: Sendable {
         self.streams = StreamDetector(frameCount: index.frames.count, maxWindow: max(1, options.readaheadMaxFrames))
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
-        self.readaheadJobs = JobQueue(capacity: 8)
+        self.readaheadJobs = BoundedQueue(capacity: 8)
         self.committer = CacheCommitter(cache: cache, logger: logger)
     }
 
@@ -84,7 +84,7 @@ public final class FrameDisk: Sendable {
     /// Stops background work and waits for it. Readers that are still waiting get errors.
     public func stop() {
         stopping.store(true, ordering: .relaxed)
-        readaheadJobs.close()
+        readaheadJobs.cancel()
         let threads = readaheadThreads.withLock { threads in
             defer { threads = [] }
             return threads

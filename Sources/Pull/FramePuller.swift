@@ -45,11 +45,9 @@ struct FramePuller {
         remaining = try copyFromCache(remaining)
         let requests = RangeRequest.plan(remaining, index: index, maxBytes: options.maximumRunBytes, gap: Self.coalesceGap)
         let pool = WorkPool(requests)
-        try pool.run(threads: options.jobs, name: "pull-frames") { () throws(PullError) in
-            { (request) throws(PullError) in
-                try PullError.retryingDamage("layer \(request.blob) bytes \(request.range)", logger: logger) { () throws(PullError) in
-                    try fetch(request, pool: pool)
-                }
+        try pool.run(threads: options.jobs, name: "pull-frames") { (request) throws(PullError) in
+            try PullError.retryingDamage("layer \(request.blob) bytes \(request.range)", logger: logger) { () throws(PullError) in
+                try fetch(request, pool: pool)
             }
         }
     }

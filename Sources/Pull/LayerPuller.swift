@@ -54,12 +54,10 @@ struct LayerPuller {
         // Largest first: a big layer started last would otherwise finish alone on one core.
         pending.sort { $0.segments[0].blob.size > $1.segments[0].blob.size }
         let pool = WorkPool(pending)
-        try pool.run(threads: jobs, name: "pull-layer") { () throws(PullError) in
-            { (unit) throws(PullError) in
-                // pull() clears the unit's disk ranges first, so a second attempt starts clean.
-                try PullError.retryingDamage("layer \(unit.segments.first?.blob.digest.description ?? "?")", logger: logger) { () throws(PullError) in
-                    try pull(unit, pool: pool)
-                }
+        try pool.run(threads: jobs, name: "pull-layer") { (unit) throws(PullError) in
+            // pull() clears the unit's disk ranges first, so a second attempt starts clean.
+            try PullError.retryingDamage("layer \(unit.segments.first?.blob.digest.description ?? "?")", logger: logger) { () throws(PullError) in
+                try pull(unit, pool: pool)
             }
         }
     }

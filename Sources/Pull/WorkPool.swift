@@ -18,22 +18,15 @@ final class WorkPool<Unit: Sendable>: Sendable {
         failure.withLock { if $0 == nil { $0 = error } }
     }
 
-    /// `makeWorker` runs once per thread and returns that thread's unit handler (so each thread
-    /// can own its decompressor).
-    func run(threads: Int, name: String, makeWorker: @escaping @Sendable () throws(PullError) -> (Unit) throws(PullError) -> Void) throws(PullError) {
+    func run(threads: Int, name: String, work: @escaping @Sendable (Unit) throws(PullError) -> Void) throws(PullError) {
         guard !units.isEmpty else { return }
         let count = max(1, min(threads, units.count))
         let workers = (0..<count).map { i in
             WorkerThread(name: "\(name)-\(i)") { [self] in
-                let handle: (Unit) throws(PullError) -> Void
-                do throws(PullError) { handle = try makeWorker() } catch {
-                    record(error)
-                    return
-                }
                 while !shouldStop {
                     let index = cursor.add(1, ordering: .relaxed).oldValue
                     guard index < units.count else { return }
-                    do throws(PullError) { try handle(units[index]) } catch {
+                    do throws(PullError) { try work(units[index]) } catch {
                         record(error)
                         return
                     }

@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Verity"], exclude: ["Fixtures"]),
+        .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Threading", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
         .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImgfsFormat", "Codec", "Verity"]),

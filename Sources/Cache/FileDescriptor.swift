@@ -3,8 +3,9 @@ import SystemIO
 
 /// A thin, typed wrapper over a raw file descriptor, in the style of swift-system.
 ///
-/// Every syscall goes through SystemIO's `FileIO.retryingEINTR` (EINTR retried, EBADF and EFAULT
-/// fatal), and its `IOError` becomes a `CacheError` that keeps the errno.
+/// Every syscall goes through SystemIO (`FileIO.retryingEINTR`: EINTR retried, EBADF and EFAULT
+/// fatal; reads and writes through `FileIO.readFully`/`writeFully`), and its `IOError` becomes a
+/// `CacheError` that keeps the errno.
 struct FileDescriptor: Sendable {
     let rawValue: Int32
     let path: String
@@ -21,17 +22,10 @@ struct FileDescriptor: Sendable {
 
     /// Reads exactly `buffer.count` bytes at `offset`; bytes past end of file read as zeros.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CacheError) {
-        var done = 0
-        while done < buffer.count {
-            let n = try retryingEINTR("pread", path) {
-                pread(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            }
-            if n == 0 {
-                // End of file: the rest is what a sparse file would have there.
-                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
-                return
-            }
-            done += n
+        let done = try systemIO { () throws(IOError) in try FileIO.readFully(rawValue, into: buffer, at: offset, path: path) }
+        // Short only at end of file: the rest is what a sparse file would have there.
+        if done < buffer.count {
+            (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
         }
     }
 
@@ -46,13 +40,7 @@ struct FileDescriptor: Sendable {
     }
 
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(CacheError) {
-        var done = 0
-        while done < buffer.count {
-            let n = try retryingEINTR("pwrite", path) {
-                pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            }
-            done += n
-        }
+        try systemIO { () throws(IOError) in try FileIO.writeFully(rawValue, buffer, at: offset, path: path, operation: "pwrite") }
     }
 
     func write(_ bytes: some Collection<UInt8>, at offset: UInt64) throws(CacheError) {

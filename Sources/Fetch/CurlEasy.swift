@@ -1,5 +1,6 @@
 import CCurl
 import Glibc
+import Threading
 
 /// libcurl must be initialised once per process before any handle is made, and
 /// `curl_global_init` is not thread-safe; a lazily initialised static runs it exactly once.
@@ -54,7 +55,8 @@ struct Transfer {
     var sink: ((Int, HTTPHeaders, UnsafeRawBufferPointer) throws -> Bool)? = nil
     /// The whole exchange, body included, ends by then (CURLOPT_TIMEOUT_MS): a body that trickles
     /// in faster than the low-speed limit would otherwise hold the caller without bound.
-    var deadline: Deadline? = nil
+    /// CLOCK_MONOTONIC seconds, as `monotonicNow()`.
+    var deadline: Double? = nil
 }
 
 struct TransferResult {
@@ -173,7 +175,7 @@ final class CurlEasy: @unchecked Sendable {
         setLong(CURLOPT_LOW_SPEED_LIMIT, 1024)
         setLong(CURLOPT_LOW_SPEED_TIME, settings.lowSpeedSeconds)
         if let deadline = transfer.deadline {
-            let milliseconds = deadline.remainingMilliseconds
+            let milliseconds = Self.remainingMilliseconds(until: deadline)
             guard milliseconds > 0 else {
                 return .failure(.curl(CurlFailure(code: CURLE_OPERATION_TIMEDOUT, message: "the deadline passed before the request was sent", osErrno: 0)))
             }
@@ -239,6 +241,14 @@ final class CurlEasy: @unchecked Sendable {
             status: context.status, headers: context.headers, body: context.collected,
             bodyTruncated: context.bodyTruncated, redirectURL: redirect.map { String(cString: $0) },
             newConnections: connects, bytesDelivered: context.delivered))
+    }
+
+    /// What is left until `deadline` in whole milliseconds, rounded up (libcurl's timeout unit)
+    /// and clamped for a far-future one; 0 once it has passed.
+    private static func remainingMilliseconds(until deadline: Double) -> Int {
+        let left = (deadline - monotonicNow()) * 1000
+        guard left > 0 else { return 0 }
+        return left >= Double(Int32.max) ? Int(Int32.max) : Int(left.rounded(.up))
     }
 
     private func setLong(_ option: CURLoption, _ value: Int) {

@@ -65,11 +65,11 @@ extension RegistryClient {
     /// `mirrors: false` asks upstream only, for a range whose bytes from a mirror failed
     /// verification.
     ///
-    /// `deadline` bounds the whole call: every request it makes (retries, resumptions, a mirror,
+    /// `deadline` (CLOCK_MONOTONIC seconds, as `monotonicNow()`) bounds the whole call: every request it makes (retries, resumptions, a mirror,
     /// a token) ends by then, and past it the call fails with `.timeout`. A FUSE read passes its
     /// own, so that a body that trickles in cannot hold the reader past its read timeout.
     public func blob(
-        _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true, deadline: Deadline? = nil,
+        _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true, deadline: Double? = nil,
         sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws(FetchError) {
         if let range, range.isEmpty { return }

@@ -115,7 +115,7 @@ extension RegistryClient {
                     stats.withLock { $0.mirrorWholeBlobAnswers += 1 }
                     logger.debug("mirror answered a range with the whole blob; it is filling", metadata: [
                         "mirror": "\(mirror.host)", "digest": "\(digest.map { "\($0)" } ?? "")"])
-                    if digest == nil || rounds > 1000 || context.deadline?.hasPassed == true { break }
+                    if digest == nil || rounds > 1000 || monotonicNow() >= context.deadline ?? .infinity { break }
                 } catch {
                     mirrorHealth.withLock { $0.markDown(mirror.host, for: options.mirrorCooldown, now: monotonicNanoseconds()) }
                     stats.withLock { $0.mirrorFailures += 1 }
@@ -131,7 +131,7 @@ extension RegistryClient {
     /// `wholeBlobWait`) while it fills the blob. The request that is let through while the blob
     /// is cold is the probe: one per `wholeBlobProbeInterval` per process, the others sleep.
     /// Never past `deadline`: a reader that must give up by then gives up upstream, not here.
-    func waitUntilServesRanges(_ mirror: Endpoint, digest: Digest, deadline: Deadline?) -> Bool {
+    func waitUntilServesRanges(_ mirror: Endpoint, digest: Digest, deadline: Double?) -> Bool {
         let interval = options.wholeBlobProbeInterval.nanoseconds
         let maxWait = options.wholeBlobWait.nanoseconds
         let start = monotonicNanoseconds()
@@ -143,7 +143,7 @@ extension RegistryClient {
             case .skip:
                 return false
             case .wait:
-                if now - start > maxWait || deadline?.hasPassed == true { return false }
+                if now - start > maxWait || monotonicNow() >= deadline ?? .infinity { return false }
                 sleep(for: .milliseconds(20))
             }
         }

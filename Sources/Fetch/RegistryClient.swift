@@ -98,7 +98,8 @@ public final class RegistryClient: Sendable {
         var range: Range<Int64>? = nil
         /// Every request made for the operation (token, mirror, upstream, retries) ends by then;
         /// it travels here because this context already reaches each of them.
-        var deadline: Deadline? = nil
+        /// CLOCK_MONOTONIC seconds, as `monotonicNow()`.
+        var deadline: Double? = nil
 
         func error(_ kind: FetchError.Kind, status: Int? = nil, body: [UInt8] = [], underlying: (any Error)? = nil) -> FetchError {
             let parsed = FetchError.parseBody(body)
@@ -160,19 +161,26 @@ public final class RegistryClient: Sendable {
                 guard attempt < maxAttempts, failure.retriable else { throw error }
                 delay = backoff(attempt: attempt)
                 // No retry that would start after the caller has stopped waiting.
-                guard context.deadline?.allows(after: delay) ?? true else { throw error }
+                guard startsBefore(context.deadline, after: delay) else { throw error }
                 logger.debug("retrying after transport error", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
             case .success(let response):
                 let retriable = response.status == 429 || response.status == 500 || response.status == 502
                     || response.status == 503 || response.status == 504
                 guard retriable, attempt < maxAttempts else { return response }
                 delay = retryAfter(response.headers["Retry-After"]) ?? backoff(attempt: attempt)
-                guard context.deadline?.allows(after: delay) ?? true else { return response }
+                guard startsBefore(context.deadline, after: delay) else { return response }
                 logger.debug("retrying after HTTP \(response.status)", metadata: ["attempt": "\(attempt)", "delay": "\(delay)"])
             }
             stats.withLock { $0.retries += 1 }
             sleep(for: delay)
         }
+    }
+
+    /// Whether something that first waits `delay` would still start before `deadline`.
+    private func startsBefore(_ deadline: Double?, after delay: Duration) -> Bool {
+        guard let deadline else { return true }
+        let (seconds, attoseconds) = delay.components
+        return monotonicNow() + Double(seconds) + Double(attoseconds) / 1e18 < deadline
     }
 
     /// Follows up to 10 redirects itself, so the Authorization header we add never reaches

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Threading
 import Verity
 @testable import Fetch
 
@@ -70,7 +71,7 @@ import Verity
             var received = 0
             let start = ContinuousClock.now
             do throws(FetchError) {
-                try c.blob(repository, digest: SHA256Hasher.digest(layer), range: 0..<Int64(layer.count), deadline: .after(.seconds(2))) {
+                try c.blob(repository, digest: SHA256Hasher.digest(layer), range: 0..<Int64(layer.count), deadline: monotonicNow() + 2) {
                     received += $0.count
                 }
                 Issue.record("64 KiB at 2 KiB/s cannot arrive within 2 s")
@@ -96,7 +97,7 @@ import Verity
                 try proxy.admin("fault?status=503&count=20")
                 let start = ContinuousClock.now
                 do throws(FetchError) {
-                    try c.blob("vm/disk", digest: SHA256Hasher.digest([1]), range: 0..<1, deadline: .after(.seconds(1))) { _ in }
+                    try c.blob("vm/disk", digest: SHA256Hasher.digest([1]), range: 0..<1, deadline: monotonicNow() + 1) { _ in }
                     Issue.record("expected 503")
                 } catch {
                     #expect(error.status == 503, "\(error)")

@@ -31,7 +31,7 @@ public struct RegistryBlobSource: BlobSource {
         bytes.reserveCapacity(Int(range.count))
         let limit = Int(range.count)
         do {
-            try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: Deadline(monotonicSeconds: deadline)) { chunk in
+            try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: deadline) { chunk in
                 // Never more than asked for, whatever the server sends.
                 bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
             }

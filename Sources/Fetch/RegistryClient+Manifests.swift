@@ -18,13 +18,25 @@ public struct FetchedManifest: Sendable, Equatable {
 
 extension RegistryClient {
     /// One attempt at `GET /v2/<repository>/manifests/<reference>`; mirrors first. When
-    /// `reference` is a digest the bytes must hash to it. `manifest(_:reference:accept:)` (in
-    /// `+VerifiedFetch`) retries it.
+    /// `reference` is a digest the bytes must hash to it, and bytes from a mirror that do not are
+    /// dropped and the manifest asked of upstream once more within the attempt, as for a small
+    /// blob: a mirror serving a wrong manifest is bypassed, not retried.
+    /// `manifest(_:reference:accept:)` (in `+VerifiedFetch`) retries it.
     func manifestAttempt(_ repository: String, reference: String, accept: [MediaType]) throws(FetchError) -> FetchedManifest {
+        do {
+            return try manifestAttempt(repository, reference: reference, accept: accept, mirrors: true)
+        } catch {
+            guard case .digestMismatch = error.kind, !mirrorEndpoints.isEmpty else { throw error }
+            logger.warning("a manifest failed verification; asking upstream", metadata: ["reference": "\(reference)", "error": "\(error)"])
+            return try manifestAttempt(repository, reference: reference, accept: accept, mirrors: false)
+        }
+    }
+
+    private func manifestAttempt(_ repository: String, reference: String, accept: [MediaType], mirrors: Bool) throws(FetchError) -> FetchedManifest {
         let context = ErrorContext(operation: .getManifest, registry: registry, repository: repository, reference: reference)
         let pinned = reference.hasPrefix("sha256:") ? try? Digest(parsing: reference) : nil
         let limit = options.maxManifestSize
-        let response = try pull(scopes: [.pull(repository)], context: context, resolving: pinned == nil) { endpoint in
+        let response = try pull(scopes: [.pull(repository)], context: context, mirrors: mirrors, resolving: pinned == nil) { endpoint in
             Transfer(
                 method: "GET", url: endpoint.url("/v2/\(repository)/manifests/\(reference)"),
                 headers: ["Accept: " + accept.map(\.rawValue).joined(separator: ", ")],

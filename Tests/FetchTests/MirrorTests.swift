@@ -128,6 +128,23 @@ import Verity
             }
         }
     }
+
+    @Test func aWrongManifestFromAMirrorIsBypassed() throws {
+        try withRegistry { registry in
+            try withProxy(upstream: registry.host) { mirror in
+                let repository = uniqueRepository("mirror")
+                let bytes = try pushImage(client(registry.host), repository: repository, tag: "v1", layer: randomBytes(4 << 10))
+                let digest = SHA256Hasher.digest(bytes)
+                try mirror.admin("mirror?corrupt_manifests=1")
+                let c = client(registry.host) { $0.mirrors = [mirror.host] }
+                // Pinned by digest: the mirror's bytes fail the check and upstream answers.
+                let fetched = try c.manifest(repository, reference: digest.description)
+                #expect(fetched.bytes == bytes)
+                #expect(fetched.digest == digest)
+                #expect((try mirror.admin("stats")["corrupted"] ?? 0) >= 1)
+            }
+        }
+    }
 }
 
 /// A TCP socket on 127.0.0.1 that listens but never accepts (a hung server).

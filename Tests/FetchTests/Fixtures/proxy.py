@@ -13,7 +13,8 @@
   --corrupt-rate R flips one bit in a fraction R of those responses, at random. Counted in stats.
 - mirror misbehaviour: /_admin/mirror?whole_blob=1 drops the Range header of blob GETs (answers
   200 with the whole blob, as a pull-through cache does while it has not got the blob);
-  /_admin/mirror?corrupt=1 flips the first byte of every blob GET body.
+  /_admin/mirror?corrupt=1 flips the first byte of every blob GET body; corrupt_manifests=1 adds a
+  byte to every manifest GET body (still JSON, another digest).
 - /_admin/revoke forgets every issued token; /_admin/stats returns counters as JSON.
 - --log FILE: one line per request: METHOD PATH STATUS RANGE.
 
@@ -43,6 +44,7 @@ class State:
         self.redirect = False
         self.whole_blob = False
         self.corrupt = False
+        self.corrupt_manifests = False
         self.stats = {"requests": 0, "tokens_issued": 0, "token_denied": 0, "faults_served": 0,
                       "unauthorized": 0, "blobstore_requests": 0, "blobstore_auth_headers": 0,
                       "whole_blob_answers": 0, "corrupted": 0, "blob_gets": 0}
@@ -164,6 +166,7 @@ def make_handler(state):
             if what == "mirror":
                 state.whole_blob = query.get("whole_blob", ["0"])[0] == "1"
                 state.corrupt = query.get("corrupt", ["0"])[0] == "1"
+                state.corrupt_manifests = query.get("corrupt_manifests", ["0"])[0] == "1"
                 return self.json_reply(200, {})
             if what == "revoke":
                 with state.lock:
@@ -188,6 +191,10 @@ def make_handler(state):
                 conn.request(self.command, path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None, headers=headers)
                 resp = conn.getresponse()
                 data = self.maybe_corrupt(path, resp.status, resp.read())
+                manifest_get = self.command == "GET" and "/manifests/" in path
+                if manifest_get and state.corrupt_manifests and data and resp.status == 200:
+                    data = data + b" "
+                    state.bump("corrupted")
                 if blob_get and state.corrupt and data and resp.status in (200, 206):
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                     state.bump("corrupted")

@@ -214,6 +214,11 @@ final class CurlEasy: @unchecked Sendable {
                 _ = imgfs_curl_setopt_off(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.body?.size ?? 0))
                 _ = imgfs_curl_setopt_read(handle, curlReadCallback)
                 _ = imgfs_curl_setopt_pointer(handle, CURLOPT_READDATA, userdata)
+                // libcurl rewinds the body when it must send it again (a proxy's 407, a reused
+                // connection that dropped); without this it fails with "necessary data rewind
+                // wasn't possible".
+                _ = imgfs_curl_setopt_seek(handle, curlSeekCallback)
+                _ = imgfs_curl_setopt_pointer(handle, CURLOPT_SEEKDATA, userdata)
             }
         }
 
@@ -319,6 +324,14 @@ private final class TransferContext {
         return buffer.count
     }
 
+    /// Moves the upload back (or forward) for libcurl to send the body again; the body is
+    /// repeatable by contract (`RequestBody`), so any offset inside it is fine.
+    func seek(to offset: Int64, origin: Int32) -> Bool {
+        guard origin == SEEK_SET, let body = transfer.body, (0...body.size).contains(offset) else { return false }
+        uploadOffset = offset
+        return true
+    }
+
     func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
         guard let body = transfer.body else { return 0 }
         let want = min(Int64(buffer.count), body.size - uploadOffset)
@@ -367,4 +380,11 @@ private let curlReadCallback: @convention(c) (UnsafeMutablePointer<CChar>?, Int,
     guard let data, let userdata else { return Int(CURL_READFUNC_ABORT) }
     let context = Unmanaged<TransferContext>.fromOpaque(userdata).takeUnretainedValue()
     return context.read(UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
+
+private let curlSeekCallback: @convention(c) (UnsafeMutableRawPointer?, curl_off_t, Int32) -> Int32 = {
+    userdata, offset, origin in
+    guard let userdata else { return CURL_SEEKFUNC_FAIL }
+    let context = Unmanaged<TransferContext>.fromOpaque(userdata).takeUnretainedValue()
+    return context.seek(to: Int64(offset), origin: origin) ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_CANTSEEK
 }

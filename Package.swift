@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Threading", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
         .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),
-        .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImgfsFormat", "Codec", "Verity"]),
+        .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImgfsFormat", "ImageLayouts", "OCI", "Codec", "Verity"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImgfsFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
         .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),

@@ -1,3 +1,4 @@
+import Codec
 import Verity
 
 /// Where every frame of a disk lives: which chunk layer, which compressed byte range,
@@ -13,6 +14,11 @@ public struct FrameIndex: Sendable, Equatable {
     public var layers: [LayerRef]
     /// One entry per frame, in disk order.
     public var frames: [FrameEntry]
+    /// Where decoding can start inside a foreign layer's compressed stream, for frames whose
+    /// `Location.start` names one. Empty for imgfs images, whose frames are whole gzip members;
+    /// filled when a span index makes a lume or tart layer readable frame by frame, so that those
+    /// images are served by the same disk, cache and fetch path as imgfs frames.
+    public var checkpoints: [SpanCheckpoint] = []
 
     public enum Layout: String, Sendable, Codable {
         /// All-zero frames are not stored; frames are grouped into chunk layers.
@@ -52,11 +58,14 @@ public struct FrameIndex: Sendable, Equatable {
         public var compressedOffset: UInt64
         /// Length of the gzip member.
         public var compressedLength: UInt32
+        /// How the bytes at `compressedRange` decode to the frame.
+        public var start: Start
 
-        public init(layer: Int, compressedOffset: UInt64, compressedLength: UInt32) {
+        public init(layer: Int, compressedOffset: UInt64, compressedLength: UInt32, start: Start = .member) {
             self.layer = layer
             self.compressedOffset = compressedOffset
             self.compressedLength = compressedLength
+            self.start = start
         }
 
         public var compressedRange: Range<Int64> {
@@ -64,11 +73,22 @@ public struct FrameIndex: Sendable, Equatable {
         }
     }
 
-    public init(geometry: DiskGeometry, layout: Layout, layers: [LayerRef], frames: [FrameEntry]) {
+    /// Where decoding of a frame's stored bytes starts.
+    public enum Start: Sendable, Hashable {
+        /// The bytes are one whole gzip member that decodes to exactly the frame (imgfs).
+        case member
+        /// The bytes start at `checkpoints[checkpoint]` inside a gzip stream and decode to `skip`
+        /// bytes before the frame, then the frame (a lume layer indexed by a span index). Only
+        /// ever built in memory: `encode()` writes imgfs indexes, which have no checkpoints.
+        case checkpoint(Int, skip: UInt32)
+    }
+
+    public init(geometry: DiskGeometry, layout: Layout, layers: [LayerRef], frames: [FrameEntry], checkpoints: [SpanCheckpoint] = []) {
         self.geometry = geometry
         self.layout = layout
         self.layers = layers
         self.frames = frames
+        self.checkpoints = checkpoints
     }
 
     /// The largest gzip member a frame of `length` bytes may have: deflate's stored-block

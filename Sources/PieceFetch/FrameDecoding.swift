@@ -13,7 +13,11 @@ extension RangeRequest {
             return
         }
         let decompressor: GzipFrameDecompressor
-        do { decompressor = try GzipFrameDecompressor() } catch {
+        let spanDecoder: GzipSpanDecoder
+        do {
+            decompressor = try GzipFrameDecompressor()
+            spanDecoder = try GzipSpanDecoder()
+        } catch {
             for frame in frames { deliver(frame, .failure(.corrupt(blob: blob, frame: frame, reason: "\(error)"))) }
             return
         }
@@ -28,7 +32,22 @@ extension RangeRequest {
                 }
                 if last?.location != location || last?.size != size {
                     let member = UnsafeRawBufferPointer(rebasing: raw[Int(start)..<Int(start) + Int(location.compressedLength)])
-                    last = (location, size, Result { () throws(CodecError) in try decompressor.decompress(member, expectedSize: size) })
+                    last = (location, size, Result { () throws(CodecError) in
+                        switch location.start {
+                        case .member:
+                            return try decompressor.decompress(member, expectedSize: size)
+                        case .checkpoint(let checkpoint, let skip):
+                            guard index.checkpoints.indices.contains(checkpoint) else {
+                                throw .checkpointInvalid(reason: "checkpoint \(checkpoint) is not in the index")
+                            }
+                            var bytes = [UInt8](repeating: 0, count: Int(skip) + size)
+                            let decoded = bytes.withUnsafeMutableBytes { out in
+                                Result { () throws(CodecError) in try spanDecoder.decode(from: index.checkpoints[checkpoint], compressed: member, into: out) }
+                            }
+                            try decoded.get()
+                            return skip == 0 ? bytes : Array(bytes[Int(skip)...])
+                        }
+                    })
                 }
                 switch last?.result {
                 case .success(let bytes):
@@ -36,7 +55,8 @@ extension RangeRequest {
                         try VerifiedFrame.verify(frame: frame, bytes: bytes, expectedLength: size, expectedDigest: entry.digest)
                     }.mapError { .verification(blob: blob, $0) })
                 case .failure(let error):
-                    deliver(frame, .failure(.corrupt(blob: blob, frame: frame, reason: "corrupt gzip member at offset \(location.compressedOffset): \(error)")))
+                    let what = location.start == .member ? "gzip member" : "span"
+                    deliver(frame, .failure(.corrupt(blob: blob, frame: frame, reason: "corrupt \(what) at offset \(location.compressedOffset): \(error)")))
                 case nil: break
                 }
             }

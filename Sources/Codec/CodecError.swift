@@ -28,6 +28,13 @@ public enum CodecError: Error, CustomStringConvertible {
     case lz4CorruptBlock(offset: UInt64, encodedSize: Int, decodedSize: Int)
     case lz4DataAfterEnd(offset: UInt64)
 
+    /// A span checkpoint (gzip bit offset and window, LZ4 block boundary and dictionary) that
+    /// cannot be a real one: `reason` says which field is out of range.
+    case checkpointInvalid(reason: String)
+    /// Decoding a span from its checkpoint ran out of compressed bytes (or reached the
+    /// stream's end) after `produced` of the span's `expected` bytes.
+    case spanTruncated(produced: Int, expected: Int)
+
     /// The output handler passed to a streaming codec threw; the codec stopped there.
     case consumer(any Error)
 
@@ -65,6 +72,10 @@ public enum CodecError: Error, CustomStringConvertible {
             "LZ4 block at offset \(offset) (\(encodedSize) bytes) does not decode to its declared \(decodedSize) bytes"
         case .lz4DataAfterEnd(let offset):
             "data after the LZ4 end marker at offset \(offset)"
+        case .checkpointInvalid(let reason):
+            "invalid span checkpoint: \(reason)"
+        case .spanTruncated(let produced, let expected):
+            "span decoding stopped after \(produced) of \(expected) bytes: the compressed range ends too early"
         case .consumer(let error):
             "output handler failed: \(error)"
         }

@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ImgfsFormat", targets: ["ImgfsFormat"]),
         .library(name: "ImageLayouts", targets: ["ImageLayouts"]),
         .library(name: "Codec", targets: ["Codec"]),
+        .library(name: "SpanIndex", targets: ["SpanIndex"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +57,9 @@ let package = Package(
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
         .target(name: "ImageLayouts", dependencies: ["OCI", "Verity", "ImgfsFormat", "Codec"]),
+        // Span indexes: checkpoints that make whole gzip and Apple LZ4 layers seekable, their
+        // binary encoding, and spans decoded from them and verified (`VerifiedSpan`).
+        .target(name: "SpanIndex", dependencies: ["Codec", "Verity"]),
         // The one fetch core of mount, pull and convert: plan range requests, decode what comes back
         // (gzip members into frames, whole foreign layers through SegmentDecoder), verify it.
         .target(name: "PieceFetch", dependencies: ["ImgfsFormat", "ImageLayouts", "Codec", "Verity"]),
@@ -87,6 +91,7 @@ let package = Package(
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "SpanIndexTests", dependencies: ["SpanIndex", "Codec", "Verity"]),
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Threading", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
         .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),

@@ -38,8 +38,8 @@ import Verity
         return out
     }
 
-    static func build(_ blob: [UInt8], codec: SpanCodec, spanSize: Int = 64 * 1024, uncompressed: [UInt8]? = nil) throws -> LayerSpans {
-        let digest = SHA256Hasher.digest(blob)
+    static func build(_ blob: [UInt8], codec: SpanCodec, spanSize: Int = 64 * 1024, uncompressed: [UInt8]? = nil, digest: Digest? = nil) throws -> LayerSpans {
+        let digest = digest ?? SHA256Hasher.digest(blob)
         let builder = try LayerSpanBuilder(layer: digest, compressedSize: UInt64(blob.count), codec: codec, spanSize: spanSize,
                                            uncompressedSize: uncompressed.map { UInt64($0.count) },
                                            uncompressedDigest: uncompressed.map { SHA256Hasher.digest($0) })
@@ -64,7 +64,8 @@ import Verity
         for (name, codec, disk, blob) in try Self.fixtures() {
             let layer = try Self.build(blob, codec: codec, uncompressed: disk)
             #expect(layer.uncompressedSize == UInt64(disk.count))
-            #expect(layer.spanCount > 10, "\(name)")
+            // Runs of zeros make deflate blocks of up to 4 MiB, and checkpoints sit between blocks.
+            #expect(layer.spanCount > 4, "\(name)")
             let index = SpanIndex(layers: [layer])
             let decoded = try SpanIndex(decoding: index.encoded())
             #expect(decoded == index, "\(name): encoding round trip")
@@ -116,7 +117,7 @@ import Verity
                 #expect(failures == [victim], "\(name): \(failures)")
             }
             // Building from the tampered blob fails on the layer digest.
-            #expect(throws: SpanIndexError.self) { try Self.build(tampered, codec: codec) }
+            #expect(throws: SpanIndexError.self) { try Self.build(tampered, codec: codec, digest: layer.layerDigest) }
         }
     }
 

@@ -60,6 +60,9 @@ let package = Package(
         // Span indexes: checkpoints that make whole gzip and Apple LZ4 layers seekable, their
         // binary encoding, and spans decoded from them and verified (`VerifiedSpan`).
         .target(name: "SpanIndex", dependencies: ["Codec", "Verity"]),
+        // The span index as an OCI artifact beside its image: build it from a lume or tart image's
+        // layers, push it as a referrer, find it (referrers API or the sha256-<hex> tag), verify it.
+        .target(name: "SpanIndexing", dependencies: ["SpanIndex", "Fetch", "OCI", "ImageLayouts", "Verity"]),
         // The one fetch core of mount, pull and convert: plan range requests, decode what comes back
         // (gzip members into frames, whole foreign layers through SegmentDecoder), verify it.
         .target(name: "PieceFetch", dependencies: ["ImgfsFormat", "ImageLayouts", "Codec", "Verity"]),
@@ -79,6 +82,7 @@ let package = Package(
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "SystemIO", "Push", "Pull", "Convert", "ImageLayouts", "Mount", "Fetch", "OCI", "ImgfsFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
+            "SpanIndex", "SpanIndexing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -106,6 +106,6 @@ let package = Package(
         // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
         .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch", "SpanIndex", "SpanIndexing"]),
     ]
 )

@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
         .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec", "SpanIndex"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
         .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch", "SpanIndex", "SpanIndexing"]),
     ]

@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ImgfsFormat", targets: ["ImgfsFormat"]),
         .library(name: "ImageLayouts", targets: ["ImageLayouts"]),
         .library(name: "Codec", targets: ["Codec"]),
+        .library(name: "SpanIndex", targets: ["SpanIndex"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +57,12 @@ let package = Package(
         // Every VM image format imgfs reads (imgfs, lume OCI, lume legacy, tart), described
         // format-neutrally as disk segments; manifest builders for lume and tart.
         .target(name: "ImageLayouts", dependencies: ["OCI", "Verity", "ImgfsFormat", "Codec"]),
+        // Span indexes: checkpoints that make whole gzip and Apple LZ4 layers seekable, their
+        // binary encoding, and spans decoded from them and verified (`VerifiedSpan`).
+        .target(name: "SpanIndex", dependencies: ["Codec", "Verity"]),
+        // The span index as an OCI artifact beside its image: build it from a lume or tart image's
+        // layers, push it as a referrer, find it (referrers API or the sha256-<hex> tag), verify it.
+        .target(name: "SpanIndexing", dependencies: ["SpanIndex", "Fetch", "OCI", "ImageLayouts", "Verity"]),
         // The one fetch core of mount, pull and convert: plan range requests, decode what comes back
         // (gzip members into frames, whole foreign layers through SegmentDecoder), verify it.
         .target(name: "PieceFetch", dependencies: ["ImgfsFormat", "ImageLayouts", "Codec", "Verity"]),
@@ -75,6 +82,7 @@ let package = Package(
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "SystemIO", "Push", "Pull", "Convert", "ImageLayouts", "Mount", "Fetch", "OCI", "ImgfsFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",
+            "SpanIndex", "SpanIndexing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -87,6 +95,7 @@ let package = Package(
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "SpanIndexTests", dependencies: ["SpanIndex", "Codec", "Verity"]),
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Threading", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
         .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),
@@ -95,8 +104,8 @@ let package = Package(
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
         .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
         // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec", "SpanIndex"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch", "SpanIndex", "SpanIndexing"]),
     ]
 )

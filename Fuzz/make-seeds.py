@@ -123,6 +123,27 @@ write('formats', 'container', manifest(desc('application/vnd.oci.image.config.v1
     [desc('application/vnd.oci.image.layer.v1.tar+gzip', b'layer')]))
 write('formats', 'helm', manifest(desc('application/vnd.cncf.helm.config.v1+json', b'{}'), [desc('application/vnd.cncf.helm.chart.content.v1.tar+gzip', b'c')]))
 
+# --- span indexes (docs/FORMAT.md, "Span indexes"): a gzip layer with a member-start span and a
+# mid-stream span with a window, an Apple LZ4 layer, an empty layer.
+import zlib
+def span_record(u, c, bits, member, window, digest):
+    cw = b''
+    if window:
+        co = zlib.compressobj(6, zlib.DEFLATED, -15)
+        cw = co.compress(window) + co.flush()
+    return struct.pack('<QQBBHIII', u, c, bits, 1 if member else 0, 0, len(window), len(cw), 0) + digest + cw
+def span_layer(blob, csize, usize, codec, span_size, spans):
+    return struct.pack('<32sQQB3sIII', sha(blob), csize, usize, codec, b'\0' * 3, span_size, len(spans), 0) + b''.join(spans)
+def span_index(layers):
+    return b'IMGFSSPN' + struct.pack('<III12s', 1, 0, len(layers), b'\0' * 12) + b''.join(layers)
+write('span-index', 'seed-gzip', span_index([span_layer(b'L0', 5000, 200000, 1, 65536, [
+    span_record(0, 0, 0, True, b'', sha(b'a')),
+    span_record(70000, 900, 3, False, bytes(range(256)) * 16, sha(b'b'))])]))
+write('span-index', 'seed-lz4', span_index([span_layer(b'L1', 3000, 131072, 2, 65536, [
+    span_record(0, 0, 0, False, b'', sha(b'c')),
+    span_record(65536, 1500, 0, False, b'x' * 65536, sha(b'd'))])]))
+write('span-index', 'seed-empty-layer', span_index([span_layer(b'L2', 20, 0, 1, 1 << 20, [])]))
+
 # --- the JSON dictionary (Fuzz/dictionaries/json.dict; manifest.dict and formats.dict link to it):
 # every string literal the readers compare against (media types, annotation keys) and the JSON keys.
 import glob, re

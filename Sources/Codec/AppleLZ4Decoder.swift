@@ -44,9 +44,25 @@ public final class AppleLZ4Decoder {
     /// Bytes of the current block already placed at `window[history...]` (raw) or `encoded`.
     private var collected = 0
 
+    /// Uncompressed bytes passed to the handler so far.
+    private(set) var produced: UInt64 = 0
+    /// Called at each block's magic (not the end marker) with the block's stream offset, the
+    /// bytes produced before it and the history it may copy from: what a span checkpoint records.
+    var blockStart: ((_ compressedOffset: UInt64, _ uncompressedOffset: UInt64, _ history: UnsafeRawBufferPointer) throws(CodecError) -> Void)?
+
     public init(maximumBlockSize: Int = AppleLZ4Decoder.defaultMaximumBlockSize) {
         self.maximumBlockSize = maximumBlockSize
         header.reserveCapacity(12)
+    }
+
+    /// A decoder that starts mid-stream at a block boundary (a span checkpoint): `history` is
+    /// the output before it, up to 64 KiB, and `offset` the block's stream offset.
+    init(resumingAt offset: UInt64, history: [UInt8], maximumBlockSize: Int = AppleLZ4Decoder.defaultMaximumBlockSize) {
+        self.maximumBlockSize = maximumBlockSize
+        self.offset = offset
+        header.reserveCapacity(12)
+        window = history
+        self.history = history.count
     }
 
     public var isFinished: Bool {
@@ -118,6 +134,16 @@ public final class AppleLZ4Decoder {
                 guard magic == AppleLZ4.compressedMagic || magic == AppleLZ4.rawMagic else {
                     throw .lz4BadMagic(offset: blockOffset, magic: magic)
                 }
+                if let blockStart {
+                    let (history, offset, produced) = (self.history, blockOffset, self.produced)
+                    let outcome: Result<Void, CodecError> = window.withUnsafeBytes { window in
+                        do throws(CodecError) {
+                            try blockStart(offset, produced, UnsafeRawBufferPointer(rebasing: window[0..<history]))
+                            return .success(())
+                        } catch { return .failure(error) }
+                    }
+                    try outcome.get()
+                }
             }
             if header.count == 8 && Array(header[0..<4]) == AppleLZ4.rawMagic {
                 let size = Self.le32(header, at: 4)
@@ -182,6 +208,7 @@ public final class AppleLZ4Decoder {
             }
         }
         try outcome.get()
+        produced += UInt64(size)
         let end = history + size
         let keep = min(end, AppleLZ4.windowSize)
         if end > keep {

@@ -8,14 +8,18 @@ public struct Manifest: Hashable, Sendable, Codable {
     public var artifactType: MediaType?
     public var config: Descriptor
     public var layers: [Descriptor]
+    /// OCI 1.1: the manifest this one refers to (a span index names its image here).
+    public var subject: Descriptor?
     public var annotations: [String: String]?
 
-    public init(mediaType: MediaType? = .ociManifest, artifactType: MediaType? = nil, config: Descriptor, layers: [Descriptor], annotations: [String: String]? = nil) {
+    public init(mediaType: MediaType? = .ociManifest, artifactType: MediaType? = nil, config: Descriptor, layers: [Descriptor],
+                subject: Descriptor? = nil, annotations: [String: String]? = nil) {
         self.schemaVersion = 2
         self.mediaType = mediaType
         self.artifactType = artifactType
         self.config = config
         self.layers = layers
+        self.subject = subject
         self.annotations = annotations
     }
 }

@@ -16,6 +16,8 @@ extension MediaType {
     public static let dockerManifest: MediaType = "application/vnd.docker.distribution.manifest.v2+json"
     public static let dockerManifestList: MediaType = "application/vnd.docker.distribution.manifest.list.v2+json"
     public static let octetStream: MediaType = "application/octet-stream"
+    /// OCI 1.1's empty config (`{}`), for artifacts that have nothing to configure.
+    public static let ociEmpty: MediaType = "application/vnd.oci.empty.v1+json"
 
     /// The manifest media types a registry client accepts, for the `Accept` header.
     public static let acceptedManifests: [MediaType] = [.ociManifest, .ociIndex, .dockerManifest, .dockerManifestList]

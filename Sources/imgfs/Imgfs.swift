@@ -24,7 +24,7 @@ struct Imgfs: ParsableCommand {
         """,
         version: BuildInfo.description,
         subcommands: [PushCommand.self, PullCommand.self, MountCommand.self, UmountCommand.self, UpgradeCommand.self, StatusCommand.self,
-                      VerifyCommand.self, MetricsCommand.self, ConvertCommand.self, LoginCommand.self]
+                      VerifyCommand.self, MetricsCommand.self, ConvertCommand.self, IndexCommand.self, LoginCommand.self]
     )
 
     /// Started by mount(8) as a mount helper, imgfs translates the helper's arguments into

@@ -2,6 +2,7 @@ import Codec
 import ImageLayouts
 import ImgfsFormat
 import OCI
+import SpanIndex
 import Testing
 
 /// The seed corpora and kept findings of the fuzz targets (Fuzz/Sources), each fed to the parser
@@ -129,6 +130,27 @@ import Testing
                         rest = rest.dropFirst(piece)
                     }
                     try decoder.finish()
+                }
+            } catch {
+                #expect(!input.isSeed, "\(input): \(error)")
+            }
+        }
+    }
+
+    @Test func spanIndex() throws {
+        let inputs = try FuzzInput.all("span-index")
+        #expect(inputs.count >= 3)
+        for input in inputs {
+            do throws(SpanIndexError) {
+                let index = try SpanIndex(decoding: input.bytes)
+                #expect(try SpanIndex(decoding: index.encoded()) == index, "\(input)")
+                for layer in index.layers {
+                    for span in 0..<min(layer.spanCount, 4) where layer.compressedRange(ofSpan: span).count <= 1 << 16 {
+                        // Zeros are not the span's bytes: a typed error, never a trap.
+                        #expect(throws: SpanIndexError.self) {
+                            try layer.decodeSpan(span, compressed: [UInt8](repeating: 0, count: Int(layer.compressedRange(ofSpan: span).count)))
+                        }
+                    }
                 }
             } catch {
                 #expect(!input.isSeed, "\(input): \(error)")

@@ -1,0 +1,111 @@
+import Codec
+import Verity
+
+/// A span index: for each disk layer of an image (gzip or Apple LZ4, compressed whole), the
+/// checkpoints that let one span of it be fetched and decoded alone, and the SHA-256 of each
+/// span's uncompressed bytes. Pushed beside the image as an OCI artifact whose `subject` is the
+/// image's manifest; the binary encoding is in docs/FORMAT.md ("Span indexes").
+public struct SpanIndex: Sendable, Equatable {
+    public static let version: UInt32 = 1
+    public var layers: [LayerSpans]
+
+    public init(layers: [LayerSpans]) {
+        self.layers = layers
+    }
+
+    /// The entry for the layer blob `digest`, if the index covers it.
+    public func layer(_ digest: Digest) -> LayerSpans? {
+        layers.first { $0.layerDigest == digest }
+    }
+}
+
+/// How a layer blob is compressed, as far as span decoding goes.
+public enum SpanCodec: UInt8, Sendable, Equatable, CustomStringConvertible {
+    case gzip = 1
+    case appleLZ4 = 2
+
+    public var description: String {
+        switch self {
+        case .gzip: "gzip"
+        case .appleLZ4: "apple-lz4"
+        }
+    }
+}
+
+/// One checkpoint and the span that starts there.
+public struct SpanEntry: Sendable, Equatable {
+    public var uncompressedOffset: UInt64
+    public var compressedOffset: UInt64
+    /// gzip: 0...7 leftover bits in the byte before `compressedOffset`.
+    public var bitCount: UInt8
+    /// gzip: the checkpoint is the first byte of a member header.
+    public var isMemberStart: Bool
+    /// Uncompressed length of the window.
+    public var windowLength: Int
+    /// The window, raw deflate (`WindowCodec`); empty when `windowLength` is 0.
+    public var compressedWindow: [UInt8]
+    /// SHA-256 of the span's uncompressed bytes.
+    public var digest: Digest
+
+    public init(uncompressedOffset: UInt64, compressedOffset: UInt64, bitCount: UInt8, isMemberStart: Bool, windowLength: Int, compressedWindow: [UInt8], digest: Digest) {
+        self.uncompressedOffset = uncompressedOffset
+        self.compressedOffset = compressedOffset
+        self.bitCount = bitCount
+        self.isMemberStart = isMemberStart
+        self.windowLength = windowLength
+        self.compressedWindow = compressedWindow
+        self.digest = digest
+    }
+
+    /// The first compressed byte decoding needs (the byte with the leftover bits, if any).
+    public var compressedStart: UInt64 { bitCount > 0 ? compressedOffset - 1 : compressedOffset }
+}
+
+/// The spans of one layer blob.
+public struct LayerSpans: Sendable, Equatable {
+    /// The layer blob's digest (of its compressed bytes), as in the image manifest.
+    public var layerDigest: Digest
+    public var compressedSize: UInt64
+    public var uncompressedSize: UInt64
+    public var codec: SpanCodec
+    /// The least uncompressed distance between two checkpoints: spans are at least this long
+    /// (the last may be shorter) and end at the next deflate block or LZ4 block boundary.
+    public var spanSize: UInt32
+    /// Sorted by offset; the first at offset 0. Empty only for an empty layer.
+    public var spans: [SpanEntry]
+
+    public init(layerDigest: Digest, compressedSize: UInt64, uncompressedSize: UInt64, codec: SpanCodec, spanSize: UInt32, spans: [SpanEntry]) {
+        self.layerDigest = layerDigest
+        self.compressedSize = compressedSize
+        self.uncompressedSize = uncompressedSize
+        self.codec = codec
+        self.spanSize = spanSize
+        self.spans = spans
+    }
+
+    public var spanCount: Int { spans.count }
+
+    /// The span holding uncompressed byte `offset` of the layer, nil past its end.
+    public func span(containing offset: UInt64) -> Int? {
+        guard offset < uncompressedSize, !spans.isEmpty else { return nil }
+        var low = 0, high = spans.count
+        while high - low > 1 {
+            let mid = (low + high) / 2
+            if spans[mid].uncompressedOffset <= offset { low = mid } else { high = mid }
+        }
+        return low
+    }
+
+    /// Uncompressed bytes of the layer that span `span` holds.
+    public func uncompressedRange(ofSpan span: Int) -> Range<UInt64> {
+        let end = span + 1 < spans.count ? spans[span + 1].uncompressedOffset : uncompressedSize
+        return spans[span].uncompressedOffset..<end
+    }
+
+    /// The byte range of the layer blob to fetch (HTTP Range) to decode span `span`: from its
+    /// checkpoint to the next checkpoint (or the blob's end).
+    public func compressedRange(ofSpan span: Int) -> Range<UInt64> {
+        let end = span + 1 < spans.count ? spans[span + 1].compressedOffset : compressedSize
+        return spans[span].compressedStart..<end
+    }
+}

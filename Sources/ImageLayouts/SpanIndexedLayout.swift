@@ -3,7 +3,8 @@ import ImgfsFormat
 import OCI
 import Verity
 
-/// Where a foreign image enters the one disk model: a `DiskLayout` (lume OCI's gzip parts) plus
+/// Where a foreign image enters the one disk model: a `DiskLayout` (lume OCI's gzip parts, tart's
+/// Apple LZ4 pieces) plus
 /// the checkpoints and frame digests a span index records for each layer become a `FrameIndex`
 /// whose frames start at checkpoints inside the layers (`FrameIndex.Start.checkpoint`), so the
 /// image is served by `FrameDisk` with the same cache, prefetch, status and failure handling as
@@ -19,11 +20,11 @@ public enum SpanIndexedLayout {
     public struct LayerSpans: Sendable, Equatable {
         public var blob: Digest
         /// In stream order; the first at uncompressed offset 0.
-        public var checkpoints: [SpanCheckpoint]
+        public var checkpoints: [PackedCheckpoint]
         /// SHA-256 of each `frameSize` stretch of the layer's decoded bytes (the last may be short).
         public var frameDigests: [Digest]
 
-        public init(blob: Digest, checkpoints: [SpanCheckpoint], frameDigests: [Digest]) {
+        public init(blob: Digest, checkpoints: [PackedCheckpoint], frameDigests: [Digest]) {
             self.blob = blob
             self.checkpoints = checkpoints
             self.frameDigests = frameDigests
@@ -46,8 +47,8 @@ public enum SpanIndexedLayout {
         var layers: [FrameIndex.LayerRef] = []
         var layerOf: [Digest: Int] = [:]
         for segment in layout.segments where segment.length > 0 {
-            guard segment.codec == .gzip else {
-                throw Unsuitable(description: "\(segment.name) is \(segment.codec.rawValue), not gzip")
+            guard segment.codec == .gzip || segment.codec == .appleLZ4 else {
+                throw Unsuitable(description: "\(segment.name) is \(segment.codec.rawValue), not gzip or Apple LZ4")
             }
             guard let layer = byBlob[segment.blob.digest] else {
                 throw Unsuitable(description: "the span index has no entry for \(segment.name)")
@@ -67,7 +68,7 @@ public enum SpanIndexedLayout {
             }
         }
 
-        var checkpoints: [SpanCheckpoint] = []
+        var checkpoints: [PackedCheckpoint] = []
         var firstCheckpoint: [Digest: Int] = [:]
         for layer in spans where layerOf[layer.blob] != nil && firstCheckpoint[layer.blob] == nil {
             firstCheckpoint[layer.blob] = checkpoints.count
@@ -111,7 +112,7 @@ public enum SpanIndexedLayout {
 
     /// Checkpoints must start the stream, rise strictly, stay inside the blob, and leave no gap
     /// wider than a frame's `skip` can express.
-    static func check(_ points: [SpanCheckpoint], of segment: Segment) throws(Unsuitable) {
+    static func check(_ points: [PackedCheckpoint], of segment: Segment) throws(Unsuitable) {
         guard let first = points.first, first.uncompressedOffset == 0, first.compressedOffset == 0 else {
             throw Unsuitable(description: "the span index's first checkpoint of \(segment.name) is not at the start of the layer")
         }
@@ -126,7 +127,7 @@ public enum SpanIndexedLayout {
         }
     }
 
-    static func lastIndex(in points: [SpanCheckpoint], atOrBefore offset: UInt64) -> Int {
+    static func lastIndex(in points: [PackedCheckpoint], atOrBefore offset: UInt64) -> Int {
         var low = 0, high = points.count
         while low < high {
             let mid = (low + high) / 2

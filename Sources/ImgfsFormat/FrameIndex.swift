@@ -18,7 +18,7 @@ public struct FrameIndex: Sendable, Equatable {
     /// `Location.start` names one. Empty for imgfs images, whose frames are whole gzip members;
     /// filled when a span index makes a lume or tart layer readable frame by frame, so that those
     /// images are served by the same disk, cache and fetch path as imgfs frames.
-    public var checkpoints: [SpanCheckpoint] = []
+    public var checkpoints: [PackedCheckpoint] = []
 
     public enum Layout: String, Sendable, Codable {
         /// All-zero frames are not stored; frames are grouped into chunk layers.
@@ -77,13 +77,14 @@ public struct FrameIndex: Sendable, Equatable {
     public enum Start: Sendable, Hashable {
         /// The bytes are one whole gzip member that decodes to exactly the frame (imgfs).
         case member
-        /// The bytes start at `checkpoints[checkpoint]` inside a gzip stream and decode to `skip`
-        /// bytes before the frame, then the frame (a lume layer indexed by a span index). Only
+        /// The bytes start at `checkpoints[checkpoint]` inside a gzip or Apple LZ4 stream and
+        /// decode to `skip` bytes before the frame, then the frame (a lume or tart layer indexed
+        /// by a span index). Only
         /// ever built in memory: `encode()` writes imgfs indexes, which have no checkpoints.
         case checkpoint(Int, skip: UInt32)
     }
 
-    public init(geometry: DiskGeometry, layout: Layout, layers: [LayerRef], frames: [FrameEntry], checkpoints: [SpanCheckpoint] = []) {
+    public init(geometry: DiskGeometry, layout: Layout, layers: [LayerRef], frames: [FrameEntry], checkpoints: [PackedCheckpoint] = []) {
         self.geometry = geometry
         self.layout = layout
         self.layers = layers

@@ -13,11 +13,7 @@ extension RangeRequest {
             return
         }
         let decompressor: GzipFrameDecompressor
-        let spanDecoder: GzipSpanDecoder
-        do {
-            decompressor = try GzipFrameDecompressor()
-            spanDecoder = try GzipSpanDecoder()
-        } catch {
+        do { decompressor = try GzipFrameDecompressor() } catch {
             for frame in frames { deliver(frame, .failure(.corrupt(blob: blob, frame: frame, reason: "\(error)"))) }
             return
         }
@@ -40,11 +36,7 @@ extension RangeRequest {
                             guard index.checkpoints.indices.contains(checkpoint) else {
                                 throw .checkpointInvalid(reason: "checkpoint \(checkpoint) is not in the index")
                             }
-                            var bytes = [UInt8](repeating: 0, count: Int(skip) + size)
-                            let decoded = bytes.withUnsafeMutableBytes { out in
-                                Result { () throws(CodecError) in try spanDecoder.decode(from: index.checkpoints[checkpoint], compressed: member, into: out) }
-                            }
-                            try decoded.get()
+                            let bytes = try index.checkpoints[checkpoint].decode(member, length: Int(skip) + size)
                             return skip == 0 ? bytes : Array(bytes[Int(skip)...])
                         }
                     })

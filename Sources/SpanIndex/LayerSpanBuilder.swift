@@ -22,6 +22,7 @@ public final class LayerSpanBuilder {
     private let windows: WindowCodec
     private let blobHasher = SHA256Hasher()
     private let spanHasher = SHA256Hasher()
+    private let frames: FrameDigester
     private let uncompressedHasher: SHA256Hasher?
     private var fed: UInt64 = 0
     /// Checkpoints whose spans are closed (digest known).
@@ -39,6 +40,7 @@ public final class LayerSpanBuilder {
         expectedUncompressedSize = uncompressedSize
         expectedUncompressedDigest = uncompressedDigest
         uncompressedHasher = uncompressedDigest == nil ? nil : SHA256Hasher()
+        frames = FrameDigester(frameSize: spanSize)
         do throws(CodecError) {
             windows = try WindowCodec()
             switch codec {
@@ -60,8 +62,10 @@ public final class LayerSpanBuilder {
         blobHasher.update(compressed)
         let spanHasher = self.spanHasher
         let uncompressedHasher = self.uncompressedHasher
+        let frames = self.frames
         let sink: (UnsafeRawBufferPointer) throws -> Void = { bytes in
             spanHasher.update(bytes)
+            frames.update(bytes)
             uncompressedHasher?.update(bytes)
             try output?(bytes)
         }
@@ -136,7 +140,7 @@ public final class LayerSpanBuilder {
         // An empty layer has no spans: the checkpoint at 0 would point past the data.
         if uncompressedSize == 0 { open = nil } else { close() }
         return LayerSpans(layerDigest: layerDigest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, codec: codec,
-                          spanSize: UInt32(spanSize), spans: spans)
+                          spanSize: UInt32(spanSize), spans: spans, frameDigests: frames.finish())
     }
 }
 
@@ -166,6 +170,12 @@ extension LayerSpans {
             }
         }
         guard spans.count == rebuilt.spans.count else { return wrong(nil, "\(spans.count) spans, the layer has \(rebuilt.spans.count)") }
+        for (frame, (mine, theirs)) in zip(frameDigests, rebuilt.frameDigests).enumerated() where mine != theirs {
+            return wrong(nil, "frame \(frame) (bytes \(UInt64(frame) * UInt64(spanSize))...) has digest \(mine), the layer's bytes have \(theirs)")
+        }
+        guard frameDigests.count == rebuilt.frameDigests.count else {
+            return wrong(nil, "\(frameDigests.count) frame digests, the layer has \(rebuilt.frameDigests.count) frames")
+        }
         return nil
     }
 }

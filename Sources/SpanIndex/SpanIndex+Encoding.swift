@@ -3,7 +3,7 @@ import Verity
 
 /// The binary encoding (docs/FORMAT.md, "Span indexes"): little-endian, a 32-byte header, then
 /// per layer a 64-byte record followed by its checkpoint records (64 bytes each, then the
-/// compressed window). The decoder is strict: every size is bounded by the bytes present
+/// compressed window), then the layer's frame digests (32 bytes each). The decoder is strict: every size is bounded by the bytes present
 /// before anything is allocated, offsets are monotonic and inside the layer, and nothing
 /// follows the last layer.
 extension SpanIndex {
@@ -44,6 +44,7 @@ extension SpanIndex {
                 out.append(contentsOf: span.digest.bytes)
                 out.append(contentsOf: span.compressedWindow)
             }
+            for digest in layer.frameDigests { out.append(contentsOf: digest.bytes) }
         }
         return out
     }
@@ -140,7 +141,16 @@ extension SpanIndex {
             spans.append(SpanEntry(uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset, bitCount: bitCount, isMemberStart: isMemberStart,
                                    windowLength: windowLength, compressedWindow: window, digest: spanDigest))
         }
-        return LayerSpans(layerDigest: digest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, codec: codec, spanSize: spanSize, spans: spans)
+        // One digest per spanSize-aligned frame of the layer, after the checkpoints.
+        let frames = Int((uncompressedSize + UInt64(spanSize) - 1) / UInt64(spanSize))
+        guard frames * 32 <= reader.remaining else {
+            throw .malformed(reason: "\(frames) frame digests of layer \(digest) do not fit in \(reader.remaining) bytes", offset: reader.position)
+        }
+        var frameDigests: [Digest] = []
+        frameDigests.reserveCapacity(frames)
+        for _ in 0..<frames { frameDigests.append(Digest(sha256Bytes: try reader.bytes(32))) }
+        return LayerSpans(layerDigest: digest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, codec: codec, spanSize: spanSize,
+                          spans: spans, frameDigests: frameDigests)
     }
 }
 

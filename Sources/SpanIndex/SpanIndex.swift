@@ -73,14 +73,20 @@ public struct LayerSpans: Sendable, Equatable {
     public var spanSize: UInt32
     /// Sorted by offset; the first at offset 0. Empty only for an empty layer.
     public var spans: [SpanEntry]
+    /// SHA-256 of each `spanSize`-aligned stretch of the decoded layer (the last may be short):
+    /// what a mount serves the layer by, as frames of `spanSize` bytes at fixed disk offsets,
+    /// each decoded from the last checkpoint before it (`ImageLayouts.SpanIndexedLayout`).
+    public var frameDigests: [Digest]
 
-    public init(layerDigest: Digest, compressedSize: UInt64, uncompressedSize: UInt64, codec: SpanCodec, spanSize: UInt32, spans: [SpanEntry]) {
+    public init(layerDigest: Digest, compressedSize: UInt64, uncompressedSize: UInt64, codec: SpanCodec, spanSize: UInt32, spans: [SpanEntry],
+                frameDigests: [Digest] = []) {
         self.layerDigest = layerDigest
         self.compressedSize = compressedSize
         self.uncompressedSize = uncompressedSize
         self.codec = codec
         self.spanSize = spanSize
         self.spans = spans
+        self.frameDigests = frameDigests
     }
 
     public var spanCount: Int { spans.count }
@@ -107,5 +113,13 @@ public struct LayerSpans: Sendable, Equatable {
     public func compressedRange(ofSpan span: Int) -> Range<UInt64> {
         let end = span + 1 < spans.count ? spans[span + 1].compressedOffset : compressedSize
         return spans[span].compressedStart..<end
+    }
+}
+
+extension SpanEntry {
+    /// The checkpoint alone, in the form decoders and the mount's frame index take.
+    public func packed(_ codec: SpanCodec) -> PackedCheckpoint {
+        PackedCheckpoint(stream: codec == .gzip ? .gzip : .appleLZ4, uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset,
+                         bitCount: bitCount, isMemberStart: isMemberStart, windowLength: windowLength, compressedWindow: compressedWindow)
     }
 }

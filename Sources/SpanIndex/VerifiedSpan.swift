@@ -36,23 +36,7 @@ extension LayerSpans {
         let length = Int(uncompressedRange(ofSpan: span).count)
         let bytes: [UInt8]
         do throws(CodecError) {
-            let window = try WindowCodec().decompress(entry.compressedWindow, length: entry.windowLength)
-            let checkpoint = SpanCheckpoint(uncompressedOffset: entry.uncompressedOffset, compressedOffset: entry.compressedOffset,
-                                            bitCount: entry.bitCount, window: window, isMemberStart: entry.isMemberStart)
-            switch codec {
-            case .gzip:
-                var out = [UInt8](repeating: 0, count: length)
-                let outcome: Result<Void, CodecError> = out.withUnsafeMutableBytes { out in
-                    do throws(CodecError) {
-                        try GzipSpanDecoder().decode(from: checkpoint, compressed: compressed, into: out)
-                        return .success(())
-                    } catch { return .failure(error) }
-                }
-                try outcome.get()
-                bytes = out
-            case .appleLZ4:
-                bytes = try AppleLZ4SpanDecoder.decode(from: checkpoint, compressed: compressed, length: length)
-            }
+            bytes = try entry.packed(codec).decode(compressed, length: length)
         } catch {
             throw .codec(layer: layerDigest, span: span, error)
         }

@@ -33,8 +33,15 @@ import Verity
             blob += try member.withUnsafeBytes { (raw) throws(CodecError) in try encoder.encodeMember(raw) }
         }
         let builder = try GzipCheckpointBuilder(spanSize: span)
-        var points: [SpanCheckpoint] = []
-        try blob.withUnsafeBytes { raw in try builder.decode(raw, output: { _ in }, checkpoint: { points.append($0) }) }
+        var points: [PackedCheckpoint] = []
+        let windows = try WindowCodec()
+        try blob.withUnsafeBytes { raw in
+            try builder.decode(raw, output: { _ in }, checkpoint: { point in
+                points.append(PackedCheckpoint(stream: .gzip, uncompressedOffset: point.uncompressedOffset, compressedOffset: point.compressedOffset,
+                                               bitCount: point.bitCount, isMemberStart: point.isMemberStart, windowLength: point.window.count,
+                                               compressedWindow: try windows.compress(point.window)))
+            })
+        }
         try builder.finish()
         let digests = stride(from: 0, to: bytes.count, by: frameSize).map { SHA256Hasher.digest(Array(bytes[$0..<min(bytes.count, $0 + frameSize)])) }
         return (blob, .init(blob: SHA256Hasher.digest(blob), checkpoints: points, frameDigests: digests))

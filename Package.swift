@@ -78,7 +78,7 @@ let package = Package(
         // imgfs convert: registry to registry, streaming, through the push pipeline or the peers' writers.
         .target(name: "Convert", dependencies: ["SystemIO", "PieceFetch", "ImageLayouts", "Push", "Threading", "Fetch", "Codec", "ImgfsFormat", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
         // The lazy disk behind a mount: cache lookup, coalesced fetch, verify, serve.
-        .target(name: "Mount", dependencies: ["SystemIO", "PieceFetch", "Threading", "FuseFS", "Cache", "Fetch", "ImgfsFormat", "ImageLayouts", "Codec", "OCI", "Verity", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Mount", dependencies: ["SystemIO", "PieceFetch", "Threading", "FuseFS", "Cache", "Fetch", "ImgfsFormat", "ImageLayouts", "Codec", "OCI", "Verity", "SpanIndex", "SpanIndexing", .product(name: "Logging", package: "swift-log")]),
         // The command line.
         .executableTarget(name: "imgfs", dependencies: [
             "SystemIO", "Push", "Pull", "Convert", "ImageLayouts", "Mount", "Fetch", "OCI", "ImgfsFormat", "Cache", "FuseFS", "Verity", "CBuildInfo",

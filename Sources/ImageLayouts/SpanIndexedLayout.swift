@@ -35,6 +35,7 @@ public enum SpanIndexedLayout {
     /// whole layers.
     public struct Unsuitable: Error, Equatable, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// The frame index of `layout` read through `spans` (one entry per distinct gzip layer blob).

@@ -54,6 +54,22 @@ public enum SpanIndexArtifact {
     /// when there is none. The artifact must name `subject`; the blob must match its digest and
     /// decode strictly. Trust: as far as the tag that led to `subject` (docs/FORMAT.md).
     public static func find(client: RegistryClient, repository: String, subject: Digest, pinned: Digest? = nil) throws(SpanIndexingError) -> Found? {
+        guard let found = try findBlob(client: client, repository: repository, subject: subject, pinned: pinned) else { return nil }
+        let index: SpanIndex
+        do { index = try SpanIndex(decoding: found.bytes) } catch { throw SpanIndexingError.index(error) }
+        return Found(index: index, manifestDigest: found.manifestDigest, blob: found.blob, source: found.source)
+    }
+
+    /// The span index blob's bytes, as `find` locates and checks them, not yet decoded: for a
+    /// mount, which keeps them in its metadata store to remount offline.
+    public struct FoundBlob: Sendable {
+        public var manifestDigest: Digest
+        public var blob: Descriptor
+        public var bytes: [UInt8]
+        public var source: ReferrersSource?
+    }
+
+    public static func findBlob(client: RegistryClient, repository: String, subject: Digest, pinned: Digest? = nil) throws(SpanIndexingError) -> FoundBlob? {
         var source: ReferrersSource?
         let artifactDigest: Digest
         do {
@@ -81,9 +97,7 @@ public enum SpanIndexArtifact {
                 throw SpanIndexingError.artifact(artifactDigest, "expected one \(blobMediaType) layer of at most \(maximumSize) bytes")
             }
             let bytes = try client.blob(repository, digest: blob.digest, maxSize: blob.size)
-            let index: SpanIndex
-            do { index = try SpanIndex(decoding: bytes) } catch { throw SpanIndexingError.index(error) }
-            return Found(index: index, manifestDigest: artifactDigest, blob: blob, source: source)
+            return FoundBlob(manifestDigest: artifactDigest, blob: blob, bytes: bytes, source: source)
         } catch let error as SpanIndexingError {
             throw error
         } catch let error as FetchError {

@@ -72,6 +72,12 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Record the order in which frames are first read to FILE (a boot profile for `imgfs push --profile`); written every few seconds and at unmount.", valueName: "file"))
     var recordProfile: String?
 
+    @Option(help: ArgumentHelp("For a lume or tart image: read it frame by frame through this span index artifact (the digest `imgfs index` prints), not the newest one the registry lists for the image.", valueName: "digest"))
+    var index: String?
+
+    @Flag(help: "For a lume or tart image: do not look for a span index; fetch whole layers.")
+    var noSpanIndex = false
+
     @Option(help: .hidden)
     var readyFd: Int32?
 
@@ -102,6 +108,7 @@ struct MountCommand: ParsableCommand {
         if let readTimeout, !(readTimeout > 0 && readTimeout <= 24 * 3600) {
             throw ValidationError("--read-timeout: \(readTimeout) must be more than 0 and at most 86400 seconds")
         }
+        _ = try spanIndexChoice()
         do {
             // A server taking over a mount must not look at the mount point: nobody answers
             // for it until this process does. The holder passes it already resolved.
@@ -160,6 +167,8 @@ struct MountCommand: ParsableCommand {
         if noPrefetch { arguments.append("--no-prefetch") }
         if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
         if let readTimeout { arguments += ["--read-timeout", String(readTimeout)] }
+        if let index { arguments += ["--index", index] }
+        if noSpanIndex { arguments.append("--no-span-index") }
         if allowOther { arguments.append("--allow-other") }
         if writable { arguments += ["--writable", "--writable-dir", try writableDirectory(mountpoint: mountpoint, cacheRoot: cacheRoot)] }
         if let recordProfile { arguments += ["--record-profile", try absolute(recordProfile)] }
@@ -255,7 +264,7 @@ struct MountCommand: ParsableCommand {
         let store = MetadataStore(root: cacheRoot, logger: logger)
         // A daemon is given the image manifest its parent chose (--resolved-manifest), never an
         // index, so --platform need not be passed on.
-        let resolver = ImageResolver(source: source, store: store, platform: platform.wanted, logger: logger)
+        let resolver = ImageResolver(source: source, store: store, platform: platform.wanted, spanIndex: try spanIndexChoice(), logger: logger)
         let image = try resolver.resolveAnyFormat(Reference(registry: reference.registry, repository: reference.repository,
                                                                tag: reference.tag, digest: pinned ?? reference.digest))
         var configuration = MountConfiguration(cacheRoot: cacheRoot)
@@ -370,4 +379,16 @@ func legacyMountpointFileName(_ mountpoint: String) -> String {
     let trimmed = mountpoint.drop { $0 == "/" }
     let name = String(trimmed).replacing("-", with: "--").replacing("/", with: "-")
     return name.isEmpty ? "root" : name
+}
+
+extension MountCommand {
+    /// `--index` / `--no-span-index` as the resolver takes them.
+    func spanIndexChoice() throws -> SpanIndexChoice {
+        if noSpanIndex {
+            guard index == nil else { throw ValidationError("--index and --no-span-index exclude each other") }
+            return .off
+        }
+        guard let index else { return .discover }
+        do { return .pinned(try Digest(parsing: index)) } catch { throw ValidationError("--index \(index): \(error)") }
+    }
 }

@@ -73,7 +73,8 @@ struct StatusCommand: ParsableCommand {
             let percent = s.diskSize == 0 ? 100 : Int(Double(s.bytesCached) / Double(s.diskSize) * 100)
             rows.append([
                 s.mountpoint,
-                s.reference + (s.offline ? " (offline)" : ""),
+                s.reference + (s.offline ? " (offline)" : "")
+                    + (s.readUnit == "layers" ? " (whole layers: no span index)" : s.readUnit == "spans" ? " (span index)" : ""),
                 String(s.manifestDigest.prefix(19)),
                 "\(formatBytes(Int64(s.bytesCached)))/\(formatBytes(Int64(s.diskSize))) \(percent)%",
                 formatBytes(s.statistics.bytesFetched),

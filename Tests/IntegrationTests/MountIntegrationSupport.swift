@@ -94,6 +94,8 @@ struct MountStatusJSON: Decodable {
     var bytesCached: UInt64
     var offline: Bool
     var statistics: Statistics
+    var readUnit: String?
+    var spanIndex: String?
     var holderPid: Int32?
     var holderAlive: Bool?
     var restarts: UInt32?
@@ -233,6 +235,8 @@ struct RegistryLog {
         var method: String
         var path: String
         var status: Int
+        /// Body bytes the registry sent.
+        var bytes: Int = 0
         var isBlob: Bool { path.contains("/blobs/sha256:") }
         var isManifest: Bool { path.contains("/manifests/") }
         var digest: String? { path.range(of: "/blobs/").map { String(path[$0.upperBound...]) } }
@@ -263,8 +267,10 @@ struct RegistryLog {
             let rest = line[line.index(after: open)...]
             let fields = rest.split(separator: " ", maxSplits: 3)
             guard fields.count >= 4, fields[2].hasPrefix("HTTP/"), fields[1].hasPrefix("/v2/\(repository)/") else { continue }
-            let status = Int(fields[3].split(separator: " ").first ?? "") ?? 0
-            requests.append(Request(method: String(fields[0]), path: String(fields[1]), status: status))
+            let after = fields[3].split(separator: " ")
+            let status = Int(after.first ?? "") ?? 0
+            let bytes = after.count > 1 ? Int(after[1]) ?? 0 : 0
+            requests.append(Request(method: String(fields[0]), path: String(fields[1]), status: status, bytes: bytes))
         }
         return requests
     }

@@ -17,6 +17,30 @@ public protocol BlobSource: Sendable {
     /// retries included: a reader passes the moment it must answer the kernel by, and the call
     /// has failed by then however slowly the registry sends.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
+    /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
+    /// artifact `pinned` names, else the newest one the registry lists for it; nil when there is
+    /// none. The source checks that the artifact names `subject` and that the blob matches its
+    /// descriptor; the caller decodes it.
+    func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob?
+}
+
+extension BlobSource {
+    /// Sources without referrers (test fakes) have no span indexes.
+    public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? { nil }
+}
+
+/// A span index blob as found for an image: its bytes, unverified beyond their digest.
+public struct SpanIndexBlob: Sendable {
+    /// The artifact manifest's digest (what `--index` pins).
+    public var artifact: Digest
+    public var blob: Digest
+    public var bytes: [UInt8]
+
+    public init(artifact: Digest, blob: Digest, bytes: [UInt8]) {
+        self.artifact = artifact
+        self.blob = blob
+        self.bytes = bytes
+    }
 }
 
 /// A manifest's bytes as the registry sent them, and the media type it declared.

@@ -1,5 +1,6 @@
 import Fetch
 import OCI
+import SpanIndexing
 import Verity
 
 /// The registry as the mount's `BlobSource`: one repository of one `RegistryClient`, with
@@ -39,6 +40,16 @@ public struct RegistryBlobSource: BlobSource {
             throw Self.classify(error)
         }
         return bytes
+    }
+
+    public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? {
+        do {
+            guard let found = try SpanIndexArtifact.findBlob(client: client, repository: repository, subject: subject, pinned: pinned) else { return nil }
+            return SpanIndexBlob(artifact: found.manifestDigest, blob: found.blob.digest, bytes: found.bytes)
+        } catch {
+            if case .registry(let error) = error { throw Self.classify(error) }
+            throw SourceError(.other, cause: error)
+        }
     }
 
     public static func classify(_ error: FetchError) -> SourceError {

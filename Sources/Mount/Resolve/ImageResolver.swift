@@ -13,12 +13,15 @@ public struct ImageResolver: Sendable {
     let store: MetadataStore
     /// The image index entry to mount.
     let platform: Platform
+    /// Whether a lume or tart image is read through a span index (a mount) or as whole layers.
+    let spanIndexChoice: SpanIndexChoice
     let logger: Logger
 
-    public init(source: any BlobSource, store: MetadataStore, platform: Platform = .host, logger: Logger) {
+    public init(source: any BlobSource, store: MetadataStore, platform: Platform = .host, spanIndex: SpanIndexChoice = .off, logger: Logger) {
         self.source = source
         self.store = store
         self.platform = platform
+        self.spanIndexChoice = spanIndex
         self.logger = logger
     }
 
@@ -55,10 +58,12 @@ public struct ImageResolver: Sendable {
         let nvram = try image.nvram.map { (d) throws(MountError) in try smallBlob(d, limit: limit, what: "nvram.bin", locator: locator) }
         let vmConfig = try image.vmConfig.map { (d) throws(MountError) in try smallBlob(d, limit: limit, what: "config.json", locator: locator) }
         guard let imgfs = image.imgfs else {
+            let segments = ResolvedSegmentImage(locator: locator, manifestDigest: manifest.digest, kind: image.kind, layout: image.layout,
+                                                nvram: nvram, vmConfig: vmConfig, offline: stored.offline)
+            if let spanned = try spanIndexed(segments) { return .imgfs(spanned) }
             logger.info("not an imgfs image: serving it layer by layer", metadata: [
                 "format": "\(image.kind.rawValue)", "layers": "\(image.layout.segments.count)", "manifest": "\(manifest.digest)"])
-            return .segments(ResolvedSegmentImage(locator: locator, manifestDigest: manifest.digest, kind: image.kind, layout: image.layout,
-                                                  nvram: nvram, vmConfig: vmConfig, offline: stored.offline))
+            return .segments(segments)
         }
         var profile: [Int] = []
         if let descriptor = imgfs.image.bootProfile {
@@ -71,7 +76,7 @@ public struct ImageResolver: Sendable {
                 logger.warning("boot profile unavailable; prefetching in disk order", metadata: ["error": "\(error)"])
             }
         }
-        return .imgfs(ResolvedImage(locator: locator, manifestDigest: manifest.digest, image: imgfs.image, index: imgfs.index,
+        return .imgfs(ResolvedImage(locator: locator, manifestDigest: manifest.digest, index: imgfs.index,
                                     indexDigest: imgfs.image.indexDescriptor.digest, nvram: nvram, vmConfig: vmConfig,
                                     bootProfile: profile, offline: stored.offline))
     }

@@ -3,14 +3,16 @@ import ImgfsFormat
 import OCI
 import Verity
 
-/// An imgfs image with everything a mount needs before it serves its first read: the manifest,
-/// the decoded and validated frame index, and the small files.
+/// An image served frame by frame, with everything a mount needs before it serves its first
+/// read: the manifest, the decoded and validated frame index, and the small files. An imgfs
+/// image, or a lume or tart image through its span index (`spanIndex`).
 public struct ResolvedImage: Sendable {
     public var locator: Reference
     /// The digest of the image manifest itself (inside an image index, the entry chosen).
     public var manifestDigest: Digest
-    public var image: ImgfsImage
     public var index: FrameIndex
+    /// The frame index blob's digest (for a span-indexed image, the span index blob's): the
+    /// cache entry's key.
     public var indexDigest: Digest
     public var nvram: [UInt8]?
     public var vmConfig: [UInt8]?
@@ -18,6 +20,8 @@ public struct ResolvedImage: Sendable {
     public var bootProfile: [Int]
     /// True when the registry could not be reached and the manifest came from the local store.
     public var offline: Bool
+    /// The span index artifact a lume or tart image is read through; nil for an imgfs image.
+    public var spanIndex: Digest? = nil
 }
 
 /// An image of another format (lume OCI, lume legacy, tart) with everything a mount needs: the

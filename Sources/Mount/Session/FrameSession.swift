@@ -77,11 +77,14 @@ public final class FrameSession: Sendable {
     /// - Parameter reference: the reference as the user typed it (default: the resolved locator).
     public func status(pid: Int32, mountpoint: String, reference: String? = nil, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
         let stats = disk.cache.stats()
-        return MountStatus(
+        var status = MountStatus(
             pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
             manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
             logFile: logFile, diskSize: stats.diskSize, totalFrames: stats.totalFrames, cachedFrames: stats.presentFrames,
             bytesCached: stats.presentBytes, offline: resolved.offline, prefetch: configuration.prefetch,
             startedAt: startedAt, updatedAt: now, statistics: disk.statistics.snapshot())
+        status.readUnit = resolved.spanIndex == nil ? "frames" : "spans"
+        status.spanIndex = resolved.spanIndex?.description
+        return status
     }
 }

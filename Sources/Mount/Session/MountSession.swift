@@ -76,11 +76,13 @@ public final class LayerSession: MountSession {
     /// Layers stand in for frames in the counters (`totalFrames` = layers, `cachedFrames` = verified layers).
     public func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus {
         let cached = disk.cachedSegments()
-        return MountStatus(
+        var status = MountStatus(
             pid: pid, mountpoint: mountpoint, reference: reference ?? resolved.locator.description,
             manifestDigest: resolved.manifestDigest.description, cacheDirectory: configuration.cacheRoot,
             logFile: logFile, diskSize: disk.size, totalFrames: disk.layout.segments.count, cachedFrames: cached.count,
             bytesCached: cached.bytes, offline: resolved.offline, prefetch: configuration.prefetch,
             startedAt: startedAt, updatedAt: now, statistics: disk.statistics.snapshot())
+        status.readUnit = "layers"
+        return status
     }
 }

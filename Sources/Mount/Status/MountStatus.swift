@@ -38,6 +38,10 @@ public struct MountStatus: Codable, Sendable {
     public var holderAlive: Bool?
     /// The commit the daemon was built from; nil when it was built without one (a plain `swift build`).
     public var commit: String?
+    /// What one fetch brings: "frames" (an imgfs image), "spans" (a lume or tart image through
+    /// its span index, `spanIndex`), or "layers" (a foreign image without one: whole layers).
+    public var readUnit: String?
+    public var spanIndex: String?
 
     public init(pid: Int32, mountpoint: String, reference: String, manifestDigest: String, cacheDirectory: String,
                 logFile: String?, diskSize: UInt64, totalFrames: Int, cachedFrames: Int, bytesCached: UInt64,

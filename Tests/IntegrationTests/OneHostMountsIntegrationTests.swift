@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Issue 12 on one host: N `imgfs mount` daemons of one image sharing one cache root fetch each
@@ -26,15 +27,22 @@ struct OneHostMountsIntegrationTests {
         defer { for mount in mounts { mount.unmount() } }
         for _ in 0..<4 { mounts.append(try MountedImage(image.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])) }
 
-        // Four readers at once, one per mount, each comparing the whole disk with the source.
-        let script = """
-            rc=0; pids=""
-            for disk in "$@"; do cmp "\(source)" "$disk" & pids="$pids $!"; done
-            for p in $pids; do wait $p || rc=1; done
-            exit $rc
-            """
-        let read = try runCommand("/bin/sh", ["-c", script, "sh"] + mounts.map(\.disk), timeout: 600)
-        #expect(read.status == 0, "a mount served different bytes: \(read)")
+        // Four readers at once, one per mount, each comparing the whole disk with the source. One
+        // `cmp` per thread: a shell's `wait` for background children hangs here, since the test
+        // runner's threads (and so its children) block SIGCHLD.
+        let compared = Mutex<[Int: CommandResult]>([:])
+        let readers = mounts.map(\.disk).enumerated().map { i, disk in
+            Thread {
+                let result = (try? runCommand("/usr/bin/cmp", [source, disk], timeout: 600))
+                    ?? CommandResult(status: -1, stdout: "", stderr: "cmp timed out", seconds: 600)
+                compared.withLock { $0[i] = result }
+            }
+        }
+        for reader in readers { reader.start() }
+        while compared.withLock({ $0.count }) < readers.count { usleep(50_000) }
+        for (i, result) in compared.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+            #expect(result.status == 0, "mount \(i) served different bytes: \(result)")
+        }
 
         let statuses = try mounts.map { try $0.settledStatus() }
         let fetched = statuses.map(\.statistics.framesFetched)

@@ -67,6 +67,65 @@ struct OneHostMountsIntegrationTests {
         #expect(bytes > 0 && bytes <= oneCopy, "the registry served \(bytes) chunk bytes for four mounts; one copy is \(oneCopy)")
         print("four mounts on one cache root: \(bytes) chunk bytes served, one copy \(oneCopy); fetched \(fetched), from other mounts \(fromOthers)")
     }
+
+    /// A process that holds every frame's claim (as a daemon fetching them all would) and is then
+    /// killed with SIGKILL: the kernel drops its locks, and a mount reading the disk, which waits
+    /// for those claims, takes them over at once and serves every byte well inside one read
+    /// timeout, never bytes the dead process did not verify.
+    @Test func claimsOfAKilledProcessDoNotHoldUpTheOtherMounts() throws {
+        let scratch = try TestEnvironment.scratchDirectory("one-host-kill")
+        defer { TestEnvironment.remove(scratch) }
+        let source = scratch + "/disk.img"
+        let made = try runCommand("/bin/sh", ["-c", "head -c 4194304 /dev/urandom > \(source)"])
+        try #require(made.status == 0, "\(made)")
+        let image = try PushedImage.push(source, repository: TestEnvironment.repository("one-host-kill"), extra: ["--frame-size", "64K"])
+        let cache = scratch + "/cache"
+        let mount = try MountedImage(image.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch", "--read-timeout", "20"])
+        defer { mount.unmount() }
+        let entries = try FileManager.default.contentsOfDirectory(atPath: cache + "/disks").filter { $0.count == 64 }
+        try #require(entries.count == 1, "\(entries)")
+        let claims = cache + "/disks/" + entries[0] + "/claims"
+
+        // struct flock (x86-64, arm64): l_type, l_whence, pad, l_start, l_len (0: to the end), l_pid, pad.
+        let script = """
+            import fcntl, os, struct, sys, time
+            fd = os.open(sys.argv[1], os.O_RDWR)
+            fcntl.fcntl(fd, 37, struct.pack("hhxxxxqqi4x", 1, 0, 0, 0, 0))  # F_OFD_SETLK, F_WRLCK, every byte
+            print("held", flush=True)
+            time.sleep(300)
+            """
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = ["-c", script, claims]
+        let output = Pipe()
+        holder.standardOutput = output
+        try holder.run()
+        defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
+        let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        try #require(line.hasPrefix("held"), "the holder did not take the claims: \(line)")
+
+        let done = Mutex<CommandResult?>(nil)
+        let disk = mount.disk
+        let reader = Thread {
+            let result = (try? runCommand("/usr/bin/cmp", [source, disk], timeout: 300))
+                ?? CommandResult(status: -1, stdout: "", stderr: "cmp timed out", seconds: 300)
+            done.withLock { $0 = result }
+        }
+        let start = Date()
+        reader.start()
+        sleep(2)
+        #expect(done.withLock { $0 } == nil, "the read finished while every claim was held elsewhere")
+        kill(holder.processIdentifier, SIGKILL)
+        holder.waitUntilExit()
+        while done.withLock({ $0 }) == nil { usleep(50_000) }
+        let result = try #require(done.withLock { $0 })
+        let seconds = Date().timeIntervalSince(start)
+        #expect(result.status == 0, "\(result)")
+        #expect(seconds < 15, "the read took \(seconds) s; the claims were freed after 2 s and the read timeout is 20 s")
+        let status = try mount.settledStatus()
+        #expect(status.statistics.readErrors == 0)
+        #expect(status.statistics.framesFetched == Int64(image.dataFrames))
+    }
 }
 
 /// The registry's access log with the bytes of each answer (Apache combined format), which

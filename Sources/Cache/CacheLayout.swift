@@ -5,6 +5,7 @@
 ///     <root>/disks/<key-hex>/frames.digests  32 bytes per frame, written once at creation
 ///     <root>/disks/<key-hex>/meta.json       disk size, frame size, image reference, last use
 ///     <root>/disks/<key-hex>/lock            flock: shared while open (mounted), exclusive to evict or reset
+///     <root>/disks/<key-hex>/claims          empty; byte i OFD-locked by the process fetching frame i (`FrameClaims`)
 struct CacheLayout: Sendable {
     let directory: String
 
@@ -21,6 +22,7 @@ struct CacheLayout: Sendable {
     var digestsPath: String { directory + "/frames.digests" }
     var metaPath: String { directory + "/meta.json" }
     var lockPath: String { directory + "/lock" }
+    var claimsPath: String { directory + "/claims" }
 
     /// True for a 64-digit lowercase hex name: entries, not stray files or temporaries.
     static func isEntryName(_ name: String) -> Bool {

@@ -13,7 +13,10 @@ import Verity
 /// **Lock order.** `commitLock` (held across a group commit's fsyncs), then `state` (a `Mutex`).
 /// `state` is never held while calling out of this type, and nothing else is acquired under it.
 /// `flock`s are process-level and taken only in `open` (before `state` exists), so they cannot
-/// deadlock against it. The only I/O under `state` is the `pwrite` of changed bitmap bytes (a
+/// deadlock against it. Frame claims (`claims`, OFD byte-range locks shared with other processes)
+/// are only ever tried, never waited for in the kernel, and never taken or released under
+/// `state` or `commitLock`: a process polling for another's claim holds no lock of this type.
+/// The only I/O under `state` is the `pwrite` of changed bitmap bytes (a
 /// page-cache copy, see `commitBits`); every data-file read and write, and every fsync, runs
 /// outside it.
 ///
@@ -21,6 +24,9 @@ import Verity
 /// bitmap bytes from its own copy, so one can overwrite the other's newly set bit with a clear one.
 /// That loses a cached frame (it is fetched again), never trusts an unwritten one, because bits are
 /// cleared only under the exclusive lock, which no one gets while either process has the entry open.
+/// Between them they fetch each frame once: a fetcher holds the frame's claim (`FrameClaims`) until
+/// its verified bytes are in the data file, and the others wait for the claim and then check those
+/// bytes against the frame's digest instead of fetching (`claim`).
 ///
 /// `close()` must be called once no other thread is using the cache.
 public final class FrameCache: Sendable {
@@ -35,6 +41,8 @@ public final class FrameCache: Sendable {
     let directData: DirectWriter?
     let bitmap: FileDescriptor
     let lockFile: FileDescriptor
+    /// Who is fetching which frame, across processes (see `FrameClaims`).
+    let claims: FrameClaims
     let header: BitmapFormat.Header
     let logger: Logger
     /// SHA-256 of every frame's uncompressed bytes, from the image's index: what a cached frame is
@@ -153,7 +161,7 @@ public final class FrameCache: Sendable {
         return cache
     }
 
-    private init(layout: CacheLayout, data: FileDescriptor, directData: DirectWriter?, bitmap: FileDescriptor, lockFile: FileDescriptor,
+    private init(layout: CacheLayout, data: FileDescriptor, directData: DirectWriter?, bitmap: FileDescriptor, lockFile: FileDescriptor, claims: FrameClaims,
                  header: BitmapFormat.Header, state: State, geometry: DiskGeometry, key: CacheKey,
                  frameDigests: [Digest], imageReference: String, logger: Logger) {
         self.layout = layout
@@ -161,6 +169,7 @@ public final class FrameCache: Sendable {
         self.directData = directData
         self.bitmap = bitmap
         self.lockFile = lockFile
+        self.claims = claims
         self.header = header
         self.state = Mutex(state)
         self.geometry = geometry
@@ -199,6 +208,7 @@ public final class FrameCache: Sendable {
         data.close()
         directData?.close()
         bitmap.close()
+        claims.close()  // releases every claim this handle still holds
     }
 
     /// True if frame `frame`'s verified bytes (or, for a hole, its zeros) are in the cache, durable
@@ -326,6 +336,12 @@ extension FrameCache {
             data.close()
             throw error
         }
+        let claims: FrameClaims
+        do { claims = try FrameClaims.open(layout.claimsPath) } catch {
+            data.close()
+            bitmap.close()
+            throw error
+        }
         let frames = geometry.frameCount
         let header: BitmapFormat.Header
         var bits: [UInt8]
@@ -340,13 +356,14 @@ extension FrameCache {
         } catch {
             data.close()
             bitmap.close()
+            claims.close()
             throw error
         }
         BitmapFormat.maskTail(&bits, frames: frames)
         let present = BitmapFormat.popcount(bits)
         // From here the cache owns the data and bitmap descriptors.
         let cache = FrameCache(
-            layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, header: expected,
+            layout: layout, data: data, directData: DirectWriter.open(layout.dataPath), bitmap: bitmap, lockFile: lockFile, claims: claims, header: expected,
             state: State(bits: bits, durableCount: present, allPresentOnDisk: header.allPresent),
             geometry: geometry, key: key, frameDigests: frameDigests, imageReference: imageReference, logger: logger)
         // The flag is derived from the bits; the bits win if the two disagree.

@@ -68,7 +68,7 @@ struct StatusCommand: ParsableCommand {
             print("no imgfs mounts")
             return
         }
-        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "HIT", "VERIFY-FAIL", "IN-FLIGHT", "RESTARTS", "UPGRADES", "VERSION"]]
+        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "FROM-MOUNTS", "HIT", "VERIFY-FAIL", "IN-FLIGHT", "RESTARTS", "UPGRADES", "VERSION"]]
         for s in statuses {
             let percent = s.diskSize == 0 ? 100 : Int(Double(s.bytesCached) / Double(s.diskSize) * 100)
             rows.append([
@@ -79,6 +79,7 @@ struct StatusCommand: ParsableCommand {
                 "\(formatBytes(Int64(s.bytesCached)))/\(formatBytes(Int64(s.diskSize))) \(percent)%",
                 formatBytes(s.statistics.bytesFetched),
                 String(s.statistics.framesFetched),
+                s.statistics.framesFromOtherMounts.map { String($0) } ?? "-",
                 oneDecimal(s.statistics.hitRatio * 100) + "%",
                 String(s.statistics.verificationFailures),
                 String(s.statistics.requestsInFlight),

@@ -82,6 +82,7 @@ struct MountStatusJSON: Decodable {
         var readErrors: Int64
         var sharedFrames: Int64
         var cacheVerificationFailures: Int64?
+        var framesFromOtherMounts: Int64?
     }
     var pid: Int32
     var mountpoint: String

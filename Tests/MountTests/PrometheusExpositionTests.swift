@@ -8,7 +8,8 @@ import Testing
         let statistics = MountStatistics.Snapshot(
             bytesFetched: 4096, framesFetched: 3, rangeRequests: 4, cacheHits: 10, cacheMisses: 3, sharedFrames: 0,
             verificationFailures: 1, requestsInFlight: 2, peakRequestsInFlight: 3, readErrors: 1, readaheadFrames: 5,
-            profileFrames: 6, prefetchedFrames: 7, bytesServed: served, fetchSeconds: histogram, retries: 8)
+            profileFrames: 6, prefetchedFrames: 7, bytesServed: served, fetchSeconds: histogram, retries: 8,
+            framesFromOtherMounts: served == nil ? nil : 9)
         var status = MountStatus(pid: 1, mountpoint: mountpoint, reference: reference, manifestDigest: "sha256:ab",
                                  cacheDirectory: "/c", logFile: nil, diskSize: 1 << 20, totalFrames: 16, cachedFrames: 4,
                                  bytesCached: 65536, offline: false, prefetch: true, startedAt: 1_700_000_000.5,
@@ -27,6 +28,7 @@ import Testing
         #expect(samples.allSatisfy { $0.contains("{mountpoint=\"/mnt/") && $0.contains(",image=\"localhost:5000/vm/") })
         #expect(samples.contains("imgfs_served_bytes_total{mountpoint=\"/mnt/b\",image=\"localhost:5000/vm/b:1\"} 456"))
         #expect(samples.contains("imgfs_fetch_retries_total{mountpoint=\"/mnt/a\",image=\"localhost:5000/vm/a:1\"} 8"))
+        #expect(samples.contains("imgfs_other_mount_frames_total{mountpoint=\"/mnt/a\",image=\"localhost:5000/vm/a:1\"} 9"))
         #expect(samples.contains("imgfs_mount_start_time_seconds{mountpoint=\"/mnt/a\",image=\"localhost:5000/vm/a:1\"} 1700000000.5"))
         // One HELP and one TYPE per family, however many mounts, and its samples right after.
         let types = lines.filter { $0.hasPrefix("# TYPE ") }
@@ -58,6 +60,7 @@ import Testing
     @Test func countersAnOlderDaemonDidNotReportAreLeftOut() {
         let text = PrometheusExposition.render([Self.status(mountpoint: "/m", reference: "r", served: nil)])
         #expect(!text.contains("imgfs_served_bytes_total"))
+        #expect(!text.contains("imgfs_other_mount_frames_total"))
         #expect(text.contains("imgfs_fetched_bytes_total"))
     }
 

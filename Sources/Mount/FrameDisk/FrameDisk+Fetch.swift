@@ -13,32 +13,45 @@ extension FrameDisk {
     /// Makes `frames` (none of them holes) available: returns the verified bytes of every frame
     /// that was fetched or waited for; frames found in the cache meanwhile are not in the result.
     /// Throws the first failure, after every owned frame has been completed.
-    func obtain(_ frames: [Int], purpose: Purpose) throws(MountError) -> [Int: VerifiedFrame] {
+    ///
+    /// Owned frames are claimed across processes first (`fetchClaiming`): another mount of the
+    /// image on this host may be fetching them into the same cache entry.
+    func obtain(_ frames: [Int], purpose: Purpose, deadline given: Double? = nil) throws(MountError) -> [Int: VerifiedFrame] {
         guard !isStopping else { throw .stopped }
         let now = monotonicNow()
-        let deadline = now + options.readTimeout
+        let deadline = given ?? now + options.readTimeout
+        if let frame = frames.first, now >= deadline { throw .timedOut(frame: frame, seconds: options.readTimeout) }
         if purpose == .demand, let failed = recentFailure(among: frames, now: now) { throw failed }
         // Background work never waits for someone else's fetch: it would only duplicate it.
         let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { cache.contains($0) }
         var results: [Int: VerifiedFrame] = [:]
         var failure: MountError?
         if !owned.isEmpty {
-            fetch(owned, purpose: purpose, deadline: deadline) { flight, result in
+            fetchClaiming(owned, purpose: purpose, deadline: deadline) { flight, result in
                 flights.complete(flight, result)
                 switch result {
                 case .success(let verified): results[verified.index] = verified
+                // Background work left it to the other mount fetching it; not a failure.
+                case .failure(.claimedByAnotherMount): break
                 case .failure(let error): if failure == nil { failure = error }
                 }
             }
         }
+        // Frames whose background flight this reader joined and that was left to another mount:
+        // the reader claims them itself (and so waits for that mount) within its deadline.
+        var leftToAnotherMount: [Int] = []
         for flight in waiting {
             switch flights.wait(flight, timeout: deadline - monotonicNow()) {
             case .success(let verified): results[flight.key] = verified
+            case .failure(.claimedByAnotherMount): leftToAnotherMount.append(flight.key)
             case .failure(let error): if failure == nil { failure = error }
             case nil: if failure == nil { failure = .timedOut(frame: flight.key, seconds: options.readTimeout) }
             }
         }
         if let failure { throw failure }
+        if !leftToAnotherMount.isEmpty {
+            results.merge(try obtain(leftToAnotherMount, purpose: purpose, deadline: deadline)) { first, _ in first }
+        }
         return results
     }
 

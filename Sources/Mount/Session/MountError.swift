@@ -39,6 +39,9 @@ public enum MountError: Error, CustomStringConvertible {
     case timedOut(frame: Int, seconds: Double)
     /// The disk is shutting down.
     case stopped
+    /// Background work left a frame to the other mount of the image on this host that is
+    /// fetching it (a reader that joined that work claims the frame itself); never reaches a reader.
+    case claimedByAnotherMount(frame: Int)
     /// A bad command-line value (mountpoint, cache directory, size).
     case invalidArgument(String)
 
@@ -62,6 +65,7 @@ public enum MountError: Error, CustomStringConvertible {
             "fetching frame \(frame) (bytes \(range.lowerBound)..<\(range.upperBound) of blob \(blob)): \(error)"
         case .timedOut(let frame, let seconds): "frame \(frame) did not arrive within \(Int(seconds)) s"
         case .stopped: "the mount is shutting down"
+        case .claimedByAnotherMount(let frame): "frame \(frame) is being fetched by another mount of this image on this host"
         case .invalidArgument(let message): message
         }
     }

@@ -16,6 +16,9 @@ public final class MountStatistics: Sendable {
     let cacheMisses = Atomic<Int64>(0)
     /// Frames copied from another image's cache entry instead of fetched.
     let sharedFrames = Atomic<Int64>(0)
+    /// Frames another mount of the same image on this host fetched into the shared cache entry,
+    /// read from it (and verified) instead of fetched.
+    let framesFromOtherMounts = Atomic<Int64>(0)
     /// Frames whose bytes did not decompress or hash to the index's digest.
     let verificationFailures = Atomic<Int64>(0)
     /// Cached frames whose bytes no longer matched their digest when first served by this daemon
@@ -92,7 +95,8 @@ public final class MountStatistics: Sendable {
             cacheVerificationFailures: cacheVerificationFailures.load(ordering: .relaxed),
 
             bytesServed: bytesServed.load(ordering: .relaxed),
-            fetchSeconds: fetchLatency.withLock { $0 })
+            fetchSeconds: fetchLatency.withLock { $0 },
+            framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed))
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -118,6 +122,9 @@ public final class MountStatistics: Sendable {
         /// Registry requests sent again (transport errors, 429 and 5xx); set by the status
         /// reporter from the registry client, which the disk does not know.
         public var retries: Int64?
+        /// Frames another mount of the image on this host fetched and this one read from the
+        /// shared cache entry instead (`framesFetched` of all such mounts together is one copy).
+        public var framesFromOtherMounts: Int64?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {

@@ -63,6 +63,10 @@ public enum PrometheusExposition {
         .counter("imgfs_frame_hits_total", "Frames read from the cache (or holes) without waiting for the network.") { $0.statistics.cacheHits },
         .counter("imgfs_frame_misses_total", "Frames a read had to wait for.") { $0.statistics.cacheMisses },
         .counter("imgfs_shared_frames_total", "Frames copied from another image's cache entry instead of fetched.") { $0.statistics.sharedFrames },
+        .counter("imgfs_other_mount_frames_total",
+                 "Frames another mount of the image on this host fetched into the shared cache entry, read from it instead of fetched.") {
+            $0.statistics.framesFromOtherMounts
+        },
         .counter("imgfs_verification_failures_total", "Frames whose bytes did not decompress or hash to the index's digest.") {
             $0.statistics.verificationFailures
         },

@@ -196,7 +196,7 @@ struct MountCommand: ParsableCommand {
             session.stop()
             throw error
         }
-        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes,
+        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, diskName: session.diskFileName,
                                          modificationTime: attached?.handover.mountTime, logger: logger)
         let options = fuseOptions()
         let fuse: FuseMount

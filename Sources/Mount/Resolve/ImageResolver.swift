@@ -58,7 +58,7 @@ public struct ImageResolver: Sendable {
             logger.info("not an imgfs image: serving it layer by layer", metadata: [
                 "format": "\(image.kind.rawValue)", "layers": "\(image.layout.segments.count)", "manifest": "\(manifest.digest)"])
             return .segments(ResolvedSegmentImage(locator: locator, manifestDigest: manifest.digest, kind: image.kind, layout: image.layout,
-                                                  nvram: nvram, vmConfig: vmConfig, offline: stored.offline))
+                                                  diskFormat: image.diskFormat, nvram: nvram, vmConfig: vmConfig, offline: stored.offline))
         }
         var profile: [Int] = []
         if let descriptor = imgfs.image.bootProfile {

@@ -2,6 +2,7 @@ import Cache
 import ImageLayouts
 import ImgfsFormat
 import OCI
+import Threading
 import Verity
 
 /// The registry as `ManifestResolver` reads it for a mount: through the metadata store, so that
@@ -62,6 +63,16 @@ final class StoredManifestSource: ManifestSource {
 
     func blob(_ descriptor: Descriptor, limit: Int64) throws(MountError) -> [UInt8] {
         try resolver.smallBlob(descriptor, limit: limit, what: descriptor.mediaType == .imgfsIndex ? "frame index" : "config", locator: locator)
+    }
+
+    /// The start of a containerDisk layer, from the registry (ranges are not kept in the store).
+    func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(MountError) -> [UInt8] {
+        do {
+            return try resolver.source.blob(descriptor.digest, range: range, mirrors: true, deadline: monotonicNow() + 60)
+        } catch {
+            if error.kind == .unreachable { throw .offline(reference: locator.description, cause: error) }
+            throw .source(operation: "reading the start of layer \(descriptor.digest)", error)
+        }
     }
 
     private func checkSize(_ bytes: [UInt8]) throws(MountError) {

@@ -23,5 +23,6 @@ let package = Package(
         fuzzTarget("fuzz-formats", ["OCI", "ImgfsFormat", "ImageLayouts"]),
         fuzzTarget("fuzz-lz4", ["Codec"]),
         fuzzTarget("fuzz-gzip", ["Codec"]),
+        fuzzTarget("fuzz-tar", ["ImageLayouts"]),
     ]
 )

@@ -49,6 +49,8 @@ public final class TarStreamReader {
     private var collected = [UInt8]()
     // Extension headers that apply to the next member.
     private var pax: [String: String] = [:]
+    /// GNU sparse 0.0: repeated `GNU.sparse.offset`/`numbytes` records, in order.
+    private var pax00Map: [UInt64] = []
     private var longName: String?
     private var longLink: String?
     // The member being read.
@@ -116,7 +118,7 @@ public final class TarStreamReader {
     public func finish() throws(TarError) {
         switch state {
         case .finished: return
-        case .header where block.isEmpty && longName == nil && longLink == nil && pax.isEmpty: return
+        case .header where block.isEmpty && longName == nil && longLink == nil && pax.isEmpty && pax00Map.isEmpty: return
         case .endMarker where block.isEmpty: return
         default:
             throw .truncated(offset: position, member: member?.path)
@@ -188,6 +190,8 @@ public final class TarStreamReader {
         longLink = nil
         let attributes = pax
         pax = [:]
+        let map00 = pax00Map
+        pax00Map = []
         if type == UInt8(ascii: "S") {
             guard isGNU else { throw TarError.badHeader(offset: start, reason: "an old GNU sparse member without the GNU magic") }
             member.kind = .regular
@@ -210,8 +214,8 @@ public final class TarStreamReader {
             state = .sparseMapText(remaining: member.storedSize)
             return
         }
-        if let map = attributes["GNU.sparse.map"] {
-            // GNU sparse 0.1: the map in one PAX record, the data right after the header.
+        if let map = attributes["GNU.sparse.map"] ?? (map00.isEmpty ? nil : map00.map(String.init).joined(separator: ",")) {
+            // GNU sparse 0.1 (the map in one PAX record) or 0.0 (in repeated ones): the data right after the header.
             guard kind == .regular else { throw TarError.badSparse(member: path, reason: "a sparse map on a member that is not a regular file") }
             if let name = attributes["GNU.sparse.name"] { member.path = name }
             guard let real = attributes["GNU.sparse.size"] ?? attributes["GNU.sparse.realsize"] else {
@@ -229,7 +233,7 @@ public final class TarStreamReader {
             return
         }
         if attributes["GNU.sparse.major"] != nil || attributes["GNU.sparse.offset"] != nil || attributes["GNU.sparse.numblocks"] != nil {
-            throw TarError.badSparse(member: path, reason: "a GNU sparse format other than 0.1 and 1.0")
+            throw TarError.badSparse(member: path, reason: "a GNU sparse format other than 0.0, 0.1 and 1.0")
         }
         try startData(member, handler: handler)
     }
@@ -374,7 +378,17 @@ public final class TarStreamReader {
         case UInt8(ascii: "L"): longName = Self.string(collected[...])
         case UInt8(ascii: "K"): longLink = Self.string(collected[...])
         case UInt8(ascii: "x"):
-            for (key, value) in try Self.paxRecords(collected, at: start) { pax[key] = value }
+            for (key, value) in try Self.paxRecords(collected, at: start) {
+                if key == "GNU.sparse.offset" || key == "GNU.sparse.numbytes" {
+                    // Offsets and lengths alternate; the order is the map's.
+                    guard (key == "GNU.sparse.offset") == (pax00Map.count % 2 == 0), pax00Map.count < 2 * Self.maximumSparseExtents else {
+                        throw TarError.badHeader(offset: start, reason: "GNU sparse 0.0 records out of order or too many")
+                    }
+                    pax00Map.append(try paxNumber(value, key: key, at: start))
+                } else {
+                    pax[key] = value
+                }
+            }
         default:
             // Global headers: parsed, so that a malformed one is refused, and otherwise ignored (as runtimes do).
             _ = try Self.paxRecords(collected, at: start)

@@ -25,8 +25,8 @@ struct ContainerDiskIntegrationTests {
     static var hasQemuImg: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img") }
 
     /// The disk file of `testCase`, and the image pushed from it.
-    static func makeImage(_ testCase: Case, scratch: String, repository: String) throws -> (disk: String, reference: String) {
-        let registry = try TestRegistry.shared()
+    static func makeImage(_ testCase: Case, scratch: String, repository: String, registry: TestRegistry? = nil) throws -> (disk: String, reference: String, layer: String) {
+        let registry = try registry ?? TestRegistry.shared()
         let raw = try PeerImageFixtures.makeDisk(in: scratch, partSize: 1 << 20, parts: 8, seed: UInt64.random(in: 1...UInt64(Int64.max)))
         let root = scratch + "/root"
         try shell("mkdir -p \(root)/disk")
@@ -55,7 +55,7 @@ struct ContainerDiskIntegrationTests {
                                 layers: [Descriptor(mediaType: docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : .ociLayerGzip,
                                                     digest: SHA256Hasher.digest(layer), size: Int64(layer.count))])
         try client.putManifest(repository, reference: "v1", bytes: ManifestEncoding.encode(manifest), mediaType: docker ? .dockerManifest : .ociManifest)
-        return (root + "/" + member, "\(registry.address)/\(repository):v1")
+        return (root + "/" + member, "\(registry.address)/\(repository):v1", SHA256Hasher.digest(layer).description)
     }
 
     @Test(arguments: Case.allCases)
@@ -64,7 +64,7 @@ struct ContainerDiskIntegrationTests {
         let scratch = try TestEnvironment.scratchDirectory("cdisk-\(testCase)")
         defer { TestEnvironment.remove(scratch) }
         let repository = TestEnvironment.repository("cdisk-\(testCase)")
-        let (disk, reference) = try Self.makeImage(testCase, scratch: scratch, repository: repository)
+        let (disk, reference, _) = try Self.makeImage(testCase, scratch: scratch, repository: repository)
 
         do {
             let mount = try MountedImage(reference, scratch: scratch)
@@ -135,6 +135,61 @@ struct ContainerDiskIntegrationTests {
         let text = String(decoding: config, as: UTF8.self)
         #expect(text.contains("\"diff_ids\":[\"sha256:\(tar)\"]"), "\(text)")
         #expect(text.contains("\"os\":\"linux\""), "\(text)")
+    }
+
+    @Test func aTamperedLayerGivesEIOCachesNothingAndFailsThePull() throws {
+        let scratch = try TestEnvironment.scratchDirectory("cdisk-tamper")
+        defer { TestEnvironment.remove(scratch) }
+        let registry = try TestRegistry.shared()
+        // A disk of its own (random seed): the registry stores each blob once, and this test breaks one.
+        let (_, reference, layer) = try Self.makeImage(.raw, scratch: scratch, repository: TestEnvironment.repository("cdisk-tamper"))
+        let path = try MountSupport.blobDataPath(registry, layer)
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        // Past the start the mount reads to find the disk's header: that part stays intact.
+        try shell("printf 'XXXXXXXX' | dd of=\(path) bs=1 seek=\(size * 3 / 4) conv=notrunc status=none")
+
+        let mount = try MountedImage(reference, scratch: scratch, extra: ["--no-prefetch"])
+        defer { mount.unmount() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount.mountpoint) == ["disk.img"])
+        do {
+            _ = try MountSupport.read(mount.disk, offset: 0, count: 4096)
+            Issue.record("a read of a tampered containerDisk succeeded")
+        } catch let error as ReadFailed {
+            #expect(error.errno == EIO, "\(error)")
+        }
+        let status = try mount.settledStatus()
+        #expect(status.statistics.verificationFailures >= 1)
+        let logText = (try? String(contentsOfFile: mount.logFile, encoding: .utf8)) ?? ""
+        #expect(logText.contains(layer), "the log names the blob \(layer)")
+        let cached = (try? FileManager.default.contentsOfDirectory(atPath: mount.cache + "/segments")) ?? []
+        #expect(!cached.contains { $0.hasPrefix(layer.replacingOccurrences(of: "sha256:", with: "")) }, "nothing of it is cached: \(cached)")
+
+        let pulled = scratch + "/vm"
+        let pull = try imgfs(["pull", "--quiet", reference, pulled], timeout: 600)
+        #expect(pull.status != 0)
+        #expect(pull.stderr.contains(layer), "\(pull)")
+        #expect(!FileManager.default.fileExists(atPath: pulled + "/disk.img"))
+    }
+
+    @Test func withTheRegistryStoppedAContainerDiskRemountsFromTheCache() throws {
+        let scratch = try TestEnvironment.scratchDirectory("cdisk-offline")
+        defer { TestEnvironment.remove(scratch) }
+        let registry = try PrivateRegistry(directory: scratch + "/registry")
+        defer { registry.stop() }
+        let peer = TestRegistry(address: registry.address, storageDirectory: registry.directory + "/data", logFile: registry.directory + "/registry.log")
+        let (disk, reference, _) = try Self.makeImage(.qcow2, scratch: scratch, repository: TestEnvironment.repository("cdisk-offline"), registry: peer)
+        let cache = scratch + "/cache"
+        do {
+            let mount = try MountedImage(reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+            defer { mount.unmount() }
+            try shell("cmp \(disk) \(mount.mountpoint)/disk.qcow2", timeout: 600)
+        }
+        registry.stop()
+        // The manifest and the start of the layer from the metadata store; the disk from the cache.
+        let mount = try MountedImage(reference, scratch: scratch, cache: cache)
+        defer { mount.unmount() }
+        try shell("cmp \(disk) \(mount.mountpoint)/disk.qcow2", timeout: 600)
+        #expect(try mount.status().offline)
     }
 
     @Test func aLayerWithTwoDisksIsRefusedNamingBothAndNoByteIsServed() throws {

@@ -194,21 +194,24 @@ struct ContainerDiskIntegrationTests {
         #expect(try mount.status().offline)
     }
 
-    /// The stretch goal's evidence: the test VM (contrib/vm, small) as a raw containerDisk, mounted
-    /// and booted under TCG from `MOUNTPOINT/disk.img`; the guest checks the files it reads.
-    @Test(.enabled(if: BootSupport.canRun || TestEnvironment.isCI, "needs qemu-system-x86_64, debugfs, busybox-static"))
-    func aVMBootsFromAMountedRawContainerDisk() throws {
-        let scratch = try TestEnvironment.scratchDirectory("cdisk-boot")
+    /// The stretch goal's evidence: the test VM (contrib/vm, small) as a containerDisk, mounted and
+    /// booted under TCG from `MOUNTPOINT/disk.img` (raw, sparse in the tar) or `disk.qcow2` (qemu
+    /// `-drive format=qcow2`); the guest checks the files it reads.
+    @Test(.enabled(if: BootSupport.canRun || TestEnvironment.isCI, "needs qemu-system-x86_64, debugfs, busybox-static"),
+          arguments: [Case.rawSparse, .qcow2])
+    func aVMBootsFromAMountedContainerDisk(_ testCase: Case) throws {
+        if testCase == .qcow2 && !Self.hasQemuImg && !TestEnvironment.isCI { return }
+        let scratch = try TestEnvironment.scratchDirectory("cdisk-boot-\(testCase)")
         defer { TestEnvironment.remove(scratch) }
         let contrib = TestEnvironment.repositoryRoot + "/contrib/vm"
         let vm = try shell("PAYLOAD_MB=16 READ_MB=8 VM_DISK_SIZE=512M \(contrib)/cached-vm.sh", timeout: 900)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        // Sparse in the tar too (GNU sparse 1.0), as a 512 MiB disk with 54 MB of data should be.
-        let (_, reference, _) = try Self.makeImage(.rawSparse, scratch: scratch, repository: TestEnvironment.repository("cdisk-boot"),
+        let (_, reference, _) = try Self.makeImage(testCase, scratch: scratch, repository: TestEnvironment.repository("cdisk-boot-\(testCase)"),
                                                    raw: vm + "/disk.img")
         let mount = try MountedImage(reference, scratch: scratch)
         defer { mount.unmount() }
-        let boot = try runCommand(contrib + "/boot.sh", [mount.disk, "--config", vm + "/config.json", "--log", scratch + "/console.log"], timeout: 900)
+        let disk = mount.mountpoint + "/" + testCase.fileName
+        let boot = try runCommand(contrib + "/boot.sh", [disk, "--config", vm + "/config.json", "--log", scratch + "/console.log"], timeout: 900)
         #expect(boot.status == 0, "\(boot)")
         #expect(boot.stderr.contains("boot: ok"), "\(boot)")
         let status = try mount.settledStatus()

@@ -10,8 +10,8 @@ import Verity
 
 /// Writes a disk as a KubeVirt containerDisk (`--format containerdisk`): an ordinary OCI image
 /// whose one tar+gzip layer holds `disk/` and the disk as `disk/disk.img` (raw) or
-/// `disk/disk.qcow2`, owned 107:107 (KubeVirt's qemu user) with modes 0555/0440, as KubeVirt's
-/// own tooling builds them; the config's `rootfs.diff_ids` is the digest of the uncompressed
+/// `disk/disk.qcow2`, owned 107:107 (KubeVirt's qemu user) with modes 0555/0444, as the
+/// containerdisks project's tooling builds them; the config's `rootfs.diff_ids` is the digest of the uncompressed
 /// tar, which runtimes check when they unpack the layer. The layer is compressed into an
 /// unlinked spool file and uploaded once whole (a blob's digest must be known before its
 /// upload ends), so disk space is bounded by the compressed disk.

@@ -23,8 +23,8 @@ public enum DiskFileFormat: String, Sendable, Codable {
 
 /// KubeVirt containerDisks (`quay.io/containerdisks/…`, `…-container-disk-demo`): an ordinary
 /// container image (OCI or Docker config, tar or tar+gzip layers) with the VM disk, raw or qcow2,
-/// as a file under `/disk/` (KubeVirt's tooling writes `disk/disk.img` or `disk/<name>.qcow2`,
-/// owned 107:107).
+/// as a file under `/disk/` (the containerdisks project's tooling writes `disk/disk.img` whether
+/// it is qcow2 or raw, owned 107:107; Dockerfiles `ADD` a `<name>.qcow2`).
 ///
 /// Where this enters the model: no third disk implementation. The disk is one `Segment` whose
 /// blob is the layer holding it and whose codec (`gzipTar`, `tar`) adds a tar stage to
@@ -54,9 +54,9 @@ public enum ContainerDiskFormat {
     ]
     static let configTypes: Set<String> = [MediaType.ociConfig.rawValue, "application/vnd.docker.container.image.v1+json"]
 
-    /// What `convert --format containerdisk` writes, as KubeVirt's tooling does.
+    /// What `convert --format containerdisk` writes, as the containerdisks project's tooling does.
     public static let directoryMode: UInt32 = 0o555
-    public static let fileMode: UInt32 = 0o440
+    public static let fileMode: UInt32 = 0o444
     public static let owner: UInt32 = 107
 
     /// Compressed bytes of one layer read to find the disk's header before giving up: a

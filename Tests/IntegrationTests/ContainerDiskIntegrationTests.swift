@@ -131,7 +131,7 @@ struct ContainerDiskIntegrationTests {
         let lines = listing.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
         try #require(lines.count == 2, "\(listing)")
         #expect(lines[0].first == "dr-xr-xr-x" && lines[0][1] == "107/107" && lines[0].last == "disk/", "\(listing)")
-        #expect(lines[1].first == "-r--r-----" && lines[1][1] == "107/107" && lines[1].last == "disk/\(fileName)"[...], "\(listing)")
+        #expect(lines[1].first == "-r--r--r--" && lines[1][1] == "107/107" && lines[1].last == "disk/\(fileName)"[...], "\(listing)")
         let tar = try shell("gzip -dc \(scratch)/back.tar.gz | sha256sum | cut -d' ' -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         let config = try client.blob(repository, digest: manifest.config.digest, maxSize: 1 << 20)
         let text = String(decoding: config, as: UTF8.self)

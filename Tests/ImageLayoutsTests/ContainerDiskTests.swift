@@ -88,6 +88,10 @@ struct ContainerDiskTests {
         let segment = try #require(image.layout.segments.first)
         #expect(segment.codec == .tar)
         #expect(try Self.decode(segment, blob: blob, piece: 333) == disk)
+        // The containerdisks project names its qcow2 disks disk.img: the magic decides.
+        let named = try Self.layer([("disk/", []), ("disk/disk.img", disk)])
+        let (asImg, asImgLoad, _) = Self.image([named])
+        #expect(try VMImageReader.read(asImg, load: LayoutTests.noLoader, loadRange: asImgLoad).diskFormat == .qcow2)
         // A file named .qcow2 that is not one is served raw.
         let misnamed = try Self.layer([("disk/x.qcow2", TarStreamTests.pattern(100))])
         let (other, otherLoad, _) = Self.image([misnamed])

@@ -40,7 +40,7 @@ public enum DiskFileFormat: String, Sendable, Codable {
 /// the layers (ranged requests, decoded from the start: a few KiB for KubeVirt's images, whose
 /// layer begins with `disk/` and the disk's header). Those bytes are not verified yet; the tar
 /// stage reads the header again from the verified stream and fails unless it names the same
-/// member with the same size.
+/// member with the same size and first bytes (which chose qcow2 or raw).
 public enum ContainerDiskFormat {
     public static let gzipLayerTypes: Set<String> = [
         MediaType.ociLayerGzip.rawValue,
@@ -112,7 +112,7 @@ public enum ContainerDiskFormat {
             ? (found.head.prefix(4).elementsEqual(DiskFileFormat.qcow2Magic) ? .qcow2 : .raw)
             : (found.member.path.lowercased().hasSuffix(".qcow2") ? .qcow2 : .raw)
         let segment = Segment(layerIndex: found.position, blob: found.layer, codec: found.codec, diskOffset: 0, length: found.member.size,
-                              uncompressedDigest: nil, tarMember: found.member.path)
+                              uncompressedDigest: nil, tarMember: found.member.path, tarMemberHead: Array(found.head.prefix(4)))
         return VMImage(kind: .containerDisk, manifest: manifest, layout: try DiskLayout(diskSize: found.member.size, segments: [segment]),
                        nvram: nil, vmConfig: nil, diskFormat: format)
     }

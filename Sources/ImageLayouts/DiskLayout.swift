@@ -36,10 +36,14 @@ public struct Segment: Sendable, Hashable {
     public var uncompressedDigest: Digest?
     /// For the tar codecs: the path of the member whose content the segment is.
     public var tarMember: String?
+    /// For the tar codecs: the member's first bytes (up to 4) as read when the image was opened,
+    /// which named the disk file (qcow2 or raw); the verified stream must start with them.
+    public var tarMemberHead: [UInt8]?
 
     public init(layerIndex: Int, blob: Descriptor, codec: SegmentCodec, diskOffset: UInt64, length: UInt64, uncompressedDigest: Digest?,
-                tarMember: String? = nil) {
+                tarMember: String? = nil, tarMemberHead: [UInt8]? = nil) {
         self.tarMember = tarMember
+        self.tarMemberHead = tarMemberHead
         self.layerIndex = layerIndex
         self.blob = blob
         self.codec = codec

@@ -7,6 +7,8 @@ final class TarMemberStage {
     private var found: String?
     private var inMember = false
     private var ended = false
+    /// The member's first bytes seen so far (holes as zeros), up to the length of `tarMemberHead`.
+    private var head: [UInt8] = []
 
     init(segment: Segment) {
         self.segment = segment
@@ -34,9 +36,12 @@ final class TarMemberStage {
                     found = path
                     inMember = true
                 case .data(let offset, let bytes):
-                    if inMember { try output(offset, bytes) }
+                    guard inMember else { return }
+                    try checkHead(offset, bytes)
+                    try output(offset, bytes)
                 case .memberEnd:
                     if inMember {
+                        try checkHead(segment.length, UnsafeRawBufferPointer(start: nil, count: 0))
                         inMember = false
                         ended = true
                     }
@@ -44,6 +49,19 @@ final class TarMemberStage {
             }
         } catch let error as TarError {
             throw SegmentError(segment, .tar("\(error)"))
+        }
+    }
+
+    /// The disk file was named (disk.img or disk.qcow2) by its first bytes before they were
+    /// verified: the verified ones must be the same.
+    private func checkHead(_ offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws(SegmentError) {
+        guard let expected = segment.tarMemberHead, head.count < expected.count else { return }
+        if UInt64(head.count) < offset { head += [UInt8](repeating: 0, count: Int(min(UInt64(expected.count), offset)) - head.count) }
+        head += bytes.prefix(expected.count - head.count)
+        let complete = head.count == expected.count || offset + UInt64(bytes.count) >= segment.length
+        guard complete else { return }
+        guard head == expected else {
+            throw SegmentError(segment, .tar("the disk file starts with bytes \(head) here, \(expected) when the image was opened"))
         }
     }
 

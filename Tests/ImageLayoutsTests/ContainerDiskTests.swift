@@ -166,6 +166,16 @@ struct ContainerDiskTests {
         var tampered = blob
         tampered[tampered.count / 2] ^= 1
         #expect(throws: SegmentError.self) { try Self.decode(segment, blob: tampered) }
+        // First bytes other than those that named the file (disk.img or disk.qcow2) when the image was opened.
+        #expect(segment.tarMemberHead == Array(disk.prefix(4)))
+        var otherHead = segment
+        otherHead.tarMemberHead = DiskFileFormat.qcow2Magic
+        do {
+            _ = try Self.decode(otherHead, blob: blob)
+            Issue.record("decoded a disk whose first bytes changed")
+        } catch {
+            #expect("\(error)".contains("starts with bytes"), "\(error)")
+        }
         // A header that said another size when the image was opened.
         var wrongSize = segment
         wrongSize.length += 1

@@ -24,5 +24,6 @@ let package = Package(
         fuzzTarget("fuzz-lz4", ["Codec"]),
         fuzzTarget("fuzz-gzip", ["Codec"]),
         fuzzTarget("fuzz-span-index", ["SpanIndex"]),
+        fuzzTarget("fuzz-tar", ["ImageLayouts"]),
     ]
 )

@@ -118,6 +118,28 @@ write('formats', 'tart', manifest(desc('application/vnd.oci.image.config.v1+json
     [desc('application/vnd.cirruslabs.tart.config.v1', b'{"version":1}')] + tart_pieces + [desc('application/vnd.cirruslabs.tart.nvram.v1', b'nv')],
     {'org.cirruslabs.tart.uncompressed-disk-size': '1048576', 'org.cirruslabs.tart.upload-time': '2026-01-01T00:00:00Z'}) + b'\0{"os":"darwin"}')
 
+# --- KubeVirt containerDisk: the disk under /disk/ in a tar+gzip layer (the third part; it holds NULs)
+import io, tarfile
+def tar_bytes(fmt, members):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode='w', format=fmt) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.uid = info.gid = 107
+            info.mode = 0o555 if data is None else 0o440
+            info.type = tarfile.DIRTYPE if data is None else tarfile.REGTYPE
+            info.size = 0 if data is None else len(data)
+            t.addfile(info, None if data is None else io.BytesIO(data))
+    return out.getvalue()
+cdisk = gzip.compress(tar_bytes(tarfile.GNU_FORMAT, [('disk', None), ('disk/disk.img', text[:3000])]), mtime=0)
+write('formats', 'containerdisk', manifest(desc('application/vnd.oci.image.config.v1+json', b'{"architecture":"amd64","os":"linux"}'),
+    [desc('application/vnd.oci.image.layer.v1.tar+gzip', cdisk)]) + b'\0{"architecture":"amd64","os":"linux"}\0' + cdisk)
+
+# --- tar (first byte: piece size - 1): GNU and PAX archives as containerDisks hold them
+write('tar', 'seed-0', bytes([100]) + tar_bytes(tarfile.GNU_FORMAT, [('disk', None), ('disk/disk.img', text[:3000])]))
+write('tar', 'seed-1', bytes([6]) + tar_bytes(tarfile.PAX_FORMAT, [('disk/' + 'n' * 120 + '.qcow2', b'QFI\xfb' + text[:700])]))
+write('tar', 'seed-2', bytes([255]) + tar_bytes(tarfile.USTAR_FORMAT, [('./disk/disk.img', b'')]))
+
 # --- foreign artifacts (classification and its message)
 write('formats', 'container', manifest(desc('application/vnd.oci.image.config.v1+json', b'{"architecture":"amd64","os":"linux"}'),
     [desc('application/vnd.oci.image.layer.v1.tar+gzip', b'layer')]))
@@ -148,7 +170,7 @@ write('span-index', 'seed-empty-layer', span_index([span_layer(b'L2', 20, 0, 1, 
 # every string literal the readers compare against (media types, annotation keys) and the JSON keys.
 import glob, re
 tokens = set()
-for f in glob.glob('Sources/OCI/*.swift') + glob.glob('Sources/ImageFormat/*.swift') + glob.glob('Sources/Formats/*.swift'):
+for f in glob.glob('Sources/OCI/*.swift') + glob.glob('Sources/ImgfsFormat/*.swift') + glob.glob('Sources/ImageLayouts/*.swift'):
     for m in re.finditer(r'"((?:application|org|dev|com)\.?[^"\\ ]*|[a-z]+[-.][a-z.-]+)"', open(f).read()):
         tokens.add(m.group(1))
 keys = ['schemaVersion', 'mediaType', 'artifactType', 'config', 'layers', 'annotations', 'digest', 'size', 'manifests', 'platform',

@@ -19,12 +19,15 @@ public struct ConvertResult: Sendable, Codable {
 /// The output format of `imgfs convert`.
 public enum ConvertTarget: String, Sendable, CaseIterable {
     case imgfs, lume, tart
+    /// A KubeVirt containerDisk: the disk as `/disk/disk.img` (or `disk.qcow2`) in a container image.
+    case containerdisk
 }
 
 /// `imgfs convert`: registry to registry, streaming. The source is read with its format's reader
 /// (`ImageLayouts`) and decoded as it streams (`StreamingDiskSource`); the imgfs format is written by
-/// the push pipeline, lume and tart by `PeerImageWriter`. Config and nvram are carried over, and
-/// the source manifest's metadata annotations are kept.
+/// the push pipeline, lume and tart by `PeerImageWriter`, containerDisks by `ContainerDiskWriter`.
+/// Config and nvram are carried over (a containerDisk has neither), and the source manifest's
+/// metadata annotations are kept.
 public struct ImageConverter: Sendable {
     public var source: RegistryClient
     public var sourceRepository: String
@@ -50,6 +53,10 @@ public struct ImageConverter: Sendable {
 
     public func convert(image: VMImage, sourceName: String, tag: String, destinationName: String) throws(ConvertError) -> ConvertResult {
         progress.diskSize.store(Int64(image.layout.diskSize), ordering: .relaxed)
+        if image.diskFormat == .qcow2 && target != .containerdisk {
+            throw .invalidOption("the source's disk is a qcow2 file, and \(target.rawValue) images hold raw disks: convert it with "
+                                 + "`qemu-img convert -O raw` first, or keep it a containerDisk (--format containerdisk)")
+        }
         let nvram = try smallFile(image.nvram)
         let vmConfig = try smallFile(image.vmConfig)
         let disk = StreamingDiskSource(image: image, client: source, repository: sourceRepository, logger: logger)
@@ -71,6 +78,16 @@ public struct ImageConverter: Sendable {
                                          partSize: target == .tart ? TartFormat.pieceSize : partSize,
                                          spoolDirectory: pushOptions.spoolDirectory, progress: progress, logger: logger)
             digest = try writer.write(disk: disk, nvram: nvram, vmConfig: vmConfig, tag: tag, annotations: image.metadataAnnotations)
+        case .containerdisk:
+            if nvram != nil || vmConfig != nil {
+                logger.warning("a containerDisk holds only the disk: the source's nvram.bin and config.json are not carried over")
+            }
+            let config = try? source.blob(sourceRepository, digest: image.manifest.config.digest, maxSize: FormatsLimits.maximumConfigSize)
+            let writer = ContainerDiskWriter(client: destination, repository: destinationRepository, diskFormat: image.diskFormat,
+                                             architecture: ContainerDiskWriter.architecture(ofConfig: config ?? vmConfig),
+                                             compressionLevel: pushOptions.compressionLevel, spoolDirectory: pushOptions.spoolDirectory,
+                                             progress: progress, logger: logger)
+            digest = try writer.write(disk: disk, tag: tag, annotations: image.metadataAnnotations)
         }
         return ConvertResult(source: sourceName, sourceFormat: image.kind.rawValue, destination: destinationName, format: target.rawValue,
                              manifestDigest: digest, diskSize: image.layout.diskSize)

@@ -11,6 +11,11 @@ public enum SegmentCodec: String, Sendable, Hashable, Codable {
     case none
     /// An imgfs chunk layer: gzip members located by the frame index (read frame by frame).
     case imgfsFrames
+    /// A gzip'd tar stream (a container layer): the segment is one member's content
+    /// (`Segment.tarMember`), found by parsing headers as the stream decodes (KubeVirt containerDisks).
+    case gzipTar = "gzip-tar"
+    /// An uncompressed tar stream, read as `gzipTar` without the gzip.
+    case tar
 }
 
 /// One stretch of the logical disk and the layer blob that holds it.
@@ -29,8 +34,16 @@ public struct Segment: Sendable, Hashable {
     public var length: UInt64
     /// SHA-256 of the decoded bytes, when the format records it.
     public var uncompressedDigest: Digest?
+    /// For the tar codecs: the path of the member whose content the segment is.
+    public var tarMember: String?
+    /// For the tar codecs: the member's first bytes (up to 4) as read when the image was opened,
+    /// which named the disk file (qcow2 or raw); the verified stream must start with them.
+    public var tarMemberHead: [UInt8]?
 
-    public init(layerIndex: Int, blob: Descriptor, codec: SegmentCodec, diskOffset: UInt64, length: UInt64, uncompressedDigest: Digest?) {
+    public init(layerIndex: Int, blob: Descriptor, codec: SegmentCodec, diskOffset: UInt64, length: UInt64, uncompressedDigest: Digest?,
+                tarMember: String? = nil, tarMemberHead: [UInt8]? = nil) {
+        self.tarMember = tarMember
+        self.tarMemberHead = tarMemberHead
         self.layerIndex = layerIndex
         self.blob = blob
         self.codec = codec

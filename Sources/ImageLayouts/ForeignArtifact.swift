@@ -19,7 +19,7 @@ public enum ForeignArtifact: Sendable, Equatable {
     case artifact(String)
 
     /// What imgfs reads, for the end of every such message.
-    public static let whatImgfsReads = "imgfs reads VM disk images in its own format, lume's (OCI and legacy) and tart's"
+    public static let whatImgfsReads = "imgfs reads VM disk images in its own format, lume's (OCI and legacy), tart's and KubeVirt containerDisks (a disk file under /disk/)"
 
     /// The kind of `manifest`, or nil if nothing marks it as one of these (then it is described
     /// by its media types only).
@@ -73,13 +73,15 @@ public enum ForeignArtifact: Sendable, Equatable {
 
     /// The reason for `ImageLayoutError.unrecognised`: what the manifest is, what it holds, and
     /// what imgfs reads.
-    public static func describe(_ manifest: Manifest) -> String {
+    /// `scannedForDisk`: its layers were read and hold no file under `/disk/` (not a containerDisk).
+    public static func describe(_ manifest: Manifest, scannedForDisk: Bool = false) -> String {
         let layers = manifest.layers.map(\.mediaType.base)
         var types: [String] = []
         for type in layers where !types.contains(type) { types.append(type) }
         let holds = "config \(manifest.config.mediaType.base), \(layers.count) layer\(layers.count == 1 ? "" : "s")"
             + (types.isEmpty ? "" : " of \(types.prefix(3).joined(separator: ", "))\(types.count > 3 ? ", …" : "")")
-        let what = classify(manifest).map { "it is \($0.name)" } ?? "it has no imgfs, lume or tart media types"
+        let what = classify(manifest).map { "it is \($0.name)" + (scannedForDisk && $0 == .containerImage ? " without a disk file under /disk/" : "") }
+            ?? "it has no imgfs, lume or tart media types"
         return "\(what) (\(holds)); \(whatImgfsReads)"
     }
 }

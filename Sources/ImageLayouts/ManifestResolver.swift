@@ -10,6 +10,9 @@ public protocol ManifestSource {
     func manifest(_ reference: String) throws(Failure) -> (digest: Digest, bytes: [UInt8])
     /// A small blob whole (a config, a frame index), at most `limit` bytes, checked against `descriptor`.
     func blob(_ descriptor: Descriptor, limit: Int64) throws(Failure) -> [UInt8]
+    /// Bytes `range` of a blob, unverified: the start of a containerDisk's layers, where the
+    /// disk's tar header is (checked again when the layer is read whole).
+    func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(Failure) -> [UInt8]
 }
 
 /// An image manifest a reference resolved to.
@@ -56,12 +59,17 @@ public struct ManifestResolver<Source: ManifestSource> {
         // (an unreachable registry is not a malformed image), so that is what is thrown.
         var failure: Source.Failure?
         do throws(ImageLayoutError) {
-            let image = try VMImageReader.read(resolved.manifest) { descriptor, limit in
+            let image = try VMImageReader.read(resolved.manifest, load: { descriptor, limit in
                 do throws(Source.Failure) { return try source.blob(descriptor, limit: limit) } catch {
                     failure = failure ?? error
                     throw error
                 }
-            }
+            }, loadRange: { descriptor, range in
+                do throws(Source.Failure) { return try source.blob(descriptor, range: range) } catch {
+                    failure = failure ?? error
+                    throw error
+                }
+            })
             return (image, resolved)
         } catch {
             if let failure { throw .source(failure) }

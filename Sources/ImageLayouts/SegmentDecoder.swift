@@ -17,18 +17,20 @@ public final class SegmentDecoder {
     private var decodedCount: UInt64 = 0
     private let gzip: GzipStreamDecoder?
     private let lz4: AppleLZ4Decoder?
+    private let tar: TarMemberStage?
 
     public init(segment: Segment) throws(SegmentError) {
         self.segment = segment
         self.uncompressedHasher = segment.uncompressedDigest == nil ? nil : SHA256Hasher()
+        tar = segment.codec == .gzipTar || segment.codec == .tar ? TarMemberStage(segment: segment) : nil
         switch segment.codec {
-        case .gzip:
+        case .gzip, .gzipTar:
             do { gzip = try GzipStreamDecoder() } catch { throw SegmentError(segment, .decode(error)) }
             lz4 = nil
         case .appleLZ4:
             gzip = nil
             lz4 = AppleLZ4Decoder()
-        case .none:
+        case .none, .tar:
             gzip = nil
             lz4 = nil
         case .imgfsFrames:
@@ -45,14 +47,18 @@ public final class SegmentDecoder {
     }
 
     private func run(_ input: UnsafeRawBufferPointer, output: @escaping (UInt64, UnsafeRawBufferPointer) throws -> Void) throws(SegmentError) {
-        let emit: (UnsafeRawBufferPointer) throws -> Void = { [self] bytes in
-            guard decodedCount + UInt64(bytes.count) <= segment.length else {
+        // `at`: where the bytes go in the segment; past `decodedCount` only for a sparse tar member's holes.
+        let place: (UInt64, UnsafeRawBufferPointer) throws -> Void = { [self] at, bytes in
+            guard at >= decodedCount, at <= segment.length, UInt64(bytes.count) <= segment.length - at else {
                 throw SegmentError(segment, .decodedTooLong(expected: segment.length))
             }
+            if at > decodedCount { uncompressedHasher?.updateZeros(count: Int(at - decodedCount)) }
             uncompressedHasher?.update(bytes)
-            let offset = segment.diskOffset + decodedCount
-            decodedCount += UInt64(bytes.count)
-            try output(offset, bytes)
+            decodedCount = at + UInt64(bytes.count)
+            try output(segment.diskOffset + at, bytes)
+        }
+        let emit: (UnsafeRawBufferPointer) throws -> Void = { [self] bytes in
+            if let tar { try tar.feed(bytes, output: place) } else { try place(decodedCount, bytes) }
         }
         do {
             if let gzip {
@@ -88,6 +94,12 @@ public final class SegmentDecoder {
         }
         let actual = compressedHasher.finalize()
         guard actual == segment.blob.digest else { throw SegmentError(segment, .compressedDigestMismatch(actual: actual)) }
+        if let tar {
+            try tar.finish()
+            // A sparse member may end in a hole.
+            if decodedCount < segment.length { uncompressedHasher?.updateZeros(count: Int(segment.length - decodedCount)) }
+            decodedCount = segment.length
+        }
         guard decodedCount == segment.length else {
             throw SegmentError(segment, .decodedSizeMismatch(expected: segment.length, actual: decodedCount))
         }
@@ -109,6 +121,8 @@ public struct SegmentError: Error, CustomStringConvertible {
         case uncompressedDigestMismatch(expected: Digest, actual: Digest)
         case decode(CodecError)
         case unsupportedCodec
+        /// A container layer whose tar stream or disk member is not what it must be.
+        case tar(String)
         case output(any Error)
     }
 
@@ -132,6 +146,7 @@ public struct SegmentError: Error, CustomStringConvertible {
         case .uncompressedDigestMismatch(let expected, let actual): "uncompressed digest mismatch: expected \(expected), got \(actual)"
         case .decode(let error): "corrupt data: \(error)"
         case .unsupportedCodec: "imgfs chunk layers are read frame by frame, not whole"
+        case .tar(let reason): reason
         case .output(let error): "\(error)"
         }
         return "\(layer): \(what)"

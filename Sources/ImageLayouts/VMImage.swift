@@ -11,6 +11,8 @@ public enum ImageKind: String, Sendable, Codable, CaseIterable {
     case lumeLegacy = "lume-legacy"
     /// tart: `application/vnd.cirruslabs.tart.*`, LZ4 disk layers of 512 MiB each.
     case tart
+    /// KubeVirt containerDisk: a container image with the disk (raw or qcow2) under `/disk/`.
+    case containerDisk = "containerdisk"
 }
 
 /// Fetches a (small) blob whole, verified against its descriptor's digest, refusing more than
@@ -29,13 +31,17 @@ public struct VMImage: Sendable {
     public let vmConfig: Descriptor?
     /// For imgfs images: the parsed image and its validated frame index.
     public let imgfs: ImgfsSource?
+    /// How the disk's bytes are read (qcow2 only for containerDisks that hold one).
+    public let diskFormat: DiskFileFormat
 
     public struct ImgfsSource: Sendable {
         public let image: ImgfsImage
         public let index: FrameIndex
     }
 
-    init(kind: ImageKind, manifest: Manifest, layout: DiskLayout, nvram: Descriptor?, vmConfig: Descriptor?, imgfs: ImgfsSource? = nil) {
+    init(kind: ImageKind, manifest: Manifest, layout: DiskLayout, nvram: Descriptor?, vmConfig: Descriptor?, imgfs: ImgfsSource? = nil,
+         diskFormat: DiskFileFormat = .raw) {
+        self.diskFormat = diskFormat
         self.kind = kind
         self.manifest = manifest
         self.layout = layout
@@ -68,18 +74,20 @@ public enum VMImageReader {
             || types.contains(LumeOCIFormat.diskMediaType.rawValue) { return .lumeOCI }
         if types.contains(where: { $0.hasPrefix(TartFormat.mediaTypePrefix) }) { return .tart }
         if types.contains(LumeLegacyFormat.diskMediaType.rawValue) { return .lumeLegacy }
+        if ContainerDiskFormat.isContainerImage(manifest) && ForeignArtifact.classify(manifest) == .containerImage { return .containerDisk }
         return nil
     }
 
     /// Reads and validates `manifest`; `load` fetches the config blob or frame index when the
-    /// format needs them.
-    public static func read(_ manifest: Manifest, load: BlobLoader) throws(ImageLayoutError) -> VMImage {
+    /// format needs them, `loadRange` the start of a containerDisk's layers.
+    public static func read(_ manifest: Manifest, load: BlobLoader, loadRange: BlobRangeLoader? = nil) throws(ImageLayoutError) -> VMImage {
         guard manifest.layers.count <= FormatsLimits.maximumLayers else { throw .tooManyLayers(manifest.layers.count) }
         switch kind(of: manifest) {
         case .imgfs: return try ImgfsFormatReader.read(manifest, load: load)
         case .lumeOCI: return try LumeOCIFormat.read(manifest)
         case .lumeLegacy: return try LumeLegacyFormat.read(manifest, load: load)
         case .tart: return try TartFormat.read(manifest)
+        case .containerDisk: return try ContainerDiskFormat.read(manifest, loadRange: loadRange)
         case nil:
             throw .unrecognised(reason: ForeignArtifact.describe(manifest))
         }

@@ -46,8 +46,10 @@ public final class ImagePuller: Sendable {
     public func pull(reference: String, displayName: String, into directory: String) throws(PullError) -> PullResult {
         let (image, manifestDigest) = try Self.open(client: client, repository: repository, reference: reference, platform: options.platform)
         try makeDirectory(directory)
-        let diskPath = directory + "/disk.img"
-        let partialPath = directory + "/disk.img.partial"
+        // disk.qcow2 for a containerDisk whose disk is qcow2; disk.img for every raw disk.
+        let diskName = image.diskFormat.fileName
+        let diskPath = directory + "/" + diskName
+        let partialPath = diskPath + ".partial"
         let frameCount = image.imgfs?.index.frames.count ?? 0
         var (journal, resumed) = PullJournal.open(directory: directory, manifestDigest: manifestDigest, diskSize: image.layout.diskSize, frameCount: frameCount)
         // A pull the journal calls complete is checked before it is reported so, where the manifest
@@ -68,12 +70,12 @@ public final class ImagePuller: Sendable {
             progress.doneBytes.store(progress.totalBytes.load(ordering: .relaxed), ordering: .relaxed)
             result.alreadyComplete = true
             result.files = try writeSmallFiles(image, directory: directory)
-            result.files.insert("disk.img", at: 0)
+            result.files.insert(diskName, at: 0)
             return result
         }
         // Whatever disk.img is there is not this image, complete: remove it so that a failure
         // below cannot leave a complete-looking disk behind.
-        if unlink(diskPath) != 0 && errno != ENOENT { throw .io(path: diskPath, operation: "remove the previous disk.img", offset: nil, errno: errno) }
+        if unlink(diskPath) != 0 && errno != ENOENT { throw .io(path: diskPath, operation: "remove the previous \(diskName)", offset: nil, errno: errno) }
         let disk = try SparseDisk(path: partialPath, size: image.layout.diskSize, fresh: !resumed)
         try journal.save()
         logger.info("pulling", metadata: ["format": "\(image.kind.rawValue)", "disk": "\(image.layout.diskSize)", "resumed": "\(resumed)"])
@@ -98,9 +100,9 @@ public final class ImagePuller: Sendable {
                 throw .fsverityMismatch(expected: expected, actual: actual)
             }
         }
-        guard rename(partialPath, diskPath) == 0 else { throw .io(path: diskPath, operation: "rename disk.img.partial to", offset: nil, errno: errno) }
+        guard rename(partialPath, diskPath) == 0 else { throw .io(path: diskPath, operation: "rename \(diskName).partial to", offset: nil, errno: errno) }
         try journal.markComplete()
-        result.files.insert("disk.img", at: 0)
+        result.files.insert(diskName, at: 0)
         if options.enableVerity {
             try VerityEnabler.enable(path: diskPath)
             result.verityEnabled = true
@@ -154,5 +156,12 @@ struct RegistryManifests: ManifestSource {
 
     func blob(_ descriptor: Descriptor, limit: Int64) throws(FetchError) -> [UInt8] {
         try client.blob(repository, digest: descriptor.digest, maxSize: limit)
+    }
+
+    func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(FetchError) -> [UInt8] {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(range.count)
+        try client.blob(repository, digest: descriptor.digest, range: range) { bytes.append(contentsOf: $0) }
+        return bytes
     }
 }

@@ -5,7 +5,7 @@ import OCI
 import PieceFetch
 import Verity
 
-/// Pulls whole-layer formats (lume, tart): one unit per distinct blob, fetched in one GET,
+/// Pulls whole-layer formats (lume, tart, containerDisks): one unit per distinct blob, fetched in one GET,
 /// decoded while it streams, written to every segment that shares the blob, verified
 /// (compressed digest, decoded length and digest), then made durable and journalled.
 struct LayerPuller {

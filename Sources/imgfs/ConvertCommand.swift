@@ -9,7 +9,8 @@ struct ConvertCommand: OneLineErrors {
         commandName: "convert",
         abstract: "Convert a VM image between formats, registry to registry.",
         discussion: """
-        SRC-REF may be in any format imgfs reads (imgfs, lume OCI, lume legacy, tart). The image \
+        SRC-REF may be in any format imgfs reads (imgfs, lume OCI, lume legacy, tart, KubeVirt \
+        containerDisk). The image \
         is converted as it streams from one registry to the other: no local copy of the disk is \
         made (disk space is bounded by the chunks in flight). Every source digest is checked; the \
         destination manifest is written only after the last source layer verified. config.json \
@@ -17,7 +18,10 @@ struct ConvertCommand: OneLineErrors {
 
         --format imgfs (default) writes the imgfs format (multi-layer, or --single-layer); \
         --format lume writes lume's OCI format (512 MiB gzip parts) and --format tart tart's \
-        (512 MiB LZ4 pieces), so an image can always go back to the tools it came from.
+        (512 MiB LZ4 pieces), so an image can always go back to the tools it came from; \
+        --format containerdisk writes a KubeVirt containerDisk (an OCI image with the disk at \
+        /disk/disk.img, or /disk/disk.qcow2 when the source's disk is qcow2, owned 107:107). A \
+        qcow2 disk converts to a containerDisk only.
 
         \(PlatformOptionGroup.discussion) The destination is that one image, not an index.
 
@@ -34,7 +38,7 @@ struct ConvertCommand: OneLineErrors {
     @Argument(help: "Where to write: registry/repository[:tag].")
     var destination: String
 
-    @Option(help: "Output format: imgfs, lume or tart.")
+    @Option(help: "Output format: imgfs, lume, tart or containerdisk.")
     var format: String = "imgfs"
 
     @OptionGroup var platform: PlatformOptionGroup
@@ -46,7 +50,7 @@ struct ConvertCommand: OneLineErrors {
         let sourceReference = try parseReference(source)
         let destinationReference = try parseReference(destination)
         guard destinationReference.digest == nil else { throw UsageError("convert needs a destination tag, not a digest: '\(destination)'") }
-        guard let target = ConvertTarget(rawValue: format) else { throw UsageError("--format: '\(format)' is not one of imgfs, lume, tart") }
+        guard let target = ConvertTarget(rawValue: format) else { throw UsageError("--format: '\(format)' is not one of imgfs, lume, tart, containerdisk") }
         if layout.singleLayer && target != .imgfs { throw UsageError("--single-layer applies to --format imgfs only") }
         let options = try layout.pushOptions()
 

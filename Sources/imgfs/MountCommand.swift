@@ -22,7 +22,8 @@ struct MountCommand: ParsableCommand {
         image is prefetched at low priority once the boot has read them, pausing while the disk is \
         being read.
 
-        An image mounted once can be mounted again with the registry unreachable.
+        An image mounted once can be mounted again with the registry unreachable. A KubeVirt \
+        containerDisk whose disk is qcow2 shows it as disk.qcow2 (qemu -drive format=qcow2).
 
         \(PlatformOptionGroup.discussion)
 
@@ -54,7 +55,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Bound background prefetch to this many bytes per second (suffixes K, M, G).", valueName: "rate"))
     var prefetchRate: String?
 
-    @Option(help: ArgumentHelp("How long a read of disk.img waits for the registry before it fails with EIO (default: 30; 120 for lume and tart images, whose layers are fetched whole). The fetch it waits on ends by then too, however slowly the registry sends.", valueName: "seconds"))
+    @Option(help: ArgumentHelp("How long a read of disk.img waits for the registry before it fails with EIO (default: 30; 120 for lume, tart and containerDisk images, whose layers are fetched whole). The fetch it waits on ends by then too, however slowly the registry sends.", valueName: "seconds"))
     var readTimeout: Double?
 
     @Option(help: ArgumentHelp("The daemon's log (default: <cache-dir>/logs/<mountpoint>.log).", valueName: "file"))
@@ -205,7 +206,7 @@ struct MountCommand: ParsableCommand {
             session.stop()
             throw error
         }
-        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes,
+        let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, diskName: session.diskFileName,
                                          modificationTime: attached?.handover.mountTime, logger: logger)
         let options = fuseOptions()
         let fuse: FuseMount

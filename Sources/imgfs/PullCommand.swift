@@ -5,7 +5,7 @@ import Pull
 struct PullCommand: OneLineErrors {
     static let configuration = CommandConfiguration(
         commandName: "pull",
-        abstract: "Download a whole VM image (imgfs, lume or tart format) to a local directory.",
+        abstract: "Download a whole VM image (imgfs, lume, tart or KubeVirt containerDisk) to a local directory.",
         discussion: """
         DIR receives disk.img (sparse: all-zero blocks are never written), nvram.bin and \
         config.json. Layers (lume, tart) or frame runs (imgfs) are fetched and decompressed in \
@@ -23,7 +23,10 @@ struct PullCommand: OneLineErrors {
         \(PlatformOptionGroup.discussion)
 
         Formats: imgfs; lume OCI (chunked or single-layer, application/vnd.trycua.lume.*); lume \
-        legacy (application/octet-stream+lz4 parts); tart (application/vnd.cirruslabs.tart.*).
+        legacy (application/octet-stream+lz4 parts); tart (application/vnd.cirruslabs.tart.*); \
+        KubeVirt containerDisk (a container image with the disk under /disk/; a qcow2 disk is \
+        written as disk.qcow2, and the layer's digest is all that vouches for it, as the format \
+        records no digest of the disk).
 
         Examples:
           imgfs pull localhost:5000/vm/debian:12 ./debian

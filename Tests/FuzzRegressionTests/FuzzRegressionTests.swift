@@ -75,7 +75,10 @@ import Testing
                 return blob
             }
             do throws(ImageLayoutError) {
-                let image = try VMImageReader.read(manifest, load: load)
+                let image = try VMImageReader.read(manifest, load: load, loadRange: { _, range in
+                    guard range.lowerBound >= 0, range.upperBound <= Int64(parts[2].count) else { throw TooLarge() }
+                    return Array(parts[2][Int(range.lowerBound)..<Int(range.upperBound)])
+                })
                 kinds.insert(image.kind)
                 let layout = image.layout
                 for offset in [0, layout.diskSize / 2, layout.diskSize &- 1, layout.diskSize] {
@@ -152,6 +155,36 @@ import Testing
                         }
                     }
                 }
+    @Test func tar() throws {
+        let inputs = try FuzzInput.all("tar")
+        #expect(!inputs.isEmpty)
+        for input in inputs {
+            guard let first = input.bytes.first else { continue }
+            let reader = TarStreamReader()
+            var member: TarMember?
+            var next: UInt64 = 0
+            do {
+                let piece = Int(first) + 1
+                var rest = input.bytes.dropFirst()
+                while !rest.isEmpty {
+                    try Array(rest.prefix(piece)).withUnsafeBytes { raw in
+                        try reader.feed(raw) { event in
+                            switch event {
+                            case .member(let m):
+                                #expect(member == nil, "\(input)")
+                                member = m
+                                next = 0
+                            case .data(let offset, let bytes):
+                                #expect(member.map { offset >= next && offset + UInt64(bytes.count) <= $0.size } == true, "\(input)")
+                                next = offset + UInt64(bytes.count)
+                            case .memberEnd:
+                                member = nil
+                            }
+                        }
+                    }
+                    rest = rest.dropFirst(piece)
+                }
+                try reader.finish()
             } catch {
                 #expect(!input.isSeed, "\(input): \(error)")
             }

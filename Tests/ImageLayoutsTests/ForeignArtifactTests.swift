@@ -35,13 +35,14 @@ struct ForeignArtifactTests {
         }
     }
 
-    @Test func readingAContainerImageSaysWhatItIsAndWhatImgfsReads() {
-        let manifest = Self.manifest(config: "application/vnd.oci.image.config.v1+json",
-                                     layers: ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip"])
+    @Test func readingAContainerImageSaysWhatItIsAndWhatImgfsReads() throws {
+        let layer = try ContainerDiskTests.layer([("etc/motd", Array("hi\n".utf8))])
+        let other = try ContainerDiskTests.layer([("bin/", [])])
+        let (manifest, load, _) = ContainerDiskTests.image([layer, other])
         #expect(throws: ImageLayoutError.unrecognised(reason:
-            "it is a container image (config application/vnd.oci.image.config.v1+json, 2 layers of application/vnd.oci.image.layer.v1.tar+gzip); "
-            + "imgfs reads VM disk images in its own format, lume's (OCI and legacy) and tart's")) {
-            try VMImageReader.read(manifest, load: LayoutTests.noLoader)
+            "it is a container image without a disk file under /disk/ (config application/vnd.oci.image.config.v1+json, 2 layers of application/vnd.oci.image.layer.v1.tar+gzip); "
+            + "imgfs reads VM disk images in its own format, lume's (OCI and legacy), tart's and KubeVirt containerDisks (a disk file under /disk/)")) {
+            try VMImageReader.read(manifest, load: LayoutTests.noLoader, loadRange: load)
         }
     }
 }

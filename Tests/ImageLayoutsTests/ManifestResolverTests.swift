@@ -33,6 +33,11 @@ struct ManifestResolverTests {
             guard let bytes = blobs[descriptor.digest] else { throw Unreachable() }
             return bytes
         }
+
+        func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(Unreachable) -> [UInt8] {
+            guard let bytes = blobs[descriptor.digest], range.upperBound <= Int64(bytes.count) else { throw Unreachable() }
+            return Array(bytes[Int(range.lowerBound)..<Int(range.upperBound)])
+        }
     }
 
     /// A tart image of `size` bytes (tart's reader needs no blob).

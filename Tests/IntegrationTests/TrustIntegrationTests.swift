@@ -136,8 +136,9 @@ struct TrustIntegrationTests {
                                 layers: [Descriptor(mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: SHA256Hasher.digest(layer), size: Int64(layer.count))])
         try client.putManifest(repository, reference: "v1", bytes: ManifestEncoding.encode(manifest), mediaType: .ociManifest)
         let reference = "\(registry.address)/\(repository):v1"
-        let expected = "not a VM image imgfs can read: it is a container image (config application/vnd.oci.image.config.v1+json, "
-            + "1 layer of application/vnd.oci.image.layer.v1.tar+gzip); imgfs reads VM disk images in its own format, lume's (OCI and legacy) and tart's"
+        let expected = "not a VM image imgfs can read: it is a container image without a disk file under /disk/ (config application/vnd.oci.image.config.v1+json, "
+            + "1 layer of application/vnd.oci.image.layer.v1.tar+gzip); imgfs reads VM disk images in its own format, lume's (OCI and legacy), "
+            + "tart's and KubeVirt containerDisks (a disk file under /disk/)"
 
         let mountpoint = scratch + "/mnt"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)

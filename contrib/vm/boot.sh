@@ -2,7 +2,8 @@
 # contrib/vm/boot.sh DISK_PATH [--timeout S] [--accel tcg|kvm] [--config FILE] [--expect LINE] [--log FILE] [--append ARGS] [--no-snapshot]
 #
 # Boots a disk built by contrib/vm/build-disk.sh (a local file or MOUNTPOINT/disk.img of an imgfs
-# mount) and checks the marker it prints. Everything comes from the disk: the kernel and initrd are
+# mount, or MOUNTPOINT/disk.qcow2 of a qcow2 containerDisk: qcow2 is recognised by its magic) and
+# checks the marker it prints. Everything comes from the disk: the kernel and initrd are
 # extracted from it with debugfs, which reads the image file directly. The boot settings (kernel
 # and initrd paths inside the image, command line, memory, expected marker) come from config.json
 # beside the disk (--config to name another); without one, the defaults below and the
@@ -93,9 +94,18 @@ trap cleanup EXIT
 
 now() { date +%s.%N; }
 start=$(now)
+# A qcow2 disk (a KubeVirt containerDisk's disk.qcow2) is attached as qcow2; debugfs reads raw
+# images only, so the kernel and initrd come from a raw copy of it (qemu-img, from qemu-utils).
+format=raw
+kernel_source=$disk
+if [[ $(head -c 4 "$disk" | od -An -tx1 | tr -d ' \n') == 514649fb ]]; then
+    format=qcow2
+    kernel_source=$work/kernel-source.img
+    qemu-img convert -f qcow2 -O raw "$disk" "$kernel_source" || { echo "boot.sh: qemu-img could not read $disk" >&2; exit 1; }
+fi
 for part in kernel initrd; do
     path_var=${part}_path
-    debugfs -R "dump ${!path_var} $work/$part" "$disk" 2>"$work/debugfs.err" || true
+    debugfs -R "dump ${!path_var} $work/$part" "$kernel_source" 2>"$work/debugfs.err" || true
     if [[ ! -s $work/$part ]]; then
         echo "boot.sh: debugfs could not extract ${!path_var} from $disk:" >&2
         cat "$work/debugfs.err" >&2
@@ -111,7 +121,7 @@ qemu-system-x86_64 "${accel_args[@]}" -m "$memory" -smp 1 \
     -nodefaults -no-user-config -display none -monitor none -no-reboot \
     -serial "file:$console_log" \
     -kernel "$work/kernel" -initrd "$work/initrd" -append "$cmdline" \
-    -drive "file=$disk,format=raw,if=virtio,snapshot=$snapshot,file.locking=off${IMGFS_VM_DRIVE_OPTIONS:+,$IMGFS_VM_DRIVE_OPTIONS}" \
+    -drive "file=$disk,format=$format,if=virtio,snapshot=$snapshot,file.locking=off${IMGFS_VM_DRIVE_OPTIONS:+,$IMGFS_VM_DRIVE_OPTIONS}" \
     > "$work/qemu.out" 2>&1 &
 qemu_pid=$!
 deadline=$(( $(date +%s) + timeout_s ))

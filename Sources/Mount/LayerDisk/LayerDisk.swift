@@ -7,8 +7,10 @@ import Synchronization
 import Threading
 import Verity
 
-/// The disk of an image without a frame index (lume OCI, lume legacy, tart), served lazily at
-/// whole-layer granularity. Safe to call from many FUSE threads at once.
+/// The disk of an image without a frame index (lume OCI, lume legacy, tart, and KubeVirt
+/// containerDisks, whose one segment is the disk file inside a tar layer: `SegmentDecoder`'s tar
+/// stage, see `ContainerDiskFormat`), served lazily at whole-layer granularity. Safe to call
+/// from many FUSE threads at once.
 ///
 /// A read of `[offset, offset + size)`:
 /// 1. disk bytes in no segment are zeros (and holes for `SEEK_HOLE`);

@@ -59,7 +59,7 @@ public struct ImageResolver: Sendable {
         let vmConfig = try image.vmConfig.map { (d) throws(MountError) in try smallBlob(d, limit: limit, what: "config.json", locator: locator) }
         guard let imgfs = image.imgfs else {
             let segments = ResolvedSegmentImage(locator: locator, manifestDigest: manifest.digest, kind: image.kind, layout: image.layout,
-                                                nvram: nvram, vmConfig: vmConfig, offline: stored.offline)
+                                                diskFormat: image.diskFormat, nvram: nvram, vmConfig: vmConfig, offline: stored.offline)
             if let spanned = try spanIndexed(segments) { return .imgfs(spanned) }
             logger.info("not an imgfs image: serving it layer by layer", metadata: [
                 "format": "\(image.kind.rawValue)", "layers": "\(image.layout.segments.count)", "manifest": "\(manifest.digest)"])

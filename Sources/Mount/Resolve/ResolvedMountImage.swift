@@ -31,6 +31,8 @@ public struct ResolvedSegmentImage: Sendable {
     public var manifestDigest: Digest
     public var kind: ImageKind
     public var layout: DiskLayout
+    /// raw, or qcow2 for a containerDisk holding one: names the disk file.
+    public var diskFormat: DiskFileFormat = .raw
     public var nvram: [UInt8]?
     public var vmConfig: [UInt8]?
     /// True when the registry could not be reached and the manifest came from the local store.

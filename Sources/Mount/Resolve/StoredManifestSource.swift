@@ -2,6 +2,7 @@ import Cache
 import ImageLayouts
 import ImgfsFormat
 import OCI
+import Threading
 import Verity
 
 /// The registry as `ManifestResolver` reads it for a mount: through the metadata store, so that
@@ -62,6 +63,31 @@ final class StoredManifestSource: ManifestSource {
 
     func blob(_ descriptor: Descriptor, limit: Int64) throws(MountError) -> [UInt8] {
         try resolver.smallBlob(descriptor, limit: limit, what: descriptor.mediaType == .imgfsIndex ? "frame index" : "config", locator: locator)
+    }
+
+    /// The start of a containerDisk layer, where its disk's tar header is. Kept in the store as
+    /// well (by content, named by a reference per layer and range), so that a containerDisk
+    /// remounts offline like every other format.
+    func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(MountError) -> [UInt8] {
+        let store = resolver.store
+        let name = "layer-range-\(descriptor.digest.hex)-\(range.lowerBound)-\(range.upperBound)"
+        let bytes: [UInt8]
+        do {
+            bytes = try resolver.source.blob(descriptor.digest, range: range, mirrors: true, deadline: monotonicNow() + 60)
+        } catch {
+            guard error.kind == .unreachable else { throw .source(operation: "reading the start of layer \(descriptor.digest)", error) }
+            if let digest = store.reference(registry: locator.registry, repository: locator.repository, tag: name),
+               let bytes = store.blob(digest, limit: Int64(range.count)), bytes.count == range.count {
+                return bytes
+            }
+            throw .offline(reference: locator.description, cause: error)
+        }
+        let digest = SHA256Hasher.digest(bytes)
+        do {
+            try store.store(bytes, digest: digest)
+            try store.setReference(registry: locator.registry, repository: locator.repository, tag: name, to: digest)
+        } catch { throw .cache(error) }
+        return bytes
     }
 
     private func checkSize(_ bytes: [UInt8]) throws(MountError) {

@@ -3,7 +3,8 @@ import Glibc
 import ImgfsFormat
 import Logging
 
-/// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable), and
+/// The directory a mount shows: `disk.img` (the lazy disk, read-only, immutable; `disk.qcow2`
+/// when the image's disk is a qcow2 file, as a KubeVirt containerDisk's may be), and
 /// `nvram.bin` and `config.json` when the image has them. FuseFS owns inodes and attributes;
 /// this only moves bytes and answers `SEEK_DATA`/`SEEK_HOLE`. A disk's `MountError` goes to
 /// FuseFS whole (`FileSystemError.failed`), which logs it once and picks the errno.
@@ -22,11 +23,12 @@ public final class ImageFileSystem: FileSystemBackend {
 
     /// `modificationTime` defaults to now; a server that takes over a mount passes the mount's
     /// time, so the files look the same to the kernel as before.
-    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, modificationTime: Int64? = nil, logger: Logger) {
+    public init(disk: any VirtualDisk, nvram: [UInt8]?, vmConfig: [UInt8]?, diskName: String = "disk.img", modificationTime: Int64? = nil,
+                logger: Logger) {
         let time = modificationTime ?? Int64(time(nil))
         // A writable disk changes under the kernel, so it must not be cached as immutable.
         var files: [(FileEntry, Content)] = [
-            (FileEntry(name: "disk.img", size: disk.size, writable: disk.isWritable, mode: disk.isWritable ? 0o644 : 0o444,
+            (FileEntry(name: diskName, size: disk.size, writable: disk.isWritable, mode: disk.isWritable ? 0o644 : 0o444,
                        modificationTime: time, immutable: !disk.isWritable), .disk(disk)),
         ]
         if let nvram {

@@ -9,6 +9,8 @@ public protocol MountSession: AnyObject, Sendable {
     var servedDisk: any VirtualDisk { get }
     var nvramBytes: [UInt8]? { get }
     var vmConfigBytes: [UInt8]? { get }
+    /// `disk.img`, or `disk.qcow2` for a qcow2 containerDisk (for `qemu -drive format=qcow2`).
+    var diskFileName: String { get }
     var manifestDigest: Digest { get }
     var isOffline: Bool { get }
     func start()
@@ -20,13 +22,14 @@ extension FrameSession: MountSession {
     public var servedDisk: any VirtualDisk { disk }
     public var nvramBytes: [UInt8]? { resolved.nvram }
     public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var diskFileName: String { DiskFileFormat.raw.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
 }
 
 extension ImageFileSystem {
     public convenience init(serving session: any MountSession, logger: Logger) {
-        self.init(disk: session.servedDisk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, logger: logger)
+        self.init(disk: session.servedDisk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, diskName: session.diskFileName, logger: logger)
     }
 }
 
@@ -50,6 +53,7 @@ public final class LayerSession: MountSession {
     public var servedDisk: any VirtualDisk { disk }
     public var nvramBytes: [UInt8]? { resolved.nvram }
     public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
+    public var diskFileName: String { resolved.diskFormat.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
 

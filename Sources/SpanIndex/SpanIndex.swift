@@ -13,9 +13,15 @@ public struct SpanIndex: Sendable, Equatable {
         self.layers = layers
     }
 
-    /// The entry for the layer blob `digest`, if the index covers it.
+    /// The entry for the layer blob `digest`, if the index covers it (a scan: readers that look
+    /// layers up per read keep `byLayer`).
     public func layer(_ digest: Digest) -> LayerSpans? {
         layers.first { $0.layerDigest == digest }
+    }
+
+    /// The entries by layer blob digest (the decoder guarantees digests are distinct).
+    public var byLayer: [Digest: LayerSpans] {
+        Dictionary(layers.map { ($0.layerDigest, $0) }, uniquingKeysWith: { first, _ in first })
     }
 }
 

@@ -154,8 +154,11 @@ def span_record(u, c, bits, member, window, digest):
         co = zlib.compressobj(6, zlib.DEFLATED, -15)
         cw = co.compress(window) + co.flush()
     return struct.pack('<QQBBHIII', u, c, bits, 1 if member else 0, 0, len(window), len(cw), 0) + digest + cw
-def span_layer(blob, csize, usize, codec, span_size, spans):
-    return struct.pack('<32sQQB3sIII', sha(blob), csize, usize, codec, b'\0' * 3, span_size, len(spans), 0) + b''.join(spans)
+def span_layer(blob, csize, usize, codec, span_size, spans, origin=0, length=None):
+    length = usize - origin if length is None else length
+    frames = (length + span_size - 1) // span_size
+    return (struct.pack('<32sQQB3sIIIQQ', sha(blob), csize, usize, codec, b'\0' * 3, span_size, len(spans), 0, origin, length)
+            + b''.join(spans) + b''.join(sha(b'frame %d' % i) for i in range(frames)))
 def span_index(layers):
     return b'IMGFSSPN' + struct.pack('<III12s', 1, 0, len(layers), b'\0' * 12) + b''.join(layers)
 write('span-index', 'seed-gzip', span_index([span_layer(b'L0', 5000, 200000, 1, 65536, [

@@ -4,7 +4,7 @@ import OCI
 import Verity
 
 /// Where a foreign image enters the one disk model: a `DiskLayout` (lume OCI's gzip parts, tart's
-/// Apple LZ4 pieces) plus
+/// Apple LZ4 pieces, a containerDisk's tar+gzip layer) plus
 /// the checkpoints and frame digests a span index records for each layer become a `FrameIndex`
 /// whose frames start at checkpoints inside the layers (`FrameIndex.Start.checkpoint`), so the
 /// image is served by `FrameDisk` with the same cache, prefetch, status and failure handling as
@@ -21,13 +21,17 @@ public enum SpanIndexedLayout {
         public var blob: Digest
         /// In stream order; the first at uncompressed offset 0.
         public var checkpoints: [PackedCheckpoint]
-        /// SHA-256 of each `frameSize` stretch of the layer's decoded bytes (the last may be short).
+        /// SHA-256 of each `frameSize` stretch of the disk bytes (the last may be short).
         public var frameDigests: [Digest]
+        /// Where the disk's first byte is in the decoded layer: 0 for lume and tart, the disk
+        /// file's data offset in a containerDisk's tar stream.
+        public var frameOrigin: UInt64
 
-        public init(blob: Digest, checkpoints: [PackedCheckpoint], frameDigests: [Digest]) {
+        public init(blob: Digest, checkpoints: [PackedCheckpoint], frameDigests: [Digest], frameOrigin: UInt64 = 0) {
             self.blob = blob
             self.checkpoints = checkpoints
             self.frameDigests = frameDigests
+            self.frameOrigin = frameOrigin
         }
     }
 
@@ -48,7 +52,7 @@ public enum SpanIndexedLayout {
         var layers: [FrameIndex.LayerRef] = []
         var layerOf: [Digest: Int] = [:]
         for segment in layout.segments where segment.length > 0 {
-            guard segment.codec == .gzip || segment.codec == .appleLZ4 else {
+            guard [.gzip, .appleLZ4, .gzipTar].contains(segment.codec) else {
                 throw Unsuitable(description: "\(segment.name) is \(segment.codec.rawValue), not gzip or Apple LZ4")
             }
             guard let layer = byBlob[segment.blob.digest] else {
@@ -89,14 +93,15 @@ public enum SpanIndexedLayout {
             }
             let within = start - segment.diskOffset
             let digest = layer.frameDigests[Int(within / UInt64(frameSize))]
+            let stream = layer.frameOrigin + within
             // A frame of zeros costs nothing to serve: no fetch, no cache space.
             guard digest != zeros else {
                 frames.append(FrameIndex.FrameEntry(digest: zeros, isHole: true, location: nil))
                 continue
             }
             let points = layer.checkpoints
-            let from = lastIndex(in: points, atOrBefore: within)
-            let end = within + UInt64(length)
+            let from = lastIndex(in: points, atOrBefore: stream)
+            let end = stream + UInt64(length)
             let to = points[(from + 1)...].first { $0.uncompressedOffset >= end }
             let compressedEnd = to?.compressedOffset ?? UInt64(segment.blob.size)
             let begin = points[from].compressedStart
@@ -105,7 +110,7 @@ public enum SpanIndexedLayout {
             }
             let location = FrameIndex.Location(
                 layer: layerOf[segment.blob.digest]!, compressedOffset: begin, compressedLength: UInt32(compressedEnd - begin),
-                start: .checkpoint(firstCheckpoint[segment.blob.digest]! + from, skip: UInt32(within - points[from].uncompressedOffset)))
+                start: .checkpoint(firstCheckpoint[segment.blob.digest]! + from, skip: UInt32(stream - points[from].uncompressedOffset)))
             frames.append(FrameIndex.FrameEntry(digest: digest, isHole: false, location: location))
         }
         return FrameIndex(geometry: geometry, layout: .multiLayer, layers: layers, frames: frames, checkpoints: checkpoints)
@@ -120,7 +125,7 @@ public enum SpanIndexedLayout {
         var previous = first
         for point in points.dropFirst() {
             guard point.uncompressedOffset > previous.uncompressedOffset, point.compressedOffset > previous.compressedOffset,
-                  point.compressedOffset <= UInt64(segment.blob.size), point.uncompressedOffset < segment.length,
+                  point.compressedOffset <= UInt64(segment.blob.size),
                   point.uncompressedOffset - previous.uncompressedOffset <= UInt64(UInt32.max) / 2 else {
                 throw Unsuitable(description: "the span index's checkpoints of \(segment.name) are out of order or outside the layer")
             }

@@ -3,15 +3,15 @@ import Verity
 /// SHA-256 of every `frameSize` stretch of a stream (the last may be short): the digests of the
 /// disk-aligned frames a mount serves from a span index, which cannot reuse the span digests
 /// because checkpoints fall on block boundaries, not on frame boundaries. Not thread-safe.
-final class FrameDigester {
-    let frameSize: Int
+public final class FrameDigester {
+    public let frameSize: Int
     private let hasher = SHA256Hasher()
     private var filled = 0
     private(set) var digests: [Digest] = []
 
-    init(frameSize: Int) { self.frameSize = frameSize }
+    public init(frameSize: Int) { self.frameSize = frameSize }
 
-    func update(_ bytes: UnsafeRawBufferPointer) {
+    public func update(_ bytes: UnsafeRawBufferPointer) {
         var rest = bytes
         while !rest.isEmpty {
             let take = min(rest.count, frameSize - filled)
@@ -23,7 +23,7 @@ final class FrameDigester {
     }
 
     /// The digests, the short last frame's included.
-    func finish() -> [Digest] {
+    public func finish() -> [Digest] {
         if filled > 0 { close() }
         return digests
     }

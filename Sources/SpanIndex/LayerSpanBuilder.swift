@@ -170,6 +170,9 @@ extension LayerSpans {
             }
         }
         guard spans.count == rebuilt.spans.count else { return wrong(nil, "\(spans.count) spans, the layer has \(rebuilt.spans.count)") }
+        guard frameOrigin == rebuilt.frameOrigin, frameLength == rebuilt.frameLength else {
+            return wrong(nil, "disk bytes at \(frameOrigin)+\(frameLength), the layer's are at \(rebuilt.frameOrigin)+\(rebuilt.frameLength)")
+        }
         for (frame, (mine, theirs)) in zip(frameDigests, rebuilt.frameDigests).enumerated() where mine != theirs {
             return wrong(nil, "frame \(frame) (bytes \(UInt64(frame) * UInt64(spanSize))...) has digest \(mine), the layer's bytes have \(theirs)")
         }

@@ -2,14 +2,14 @@ import Codec
 import Verity
 
 /// The binary encoding (docs/FORMAT.md, "Span indexes"): little-endian, a 32-byte header, then
-/// per layer a 64-byte record followed by its checkpoint records (64 bytes each, then the
+/// per layer an 80-byte record followed by its checkpoint records (64 bytes each, then the
 /// compressed window), then the layer's frame digests (32 bytes each). The decoder is strict: every size is bounded by the bytes present
 /// before anything is allocated, offsets are monotonic and inside the layer, and nothing
 /// follows the last layer.
 extension SpanIndex {
     public static let magic: [UInt8] = Array("IMGFSSPN".utf8)
     static let headerSize = 32
-    static let layerRecordSize = 64
+    static let layerRecordSize = 80
     static let spanRecordSize = 64
     /// Below 64 KiB the index stops being small; above 64 MiB a span is a layer.
     public static let spanSizes = (64 * 1024)...(64 << 20)
@@ -32,6 +32,8 @@ extension SpanIndex {
             out.appendLE(layer.spanSize)
             out.appendLE(UInt32(layer.spans.count))
             out.appendLE(UInt32(0))
+            out.appendLE(layer.frameOrigin)
+            out.appendLE(layer.frameLength)
             for span in layer.spans {
                 out.appendLE(span.uncompressedOffset)
                 out.appendLE(span.compressedOffset)
@@ -85,6 +87,11 @@ extension SpanIndex {
         let spanSize = try reader.u32()
         let count = Int(try reader.u32())
         _ = try reader.u32()
+        let frameOrigin = try reader.u64()
+        let frameLength = try reader.u64()
+        guard frameOrigin <= uncompressedSize, frameLength <= uncompressedSize - frameOrigin else {
+            throw .malformed(reason: "frames at \(frameOrigin)+\(frameLength) outside the layer's \(uncompressedSize) bytes", offset: start + 64)
+        }
         guard compressedSize <= maximumLayerSize, uncompressedSize <= maximumLayerSize else {
             throw .malformed(reason: "layer sizes \(compressedSize)/\(uncompressedSize) above \(maximumLayerSize)", offset: start + 32)
         }
@@ -141,8 +148,8 @@ extension SpanIndex {
             spans.append(SpanEntry(uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset, bitCount: bitCount, isMemberStart: isMemberStart,
                                    windowLength: windowLength, compressedWindow: window, digest: spanDigest))
         }
-        // One digest per spanSize-aligned frame of the layer, after the checkpoints.
-        let frames = Int((uncompressedSize + UInt64(spanSize) - 1) / UInt64(spanSize))
+        // One digest per spanSize-aligned frame of the disk bytes, after the checkpoints.
+        let frames = Int((frameLength + UInt64(spanSize) - 1) / UInt64(spanSize))
         guard frames * 32 <= reader.remaining else {
             throw .malformed(reason: "\(frames) frame digests of layer \(digest) do not fit in \(reader.remaining) bytes", offset: reader.position)
         }
@@ -150,7 +157,7 @@ extension SpanIndex {
         frameDigests.reserveCapacity(frames)
         for _ in 0..<frames { frameDigests.append(Digest(sha256Bytes: try reader.bytes(32))) }
         return LayerSpans(layerDigest: digest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, codec: codec, spanSize: spanSize,
-                          spans: spans, frameDigests: frameDigests)
+                          spans: spans, frameDigests: frameDigests, frameOrigin: frameOrigin, frameLength: frameLength)
     }
 }
 

@@ -79,13 +79,18 @@ public struct LayerSpans: Sendable, Equatable {
     public var spanSize: UInt32
     /// Sorted by offset; the first at offset 0. Empty only for an empty layer.
     public var spans: [SpanEntry]
-    /// SHA-256 of each `spanSize`-aligned stretch of the decoded layer (the last may be short):
+    /// SHA-256 of each `spanSize`-aligned stretch of the disk bytes in the decoded layer
+    /// (`frameOrigin`, `frameLength`; the last may be short):
     /// what a mount serves the layer by, as frames of `spanSize` bytes at fixed disk offsets,
     /// each decoded from the last checkpoint before it (`ImageLayouts.SpanIndexedLayout`).
     public var frameDigests: [Digest]
+    /// Where the disk's bytes are in the decoded layer: all of it for lume and tart; the disk
+    /// file's data for a containerDisk (after its tar headers). Frames start at `frameOrigin`.
+    public var frameOrigin: UInt64
+    public var frameLength: UInt64
 
     public init(layerDigest: Digest, compressedSize: UInt64, uncompressedSize: UInt64, codec: SpanCodec, spanSize: UInt32, spans: [SpanEntry],
-                frameDigests: [Digest] = []) {
+                frameDigests: [Digest] = [], frameOrigin: UInt64 = 0, frameLength: UInt64? = nil) {
         self.layerDigest = layerDigest
         self.compressedSize = compressedSize
         self.uncompressedSize = uncompressedSize
@@ -93,6 +98,8 @@ public struct LayerSpans: Sendable, Equatable {
         self.spanSize = spanSize
         self.spans = spans
         self.frameDigests = frameDigests
+        self.frameOrigin = frameOrigin
+        self.frameLength = frameLength ?? uncompressedSize
     }
 
     public var spanCount: Int { spans.count }

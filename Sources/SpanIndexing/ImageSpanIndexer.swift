@@ -16,6 +16,8 @@ public struct ImageSpanIndexer: Sendable {
         public var name: String
         public var uncompressedSize: UInt64?
         public var uncompressedDigest: Digest?
+        /// A containerDisk layer: the tar member holding the disk, whose data the frames cover.
+        public var tarMember: String? = nil
     }
 
     public let client: RegistryClient
@@ -49,7 +51,12 @@ public struct ImageSpanIndexer: Sendable {
             switch first.codec {
             case .gzip: codec = .gzip
             case .appleLZ4: codec = .appleLZ4
-            case .none, .imgfsFrames: continue
+            case .gzipTar:
+                // A containerDisk: the tar stream is indexed whole; its frames cover the disk file.
+                layers.append(Layer(blob: first.blob, codec: .gzip, name: first.name, uncompressedSize: nil, uncompressedDigest: nil,
+                                    tarMember: first.tarMember))
+                continue
+            case .none, .imgfsFrames, .tar: continue
             }
             let single = segments.count == 1
             layers.append(Layer(blob: first.blob, codec: codec, name: first.name,
@@ -73,9 +80,13 @@ public struct ImageSpanIndexer: Sendable {
         }
         var failure: SpanIndexError?
         let progress = self.progress
+        let disk = layer.tarMember.map { TarDiskFrames(member: $0, frameSize: spanSize) }
         do throws(FetchError) {
             try client.blob(repository, digest: layer.blob.digest, range: nil) { chunk in
-                do throws(SpanIndexError) { try builder.feed(chunk) } catch { failure = error; throw error }
+                do throws(SpanIndexError) { try builder.feed(chunk, output: disk.map { disk in { try disk.feed($0) } }) } catch {
+                    failure = error
+                    throw error
+                }
                 progress.bytes.add(Int64(chunk.count), ordering: .relaxed)
             }
         } catch {
@@ -83,11 +94,23 @@ public struct ImageSpanIndexer: Sendable {
             throw .registry(error)
         }
         do {
-            let spans = try builder.finish()
+            var spans = try builder.finish()
+            if let disk {
+                // Verified now (the layer digest matched): the disk file's frames replace the stream's.
+                guard let member = disk.member, disk.isContiguous else {
+                    throw SpanIndexError.indexDisagrees(layer: layer.blob.digest, span: nil,
+                                                        reason: "the tar member \(layer.tarMember ?? "") is missing or sparse; a span index covers contiguous disk files only")
+                }
+                spans.frameOrigin = member.dataOffset
+                spans.frameLength = member.size
+                spans.frameDigests = disk.digests.finish()
+            }
             progress.layers.add(1, ordering: .relaxed)
             return spans
-        } catch {
+        } catch let error as SpanIndexError {
             throw .index(error)
+        } catch {
+            throw .index(.indexDisagrees(layer: layer.blob.digest, span: nil, reason: "\(error)"))
         }
     }
 
@@ -109,6 +132,44 @@ public struct ImageSpanIndexer: Sendable {
         let covered = Set(layers.map(\.blob.digest))
         if let extra = index.layers.first(where: { !covered.contains($0.layerDigest) }) {
             throw .index(.indexDisagrees(layer: extra.layerDigest, span: nil, reason: "the image has no such disk layer"))
+        }
+    }
+}
+
+/// The frame digests of a containerDisk's disk file, from the decoded tar stream as it passes:
+/// the disk's data is hashed in frames aligned to its own first byte, which is where a mount's
+/// frames are (`SpanIndexedLayout`). Unverified until the layer's digest has matched.
+final class TarDiskFrames {
+    let wanted: String
+    let reader = TarStreamReader()
+    let digests: FrameDigester
+    private(set) var member: TarMember?
+    private(set) var isContiguous = true
+    private var next: UInt64 = 0
+    private var current: Bool = false
+
+    init(member: String, frameSize: Int) {
+        wanted = member
+        digests = FrameDigester(frameSize: frameSize)
+    }
+
+    func feed(_ bytes: UnsafeRawBufferPointer) throws {
+        try reader.feed(bytes) { event in
+            switch event {
+            case .member(let found):
+                current = member == nil && (found.path == wanted || ContainerDiskFormat.diskPath(found.path) == wanted)
+                if current {
+                    member = found
+                    isContiguous = found.sparseMap == nil
+                }
+            case .data(let offset, let data):
+                guard current else { return }
+                if offset != next { isContiguous = false }
+                digests.update(data)
+                next = offset + UInt64(data.count)
+            case .memberEnd:
+                current = false
+            }
         }
     }
 }

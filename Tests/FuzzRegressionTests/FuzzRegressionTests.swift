@@ -155,6 +155,12 @@ import Testing
                         }
                     }
                 }
+            } catch {
+                #expect(!input.isSeed, "\(input): \(error)")
+            }
+        }
+    }
+
     @Test func tar() throws {
         let inputs = try FuzzInput.all("tar")
         #expect(!inputs.isEmpty)

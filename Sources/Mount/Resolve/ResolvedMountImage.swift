@@ -22,6 +22,8 @@ public struct ResolvedImage: Sendable {
     public var offline: Bool
     /// The span index artifact a lume or tart image is read through; nil for an imgfs image.
     public var spanIndex: Digest? = nil
+    /// How a containerDisk read through its span index names its disk (qcow2 or raw).
+    public var diskFormat: DiskFileFormat = .raw
 }
 
 /// An image of another format (lume OCI, lume legacy, tart) with everything a mount needs: the

@@ -61,9 +61,14 @@ extension ImageResolver {
             guard let spanSize = decoded.layers.first?.spanSize, decoded.layers.allSatisfy({ $0.spanSize == spanSize }) else {
                 throw SpanIndexedLayout.Unsuitable(description: "its layers have different span sizes")
             }
+            for segment in image.layout.segments {
+                guard let layer = decoded.layer(segment.blob.digest), layer.frameLength == segment.length || segment.codec != .gzipTar else {
+                    throw SpanIndexedLayout.Unsuitable(description: "the span index does not cover the disk file of \(segment.name)")
+                }
+            }
             let layers = decoded.layers.map { layer in
                 SpanIndexedLayout.LayerSpans(blob: layer.layerDigest, checkpoints: layer.spans.map { $0.packed(layer.codec) },
-                                             frameDigests: layer.frameDigests)
+                                             frameDigests: layer.frameDigests, frameOrigin: layer.frameOrigin)
             }
             index = try SpanIndexedLayout.frameIndex(image.layout, frameSize: Int(spanSize), spans: layers)
         } catch {
@@ -79,7 +84,8 @@ extension ImageResolver {
         logger.info("serving the image frame by frame through its span index", metadata: [
             "image": "\(locator)", "index": "\(found.artifact)", "frames": "\(index.frames.count)", "frameSize": "\(index.geometry.frameSize)"])
         return ResolvedImage(locator: locator, manifestDigest: image.manifestDigest, index: index, indexDigest: found.blob,
-                             nvram: image.nvram, vmConfig: image.vmConfig, bootProfile: [], offline: image.offline, spanIndex: found.artifact)
+                             nvram: image.nvram, vmConfig: image.vmConfig, bootProfile: [], offline: image.offline, spanIndex: found.artifact,
+                             diskFormat: image.diskFormat)
     }
 
     /// A span index is a few percent of the image; past 1 GiB it is not one worth reading.

@@ -22,7 +22,7 @@ extension FrameSession: MountSession {
     public var servedDisk: any VirtualDisk { disk }
     public var nvramBytes: [UInt8]? { resolved.nvram }
     public var vmConfigBytes: [UInt8]? { resolved.vmConfig }
-    public var diskFileName: String { DiskFileFormat.raw.fileName }
+    public var diskFileName: String { resolved.diskFormat.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
 }

@@ -71,6 +71,7 @@ extension FrameDisk: VirtualDisk {
         let frames = geometry.frames(covering: offset, length: count)
         let entries = index.frames
         if !frames.contains(where: { !entries[$0].isHole }) {
+            statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
             statistics.bytesServed.add(Int64(count), ordering: .relaxed)
             return [.zeros(count: count)]
         }

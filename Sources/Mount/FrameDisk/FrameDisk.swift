@@ -112,6 +112,14 @@ public final class FrameDisk: Sendable {
         guard offset < geometry.diskSize, buffer.count > 0 else { return 0 }
         let length = Int(min(UInt64(buffer.count), geometry.diskSize - offset))
         let frames = geometry.frames(covering: offset, length: length)
+        if !frames.contains(where: { !index.frames[$0].isHole }) {
+            // All hole (a writable overlay's reads of its base come here, not to `localPieces`):
+            // zeros, without the cache's lock, readahead or flights.
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]).initializeMemory(as: UInt8.self, repeating: 0)
+            statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
+            statistics.bytesServed.add(Int64(length), ordering: .relaxed)
+            return length
+        }
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
 

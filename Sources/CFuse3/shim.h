@@ -9,4 +9,12 @@
  * in different modules"), so Swift could not use fuse_lowlevel_ops at all. */
 #include <fuse3/fuse_lowlevel.h>
 #include <fuse3/fuse_opt.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* memfd_create(2), which Swift's Glibc module does not export (glibc declares it only under
+ * _GNU_SOURCE). -1 with errno set where the kernel lacks it. */
+static inline int imgfs_memfd_create(const char *name, unsigned int flags) {
+    return (int)syscall(SYS_memfd_create, name, flags);
+}
 #endif

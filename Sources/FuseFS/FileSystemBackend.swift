@@ -52,6 +52,20 @@ public struct LocalExtent: Sendable, Equatable {
     }
 }
 
+/// One run of a read that FuseFS answers without the backend's `read`: bytes that lie verbatim in
+/// a local file, or zeros (a hole the backend knows is all zeros), which FuseFS hands the kernel as
+/// the shared zero page rather than filling and copying a buffer.
+public enum LocalPiece: Sendable, Equatable {
+    case file(LocalExtent, count: Int)
+    case zeros(count: Int)
+
+    public var count: Int {
+        switch self {
+        case .file(_, let count), .zeros(let count): count
+        }
+    }
+}
+
 /// Which boundary an `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` asks for.
 public enum SeekWhence: Sendable, Equatable {
     case data
@@ -106,6 +120,12 @@ public protocol FileSystemBackend: Sendable {
     /// file. Called on every read of an immutable file, so it must be cheap. The default is nil.
     func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent?
 
+    /// All of `[offset, offset + count)` of an immutable `file` as runs of local-file bytes and
+    /// zeros, in order, their counts summing to `count`; or nil to have FuseFS call
+    /// ``read(file:offset:into:)``. The same rules as ``localExtent(file:offset:count:)``; a run
+    /// of zeros only where `read` would return zeros. The default is that one extent, if any.
+    func localPieces(file: Int, offset: UInt64, count: Int) -> [LocalPiece]?
+
     /// `SEEK_DATA` / `SEEK_HOLE`: the first data (or hole) offset at or after `offset`,
     /// or `nil` when there is none (`ENXIO`). The end of the file counts as a hole.
     func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64?
@@ -123,6 +143,10 @@ public protocol FileSystemBackend: Sendable {
 
 extension FileSystemBackend {
     public func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent? { nil }
+
+    public func localPieces(file: Int, offset: UInt64, count: Int) -> [LocalPiece]? {
+        localExtent(file: file, offset: offset, count: count).map { [.file($0, count: count)] }
+    }
 
     public func write(file: Int, offset: UInt64, data: UnsafeRawBufferPointer) throws(FileSystemError) -> Int {
         throw .readOnly

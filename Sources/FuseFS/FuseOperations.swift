@@ -255,8 +255,8 @@ enum FuseOperations {
                 return
             }
             count = Int(min(UInt64(size), entry.size - UInt64(offset)))
-            if count > 0, let extent = state.backend.localExtent(file: index, offset: UInt64(offset), count: count),
-               replyFromLocalFile(req, state, extent, count: count) {
+            if count > 0, let pieces = state.backend.localPieces(file: index, offset: UInt64(offset), count: count),
+               replyFromLocalPieces(req, state, pieces, count: count) {
                 return
             }
         }
@@ -276,35 +276,78 @@ enum FuseOperations {
         }
     }
 
-    /// The fast path for bytes the backend has in a local file: large replies are spliced
-    /// (no copy through user space), small ones are one `pread` into this thread's buffer (libfuse
-    /// would not splice under two pages anyway, and would allocate a buffer for each).
+    /// The fast path for bytes the backend has in local files or knows are zeros: large replies
+    /// are spliced (no copy through user space; zeros come from `ZeroPages` as the shared zero
+    /// page), small ones are `pread` and zero-filled into this thread's buffer (libfuse would not
+    /// splice under two pages anyway, and would allocate a buffer for each).
     /// Returns false, without replying, if the bytes could not be read; the caller then asks
     /// the backend.
-    static func replyFromLocalFile(_ req: fuse_req_t, _ state: FuseSessionState, _ extent: LocalExtent, count: Int) -> Bool {
-        if count >= state.spliceMinimum && count <= state.spliceMaximum {
-            var vector = fuse_bufvec()
-            vector.count = 1
-            vector.idx = 0
-            vector.off = 0
-            vector.buf = fuse_buf(size: count, flags: fuse_buf_flags(rawValue: FUSE_BUF_IS_FD.rawValue | FUSE_BUF_FD_SEEK.rawValue),
-                                    mem: nil, fd: extent.descriptor, pos: off_t(extent.offset))
-            // fuse_reply_data replies exactly once either way: with the bytes, or with the
-            // errno of a failed read from the descriptor.
-            _ = fuse_reply_data(req, &vector, fuse_buf_copy_flags(rawValue: 0))
+    static func replyFromLocalPieces(_ req: fuse_req_t, _ state: FuseSessionState, _ pieces: [LocalPiece], count: Int) -> Bool {
+        guard pieces.reduce(0, { $0 + $1.count }) == count else { return false }
+        let needsZeroPages = pieces.contains { if case .zeros = $0 { true } else { false } }
+        if count >= state.spliceMinimum && count <= state.spliceMaximum && (!needsZeroPages || state.zeroPages != nil) {
+            spliceReply(req, pieces, zeroPages: state.zeroPages)
             return true
         }
         return state.readBuffers.withBuffer(count: count) { buffer -> Bool in
             guard let base = buffer.baseAddress else { return false }
-            var done = 0
-            while done < count {
-                let n = retryingEINTR { pread(extent.descriptor, base + done, count - done, off_t(extent.offset) + off_t(done)) }
-                guard n > 0 else { return false }
-                done += n
+            var at = 0
+            for piece in pieces {
+                switch piece {
+                case .zeros(let length):
+                    (base + at).initializeMemory(as: UInt8.self, repeating: 0, count: length)
+                case .file(let extent, let length):
+                    var done = 0
+                    while done < length {
+                        let n = retryingEINTR { pread(extent.descriptor, base + at + done, length - done, off_t(extent.offset) + off_t(done)) }
+                        guard n > 0 else { return false }
+                        done += n
+                    }
+                }
+                at += piece.count
             }
             fuse_reply_buf(req, base.assumingMemoryBound(to: CChar.self), count)
             return true
         }
+    }
+
+    /// One reply of `pieces` as a libfuse buffer vector of descriptor runs, which libfuse splices
+    /// into its pipe and on to `/dev/fuse`. Replies exactly once: with the bytes, or with the errno
+    /// of a failed read from a descriptor.
+    static func spliceReply(_ req: fuse_req_t, _ pieces: [LocalPiece], zeroPages: ZeroPages?) {
+        var buffers: [fuse_buf] = []
+        buffers.reserveCapacity(pieces.count + 1)
+        let fromDescriptor = fuse_buf_flags(rawValue: FUSE_BUF_IS_FD.rawValue | FUSE_BUF_FD_SEEK.rawValue)
+        for piece in pieces {
+            switch piece {
+            case .file(let extent, let length):
+                buffers.append(fuse_buf(size: length, flags: fromDescriptor, mem: nil, fd: extent.descriptor, pos: off_t(extent.offset)))
+            case .zeros(var length):
+                guard let zeroPages else {
+                    // The caller checks for zeroPages first; never left without a reply.
+                    fuse_reply_err(req, EIO)
+                    return
+                }
+                while length > 0 {
+                    let part = min(length, zeroPages.size)
+                    buffers.append(fuse_buf(size: part, flags: fromDescriptor, mem: nil, fd: zeroPages.descriptor, pos: 0))
+                    length -= part
+                }
+            }
+        }
+        // fuse_bufvec ends in a one-element array that the C code indexes past: room for them all.
+        let headerSize = MemoryLayout<fuse_bufvec>.offset(of: \fuse_bufvec.buf)!
+        let stride = MemoryLayout<fuse_buf>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(MemoryLayout<fuse_bufvec>.size, headerSize + stride * buffers.count),
+                                                   alignment: MemoryLayout<fuse_bufvec>.alignment)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: headerSize)
+        let vector = raw.bindMemory(to: fuse_bufvec.self, capacity: 1)
+        vector.pointee.count = buffers.count
+        vector.pointee.idx = 0
+        vector.pointee.off = 0
+        (raw + headerSize).bindMemory(to: fuse_buf.self, capacity: buffers.count).initialize(from: buffers, count: buffers.count)
+        _ = fuse_reply_data(req, vector, fuse_buf_copy_flags(rawValue: 0))
     }
 
     static func write(_ req: fuse_req_t, _ state: FuseSessionState, _ inode: fuse_ino_t, _ bytes: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {

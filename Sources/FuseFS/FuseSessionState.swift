@@ -44,6 +44,8 @@ final class FuseSessionState: Sendable {
     /// only a privileged process may grow a pipe past `/proc/sys/fs/pipe-max-size`; a larger
     /// reply would fall back to a buffer libfuse allocates for each read.
     let spliceMaximum: Int
+    /// The source of spliced zeros (holes), at least `options.maxRead` bytes; nil without memfd.
+    let zeroPages: ZeroPages?
     /// The kernel's lookup count per inode (index = inode); see `forget`.
     let lookupCounts: Mutex<[UInt64]>
     /// `/sys/class/bdi/<major:minor>/read_ahead_kb` of this mount, set by FuseMount after
@@ -80,6 +82,7 @@ final class FuseSessionState: Sendable {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         spliceMinimum = options.spliceReplies ? 2 * page : Int.max
         spliceMaximum = geteuid() == 0 ? Int.max : Self.pipeMaximumSize() - page
+        zeroPages = options.spliceReplies ? ZeroPages(size: options.maxRead) : nil
         lookupCounts = Mutex([UInt64](repeating: 0, count: entries.count + 2))
     }
 

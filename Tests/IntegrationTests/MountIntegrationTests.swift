@@ -30,6 +30,37 @@ struct MountIntegrationTests {
         #expect(status.statistics.verificationFailures == 0)
     }
 
+    // MARK: - Holes (issue 14)
+
+    /// Holes are answered from the index and spliced as zero pages, cached data between them from
+    /// the cache file: the same bytes as the source, read cold and again after a remount (a new
+    /// FUSE page cache, every frame cached), for an all-hole range, a hole/data/hole range that
+    /// starts and ends inside frames, and the whole file.
+    @Test func holesAndTheDataBetweenThemReadTheSameColdAndCached() throws {
+        let scratch = try TestEnvironment.scratchDirectory("mount-holes")
+        defer { TestEnvironment.remove(scratch) }
+        let source = scratch + "/holes.img"
+        try shell("""
+            truncate -s 64M \(source)
+            for mib in 3 10 11 12 40; do head -c 1048576 /dev/urandom | dd of=\(source) bs=1M seek=$mib conv=notrunc status=none; done
+            head -c 5000 /dev/urandom | dd of=\(source) bs=1 seek=\(63 * 1_048_576 + 100) conv=notrunc status=none
+            """)
+        let image = try PushedImage.push(source, repository: TestEnvironment.repository("holes"), extra: ["--chunk-size", "8M"])
+        #expect(image.holeFrames > 0)
+        let cache = scratch + "/cache"
+        for pass in ["cold", "cached"] {
+            let mount = try MountedImage(image.reference, scratch: scratch, cache: cache, extra: ["--no-prefetch"])
+            defer { mount.unmount() }
+            let hole = try MountSupport.read(mount.disk, offset: 20 << 20, count: 8 << 20)
+            #expect(hole == [UInt8](repeating: 0, count: 8 << 20), "all-hole range, \(pass)")
+            let offset: UInt64 = (9 << 20) + 4097
+            let span = try MountSupport.read(mount.disk, offset: offset, count: 5 << 20)
+            #expect(span == (try MountSupport.read(source, offset: offset, count: 5 << 20)), "hole/data/hole range, \(pass)")
+            try shell("cmp \(source) \(mount.disk)", timeout: 600)
+            if pass == "cold" { #expect(try mount.settledStatus().bytesCached == image.diskSize) }
+        }
+    }
+
     // MARK: - A 4 KiB read moves one frame
 
     @Test func aFourKiBReadOfAFreshMountFetchesOneFrameAndTheMetadata() throws {

@@ -16,6 +16,9 @@ public protocol VirtualDisk: Sendable {
     /// Where `[offset, offset + count)` lies verbatim in a local file, if all of it is verified
     /// and cached, so FuseFS can splice it; nil sends the read through `read`.
     func localExtent(at offset: UInt64, count: Int) -> LocalExtent?
+    /// `[offset, offset + count)` as runs of local-file bytes and known zeros (holes), if all of
+    /// its data is verified and cached, so FuseFS can splice it; nil sends the read through `read`.
+    func localPieces(at offset: UInt64, count: Int) -> [LocalPiece]?
     func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int
     /// Makes written data durable (fsync of disk.img).
     func flush() throws(MountError)
@@ -24,6 +27,9 @@ public protocol VirtualDisk: Sendable {
 extension VirtualDisk {
     public var isWritable: Bool { false }
     public func localExtent(at offset: UInt64, count: Int) -> LocalExtent? { nil }
+    public func localPieces(at offset: UInt64, count: Int) -> [LocalPiece]? {
+        localExtent(at: offset, count: count).map { [.file($0, count: count)] }
+    }
     public func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int { throw .readOnly }
     public func flush() throws(MountError) {}
 }
@@ -53,6 +59,42 @@ extension FrameDisk: VirtualDisk {
         statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
         statistics.bytesServed.add(Int64(count), ordering: .relaxed)
         return LocalExtent(descriptor: descriptor, offset: offset)
+    }
+
+    /// The whole-disk read path (`dd`, `cat`, a backup): a range that is all hole is answered from
+    /// the index alone, as zeros, without the cache's lock, bitmaps, readahead or flights; a range
+    /// of cached, verified data with holes in it is the cache file's runs between runs of zeros, so
+    /// that FuseFS splices the zero page for the holes instead of reading the cache file's punched
+    /// holes into the page cache.
+    public func localPieces(at offset: UInt64, count: Int) -> [LocalPiece]? {
+        guard count > 0, offset < size, UInt64(count) <= size - offset else { return nil }
+        let frames = geometry.frames(covering: offset, length: count)
+        let entries = index.frames
+        if !frames.contains(where: { !entries[$0].isHole }) {
+            statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
+            statistics.bytesServed.add(Int64(count), ordering: .relaxed)
+            return [.zeros(count: count)]
+        }
+        guard let extent = localExtent(at: offset, count: count) else { return nil }
+        var pieces: [LocalPiece] = []
+        var position = offset
+        let end = offset + UInt64(count)
+        for frame in frames {
+            let runEnd = min(end, geometry.offset(ofFrame: frame) + UInt64(geometry.length(ofFrame: frame)))
+            let length = Int(runEnd - position)
+            switch (entries[frame].isHole, pieces.last) {
+            case (true, .zeros(let previous)?):
+                pieces[pieces.count - 1] = .zeros(count: previous + length)
+            case (true, _):
+                pieces.append(.zeros(count: length))
+            case (false, .file(let run, let previous)?):
+                pieces[pieces.count - 1] = .file(run, count: previous + length)
+            case (false, _):
+                pieces.append(.file(LocalExtent(descriptor: extent.descriptor, offset: position), count: length))
+            }
+            position = runEnd
+        }
+        return pieces
     }
 
     /// Holes at frame granularity, from the index's hole flags: what `cp --sparse=always` and

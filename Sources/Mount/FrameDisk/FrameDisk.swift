@@ -30,7 +30,12 @@ public final class FrameDisk: Sendable {
     let logger: Logger
     /// Frames in flight: one fetch per frame however many readers want it.
     let flights = SingleFlight<Int, VerifiedFrame, MountError>()
+    /// Sees sequential readers in data-frame space (see `dataFrames`).
     let streams: StreamDetector
+    /// The frames that are not holes, in disk order. Readahead counts its window in these, so that
+    /// a reader crossing a long run of holes (which it reads at memory speed) finds the data after
+    /// it already fetched, instead of a window spent on holes and a stream that looks broken.
+    let dataFrames: [Int]
     let readaheadJobs: BoundedQueue<[Int]>
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
@@ -54,7 +59,8 @@ public final class FrameDisk: Sendable {
         self.statistics = statistics
         self.options = options
         self.logger = logger
-        self.streams = StreamDetector(frameCount: index.frames.count, maxWindow: max(1, options.readaheadMaxFrames))
+        self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
+        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames))
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = BoundedQueue(capacity: 8)
@@ -106,6 +112,14 @@ public final class FrameDisk: Sendable {
         guard offset < geometry.diskSize, buffer.count > 0 else { return 0 }
         let length = Int(min(UInt64(buffer.count), geometry.diskSize - offset))
         let frames = geometry.frames(covering: offset, length: length)
+        if !frames.contains(where: { !index.frames[$0].isHole }) {
+            // All hole (a writable overlay's reads of its base come here, not to `localPieces`):
+            // zeros, without the cache's lock, readahead or flights.
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]).initializeMemory(as: UInt8.self, repeating: 0)
+            statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
+            statistics.bytesServed.add(Int64(length), ordering: .relaxed)
+            return length
+        }
         activity.note(frames, now: monotonicNow())
         scheduleReadahead(after: frames)
 
@@ -188,12 +202,13 @@ public final class FrameDisk: Sendable {
     // MARK: - Readahead
 
     func scheduleReadahead(after frames: Range<Int>) {
-        guard options.readaheadThreads > 0, let ahead = streams.note(frames) else { return }
+        guard options.readaheadThreads > 0,
+              let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound)) else { return }
         // Batches of a few frames, so that a reader who catches up with readahead waits for one
         // small batch, not for the whole window.
         var batch: [Int] = []
         // Missing frames are fetched, and cached ones this daemon has not checked yet are checked.
-        for frame in ahead where !index.frames[frame].isHole && !cache.isVerified(frame) {
+        for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) {
             batch.append(frame)
             if batch.count == 8 {
                 _ = readaheadJobs.offer(batch)
@@ -201,5 +216,17 @@ public final class FrameDisk: Sendable {
             }
         }
         if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
+    }
+
+    /// How many data frames lie before `frame` (`dataFrames`' insertion point): a hole maps to the
+    /// data frame after it.
+    func dataRank(of frame: Int) -> Int {
+        var low = 0
+        var high = dataFrames.count
+        while low < high {
+            let middle = (low + high) / 2
+            if dataFrames[middle] < frame { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 }

@@ -10,19 +10,13 @@
 # The namespace and veth names carry this shell's pid, so that two benchmarks can each hold one;
 # the registry's pid is kept in WORKDIR/registry.pid.
 
+shaped_link_script=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/shaped-link.sh
 shaped_link_ns() { echo "imgfs-link-$$"; }
 
 shaped_link_start() {
-    local dir=$1 mbit=$2 ns
-    ns=$(shaped_link_ns)
-    ip netns add "$ns"
-    ip link add "vlink$$" type veth peer name "vup$$"
-    ip link set "vup$$" netns "$ns"
-    ip addr add 10.214.0.1/30 dev "vlink$$"; ip link set "vlink$$" up
-    ip netns exec "$ns" ip addr add 10.214.0.2/30 dev "vup$$"
-    ip netns exec "$ns" ip link set "vup$$" up
-    ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" tc qdisc add dev "vup$$" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
+    local dir=$1 mbit=$2
+    # The namespace and the link are contrib/bench/shaped-link.sh's; this adds the registry.
+    "$shaped_link_script" up "$(shaped_link_ns)" "$mbit" 10.214.0
     mkdir -p "$dir/data"
     cat > "$dir/config.yml" <<YAML
 version: 0.1
@@ -32,7 +26,7 @@ http: {addr: "10.214.0.2:5000", secret: imgfs-shaped-link}
 YAML
     # Inherited descriptors (a caller's $(...) pipe) are closed, or the caller would wait for the registry.
     ( for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
-      exec ip netns exec "$ns" docker-registry serve "$dir/config.yml" ) </dev/null >>"$dir/registry.log" 2>&1 &
+      exec ip netns exec "$(shaped_link_ns)" docker-registry serve "$dir/config.yml" ) </dev/null >>"$dir/registry.log" 2>&1 &
     echo $! > "$dir/registry.pid"
     for _ in $(seq 1 100); do curl -s -o /dev/null http://10.214.0.2:5000/v2/ && break; sleep 0.1; done
     echo 10.214.0.2:5000
@@ -42,8 +36,7 @@ shaped_link_stop() {
     local dir=$1
     [[ -f $dir/registry.pid ]] && kill "$(cat "$dir/registry.pid")" 2>/dev/null || true
     rm -f "$dir/registry.pid"
-    ip link del "vlink$$" 2>/dev/null || true
-    ip netns del "$(shaped_link_ns)" 2>/dev/null || true
+    "$shaped_link_script" down "$(shaped_link_ns)"
 }
 
 shaped_link_log() { echo "$1/registry.log"; }

@@ -95,8 +95,9 @@ public final class LayerSpanBuilder {
         close()
         let window: [UInt8]
         do throws(CodecError) { window = try windows.compress(point.window) } catch { throw .codec(layer: layerDigest, span: spans.count, error) }
-        open = SpanEntry(uncompressedOffset: point.uncompressedOffset, compressedOffset: point.compressedOffset, bitCount: point.bitCount,
-                         isMemberStart: point.isMemberStart, windowLength: point.window.count, compressedWindow: window,
+        open = SpanEntry(checkpoint: PackedCheckpoint(stream: codec.stream, uncompressedOffset: point.uncompressedOffset,
+                                                      compressedOffset: point.compressedOffset, bitCount: point.bitCount,
+                                                      isMemberStart: point.isMemberStart, windowLength: point.window.count, compressedWindow: window),
                          digest: Digest(sha256Bytes: [UInt8](repeating: 0, count: 32)))
     }
 
@@ -153,13 +154,14 @@ extension LayerSpans {
         guard compressedSize == rebuilt.compressedSize, uncompressedSize == rebuilt.uncompressedSize else {
             return wrong(nil, "sizes \(compressedSize)/\(uncompressedSize), the layer's are \(rebuilt.compressedSize)/\(rebuilt.uncompressedSize)")
         }
-        for (index, (mine, theirs)) in zip(spans, rebuilt.spans).enumerated() {
+        for (index, (mineEntry, theirsEntry)) in zip(spans, rebuilt.spans).enumerated() {
+            let (mine, theirs) = (mineEntry.checkpoint, theirsEntry.checkpoint)
             guard mine.uncompressedOffset == theirs.uncompressedOffset, mine.compressedOffset == theirs.compressedOffset,
                   mine.bitCount == theirs.bitCount, mine.isMemberStart == theirs.isMemberStart else {
                 return wrong(index, "checkpoint \(mine.uncompressedOffset)/\(mine.compressedOffset)+\(mine.bitCount) bits, the layer's is \(theirs.uncompressedOffset)/\(theirs.compressedOffset)+\(theirs.bitCount) bits")
             }
-            guard mine.digest == theirs.digest else {
-                return wrong(index, "span digest \(mine.digest), the layer's bytes have \(theirs.digest)")
+            guard mineEntry.digest == theirsEntry.digest else {
+                return wrong(index, "span digest \(mineEntry.digest), the layer's bytes have \(theirsEntry.digest)")
             }
             // Windows may be compressed differently by another libdeflate; compare them decoded.
             if mine.compressedWindow != theirs.compressedWindow {

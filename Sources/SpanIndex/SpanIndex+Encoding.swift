@@ -37,14 +37,14 @@ extension SpanIndex {
             for span in layer.spans {
                 out.appendLE(span.uncompressedOffset)
                 out.appendLE(span.compressedOffset)
-                out.append(span.bitCount)
-                out.append(span.isMemberStart ? 1 : 0)
+                out.append(span.checkpoint.bitCount)
+                out.append(span.checkpoint.isMemberStart ? 1 : 0)
                 out.appendLE(UInt16(0))
-                out.appendLE(UInt32(span.windowLength))
-                out.appendLE(UInt32(span.compressedWindow.count))
+                out.appendLE(UInt32(span.checkpoint.windowLength))
+                out.appendLE(UInt32(span.checkpoint.compressedWindow.count))
                 out.appendLE(UInt32(0))
                 out.append(contentsOf: span.digest.bytes)
-                out.append(contentsOf: span.compressedWindow)
+                out.append(contentsOf: span.checkpoint.compressedWindow)
             }
             for digest in layer.frameDigests { out.append(contentsOf: digest.bytes) }
         }
@@ -145,8 +145,10 @@ extension SpanIndex {
                 throw bad("compressed window of \(compressedWindowLength) bytes for \(windowLength)")
             }
             let window = try reader.bytes(compressedWindowLength)
-            spans.append(SpanEntry(uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset, bitCount: bitCount, isMemberStart: isMemberStart,
-                                   windowLength: windowLength, compressedWindow: window, digest: spanDigest))
+            spans.append(SpanEntry(checkpoint: PackedCheckpoint(stream: codec.stream, uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset,
+                                                                bitCount: bitCount, isMemberStart: isMemberStart,
+                                                                windowLength: windowLength, compressedWindow: window),
+                                   digest: spanDigest))
         }
         // One digest per spanSize-aligned frame of the disk bytes, after the checkpoints.
         let frames = Int((frameLength + UInt64(spanSize) - 1) / UInt64(spanSize))

@@ -40,31 +40,21 @@ public enum SpanCodec: UInt8, Sendable, Equatable, CustomStringConvertible {
 
 /// One checkpoint and the span that starts there.
 public struct SpanEntry: Sendable, Equatable {
-    public var uncompressedOffset: UInt64
-    public var compressedOffset: UInt64
-    /// gzip: 0...7 leftover bits in the byte before `compressedOffset`.
-    public var bitCount: UInt8
-    /// gzip: the checkpoint is the first byte of a member header.
-    public var isMemberStart: Bool
-    /// Uncompressed length of the window.
-    public var windowLength: Int
-    /// The window, raw deflate (`WindowCodec`); empty when `windowLength` is 0.
-    public var compressedWindow: [UInt8]
+    /// Where the span starts, as decoders take it (`PackedCheckpoint.decode`); its `stream` is the
+    /// layer's codec.
+    public var checkpoint: PackedCheckpoint
     /// SHA-256 of the span's uncompressed bytes.
     public var digest: Digest
 
-    public init(uncompressedOffset: UInt64, compressedOffset: UInt64, bitCount: UInt8, isMemberStart: Bool, windowLength: Int, compressedWindow: [UInt8], digest: Digest) {
-        self.uncompressedOffset = uncompressedOffset
-        self.compressedOffset = compressedOffset
-        self.bitCount = bitCount
-        self.isMemberStart = isMemberStart
-        self.windowLength = windowLength
-        self.compressedWindow = compressedWindow
+    public init(checkpoint: PackedCheckpoint, digest: Digest) {
+        self.checkpoint = checkpoint
         self.digest = digest
     }
 
+    public var uncompressedOffset: UInt64 { checkpoint.uncompressedOffset }
+    public var compressedOffset: UInt64 { checkpoint.compressedOffset }
     /// The first compressed byte decoding needs (the byte with the leftover bits, if any).
-    public var compressedStart: UInt64 { bitCount > 0 ? compressedOffset - 1 : compressedOffset }
+    public var compressedStart: UInt64 { checkpoint.compressedStart }
 }
 
 /// The spans of one layer blob.
@@ -129,10 +119,7 @@ public struct LayerSpans: Sendable, Equatable {
     }
 }
 
-extension SpanEntry {
-    /// The checkpoint alone, in the form decoders and the mount's frame index take.
-    public func packed(_ codec: SpanCodec) -> PackedCheckpoint {
-        PackedCheckpoint(stream: codec == .gzip ? .gzip : .appleLZ4, uncompressedOffset: uncompressedOffset, compressedOffset: compressedOffset,
-                         bitCount: bitCount, isMemberStart: isMemberStart, windowLength: windowLength, compressedWindow: compressedWindow)
-    }
+extension SpanCodec {
+    /// The stream kind a checkpoint of this codec points into.
+    public var stream: PackedCheckpoint.Stream { self == .gzip ? .gzip : .appleLZ4 }
 }

@@ -36,7 +36,7 @@ extension LayerSpans {
         let length = Int(uncompressedRange(ofSpan: span).count)
         let bytes: [UInt8]
         do throws(CodecError) {
-            bytes = try entry.packed(codec).decode(compressed, length: length)
+            bytes = try entry.checkpoint.decode(compressed, length: length)
         } catch {
             throw .codec(layer: layerDigest, span: span, error)
         }

@@ -135,7 +135,7 @@ import Verity
         #expect(digest == layer.layerDigest && span == 3)
         #expect(difference.description.contains("span 3"))
         var moved = layer
-        moved.spans[2].compressedOffset += 1
+        moved.spans[2].checkpoint.compressedOffset += 1
         #expect(moved.firstDifference(from: rebuilt) != nil)
     }
 

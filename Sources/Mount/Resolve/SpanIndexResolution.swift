@@ -67,7 +67,7 @@ extension ImageResolver {
                 }
             }
             let layers = decoded.layers.map { layer in
-                SpanIndexedLayout.LayerSpans(blob: layer.layerDigest, checkpoints: layer.spans.map { $0.packed(layer.codec) },
+                SpanIndexedLayout.LayerSpans(blob: layer.layerDigest, checkpoints: layer.spans.map(\.checkpoint),
                                              frameDigests: layer.frameDigests, frameOrigin: layer.frameOrigin)
             }
             index = try SpanIndexedLayout.frameIndex(image.layout, frameSize: Int(spanSize), spans: layers)

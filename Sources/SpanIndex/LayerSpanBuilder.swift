@@ -22,7 +22,9 @@ public final class LayerSpanBuilder {
     private let windows: WindowCodec
     private let blobHasher = SHA256Hasher()
     private let spanHasher = SHA256Hasher()
-    private let frames: FrameDigester
+    /// nil when the caller hashes the disk's frames itself (a containerDisk's disk file, which
+    /// starts after tar headers): the layer's own frames would be hashed for nothing.
+    private let frames: FrameDigester?
     private let uncompressedHasher: SHA256Hasher?
     private var fed: UInt64 = 0
     /// Checkpoints whose spans are closed (digest known).
@@ -31,7 +33,7 @@ public final class LayerSpanBuilder {
     private var open: SpanEntry?
 
     public init(layer: Digest, compressedSize: UInt64, codec: SpanCodec, spanSize: Int,
-                uncompressedSize: UInt64? = nil, uncompressedDigest: Digest? = nil) throws(SpanIndexError) {
+                uncompressedSize: UInt64? = nil, uncompressedDigest: Digest? = nil, hashesFrames: Bool = true) throws(SpanIndexError) {
         guard SpanIndex.spanSizes.contains(spanSize) else { throw .invalidSpanSize(spanSize, allowed: SpanIndex.spanSizes) }
         layerDigest = layer
         self.compressedSize = compressedSize
@@ -40,7 +42,7 @@ public final class LayerSpanBuilder {
         expectedUncompressedSize = uncompressedSize
         expectedUncompressedDigest = uncompressedDigest
         uncompressedHasher = uncompressedDigest == nil ? nil : SHA256Hasher()
-        frames = FrameDigester(frameSize: spanSize)
+        frames = hashesFrames ? FrameDigester(frameSize: spanSize) : nil
         do throws(CodecError) {
             windows = try WindowCodec()
             switch codec {
@@ -65,7 +67,7 @@ public final class LayerSpanBuilder {
         let frames = self.frames
         let sink: (UnsafeRawBufferPointer) throws -> Void = { bytes in
             spanHasher.update(bytes)
-            frames.update(bytes)
+            frames?.update(bytes)
             uncompressedHasher?.update(bytes)
             try output?(bytes)
         }
@@ -141,7 +143,7 @@ public final class LayerSpanBuilder {
         // An empty layer has no spans: the checkpoint at 0 would point past the data.
         if uncompressedSize == 0 { open = nil } else { close() }
         return LayerSpans(layerDigest: layerDigest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, codec: codec,
-                          spanSize: UInt32(spanSize), spans: spans, frameDigests: frames.finish())
+                          spanSize: UInt32(spanSize), spans: spans, frameDigests: frames?.finish() ?? [])
     }
 }
 

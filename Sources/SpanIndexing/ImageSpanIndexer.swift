@@ -74,7 +74,8 @@ public struct ImageSpanIndexer: Sendable {
         let builder: LayerSpanBuilder
         do {
             builder = try LayerSpanBuilder(layer: layer.blob.digest, compressedSize: UInt64(max(layer.blob.size, 0)), codec: layer.codec,
-                                           spanSize: spanSize, uncompressedSize: layer.uncompressedSize, uncompressedDigest: layer.uncompressedDigest)
+                                           spanSize: spanSize, uncompressedSize: layer.uncompressedSize, uncompressedDigest: layer.uncompressedDigest,
+                                           hashesFrames: layer.tarMember == nil)
         } catch {
             throw .index(error)
         }

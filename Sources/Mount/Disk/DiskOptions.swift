@@ -18,9 +18,9 @@ public struct DiskOptions: Sendable {
     /// The largest range request; adjacent missing frames are coalesced up to this size.
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
     /// Readahead window, in frames, once reads look sequential.
-    public var readaheadMaxFrames = 32
+    public var readaheadMaxFrames = 64
     /// Threads fetching readahead in the background (0 disables readahead).
-    public var readaheadThreads = 2
+    public var readaheadThreads = 4
     /// Threads fetching whole layers; each streams one layer at a time.
     public var layerFetchThreads = 2
     /// Range request size while streaming a layer: bounds the memory a fetch holds.

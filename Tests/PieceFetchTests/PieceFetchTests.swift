@@ -160,6 +160,49 @@ struct Fixture {
         }
     }
 
+    @Test(arguments: [1, 7, 4096])
+    func aStreamedBodyDeliversEachFrameOnceItsMemberIsIn(chunkSize: Int) throws {
+        let fixture = try Fixture(frames: 5, sharing: [3: 2], gapAfter: [0: 100])
+        let request = try #require(RangeRequest.plan(0..<5, index: fixture.index, maxBytes: 1 << 30, gap: 200).first)
+        #expect(request.frames == [0, 1, 2, 3, 4])
+        let body = fixture.bytes(of: request)
+        var decoding = RangeRequest.Decoding(request, index: fixture.index)
+        var delivered: [(frame: Int, at: Int)] = []
+        var offset = 0
+        while offset < body.count {
+            let end = min(body.count, offset + chunkSize)
+            body[offset..<end].withUnsafeBytes { chunk in
+                decoding.receive(chunk) { frame, result in
+                    #expect((try? result.get())?.bytes == fixture.disk[frame])
+                    delivered.append((frame, end))
+                }
+            }
+            offset = end
+        }
+        decoding.finish { frame, _ in Issue.record("frame \(frame) was left to finish") }
+        #expect(delivered.map(\.frame) == [0, 1, 2, 3, 4])
+        // Each frame came with the chunk that completed its member, not with the end of the body.
+        for (frame, at) in delivered {
+            let memberEnd = Int(try #require(fixture.index.frames[frame].location).compressedRange.upperBound - request.range.lowerBound)
+            #expect(at >= memberEnd && at < memberEnd + chunkSize, "frame \(frame) delivered at \(at), member ends at \(memberEnd)")
+        }
+    }
+
+    @Test func aBodyThatStopsShortDeliversTheFramesThatArrivedAndFailsTheRest() throws {
+        let fixture = try Fixture(frames: 3)
+        let request = try #require(RangeRequest.plan(0..<3, index: fixture.index, maxBytes: 1 << 30).first)
+        let secondEnd = Int(try #require(fixture.index.frames[1].location).compressedRange.upperBound - request.range.lowerBound)
+        var decoding = RangeRequest.Decoding(request, index: fixture.index)
+        var results: [(frame: Int, result: Result<VerifiedFrame, PieceError>)] = []
+        // More than the range holds is ignored: the source caps it, and so does the decoder.
+        fixture.bytes(of: request)[..<(secondEnd + 10)].withUnsafeBytes { decoding.receive($0) { results.append(($0, $1)) } }
+        #expect(results.map(\.frame) == [0, 1] && decoding.undelivered == [2])
+        #expect(results.allSatisfy { (try? $0.result.get()) != nil })
+        decoding.finish { results.append(($0, $1)) }
+        guard case .failure(.shortBody(_, _, let received)) = results.last?.result else { Issue.record("\(String(describing: results.last))"); return }
+        #expect(results.last?.frame == 2 && received == secondEnd + 10)
+    }
+
     @Test func inDiskOrderDeliversStoredFramesInOrderAcrossWindowsAndLayers() throws {
         // Layer 1 holds the even frames and layer 0 the odd ones, so blob order is not disk order.
         let fixture = try Fixture(frames: 9, sharing: [7: 1], holes: [4], layerOf: { $0 % 2 == 0 ? 1 : 0 })

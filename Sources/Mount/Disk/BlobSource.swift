@@ -17,6 +17,11 @@ public protocol BlobSource: Sendable {
     /// retries included: a reader passes the moment it must answer the kernel by, and the call
     /// has failed by then however slowly the registry sends.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
+    /// The same bytes handed to `sink` as they arrive, in order and never more than `range`
+    /// holds, so that the caller decodes while the rest of the range crosses the link. Bytes
+    /// already handed over stay valid if the call then fails; the caller counts what it got.
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+              sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError)
     /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
     /// artifact `pinned` names, else the newest one the registry lists for it; nil when there is
     /// none. The source checks that the artifact names `subject` and that the blob matches its
@@ -25,6 +30,12 @@ public protocol BlobSource: Sendable {
 }
 
 extension BlobSource {
+    /// Sources that have the whole range at once (test fakes) hand it over in one piece.
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+                     sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError) {
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline).withUnsafeBytes { sink($0) }
+    }
+
     /// Sources without referrers (test fakes) have no span indexes.
     public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? { nil }
 }

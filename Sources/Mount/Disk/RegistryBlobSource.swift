@@ -30,16 +30,23 @@ public struct RegistryBlobSource: BlobSource {
     public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
-        let limit = Int(range.count)
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline) { bytes.append(contentsOf: $0) }
+        return bytes
+    }
+
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+                     sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError) {
+        var left = Int(range.count)
         do {
             try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: deadline) { chunk in
                 // Never more than asked for, whatever the server sends.
-                bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
+                let part = UnsafeRawBufferPointer(rebasing: chunk.prefix(left))
+                left -= part.count
+                if !part.isEmpty { sink(part) }
             }
         } catch {
             throw Self.classify(error)
         }
-        return bytes
     }
 
     public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? {

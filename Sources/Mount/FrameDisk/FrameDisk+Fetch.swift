@@ -134,26 +134,15 @@ extension FrameDisk {
         }
     }
 
-    /// One range request, decoded by `RangeRequest.decode`; `deliver` is called once per frame of
-    /// the request, in order, as soon as that frame's result is known. A demand fetch's request
-    /// ends by `deadline`, when its reader must have been answered.
+    /// One range request, decoded while its body arrives (`RangeRequest.Decoding`): `deliver`
+    /// is called once per frame of the request, in order, as soon as that frame's result is
+    /// known, so a reader waiting for the first frame of a batch does not wait for the last. A
+    /// demand fetch's request ends by `deadline`, when its reader must have been answered.
     func fetch(_ request: RangeRequest, purpose: Purpose, attempt: Int, upstreamOnly: Bool = false, deadline: Double,
                deliver: (Int, Result<VerifiedFrame, MountError>) -> Void) {
         let (blob, range) = (request.blob, request.range)
-        let bytes: [UInt8]
-        do {
-            let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
-            bytes = try statistics.countRequest(demand: purpose == .demand) { () throws(SourceError) in
-                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline)
-            }
-        } catch {
-            logger.warning("range request failed", metadata: [
-                "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",
-                "frames": "\(request.frames.count)", "attempt": "\(attempt)", "error": "\(error)"])
-            for frame in request.frames { deliver(frame, .failure(.fetch(blob: blob, frame: frame, range: range, error))) }
-            return
-        }
-        request.decode(bytes, index: index) { frame, result in
+        var decoding = RangeRequest.Decoding(request, index: index)
+        func report(_ frame: Int, _ result: Result<VerifiedFrame, PieceError>) {
             deliver(frame, result.mapError { error in
                 let (mapped, why): (MountError, String) = switch error {
                 case .shortBody: (.fetch(blob: blob, frame: frame, range: range, SourceError(.other, "\(error)")), "")
@@ -168,5 +157,23 @@ extension FrameDisk {
                 return mapped
             })
         }
+        do {
+            let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
+            _ = try statistics.countRequest(demand: purpose == .demand) { () throws(SourceError) -> Int in
+                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline) { chunk in
+                    decoding.receive(chunk, deliver: report)
+                }
+                return decoding.receivedCount
+            }
+        } catch {
+            logger.warning("range request failed", metadata: [
+                "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",
+                "frames": "\(request.frames.count)", "delivered": "\(request.frames.count - decoding.undelivered.count)",
+                "attempt": "\(attempt)", "error": "\(error)"])
+            // Frames that arrived whole before the failure were delivered (verified) already.
+            for frame in decoding.undelivered { deliver(frame, .failure(.fetch(blob: blob, frame: frame, range: range, error))) }
+            return
+        }
+        decoding.finish(deliver: report)
     }
 }

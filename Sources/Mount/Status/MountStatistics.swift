@@ -52,6 +52,16 @@ public final class MountStatistics: Sendable {
     /// Runs one range request of a mounted disk and counts it: in flight (demand ones apart, which
     /// background prefetch yields to), its latency, and on success the request and its bytes.
     func countRequest<E: Error>(demand: Bool, _ fetch: () throws(E) -> [UInt8]) throws(E) -> [UInt8] {
+        var bytes: [UInt8] = []
+        _ = try countRequest(demand: demand) { () throws(E) -> Int in
+            bytes = try fetch()
+            return bytes.count
+        }
+        return bytes
+    }
+
+    /// The same for a transfer that streams its body elsewhere and returns how many bytes it received.
+    func countRequest<E: Error>(demand: Bool, _ fetch: () throws(E) -> Int) throws(E) -> Int {
         requestStarted()
         if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
         let started = monotonicNow()
@@ -60,10 +70,10 @@ public final class MountStatistics: Sendable {
             requestsInFlight.subtract(1, ordering: .relaxed)
             if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
         }
-        let bytes = try fetch()
+        let count = try fetch()
         rangeRequests.add(1, ordering: .relaxed)
-        bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
-        return bytes
+        bytesFetched.add(Int64(count), ordering: .relaxed)
+        return count
     }
 
     /// Counts a range request starting; returns after recording the new peak.

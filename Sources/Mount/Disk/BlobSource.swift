@@ -17,6 +17,9 @@ public protocol BlobSource: Sendable {
     /// retries included: a reader passes the moment it must answer the kernel by, and the call
     /// has failed by then however slowly the registry sends.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
+    /// The same, for a caller that says who waits for the bytes: a source whose transfers share
+    /// a link sends `.demand` ones first (`DemandGate`).
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8]
     /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
     /// artifact `pinned` names, else the newest one the registry lists for it; nil when there is
     /// none. The source checks that the artifact names `subject` and that the blob matches its
@@ -25,8 +28,23 @@ public protocol BlobSource: Sendable {
 }
 
 extension BlobSource {
+    /// Sources without a shared link to arbitrate ignore the priority.
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline)
+    }
+
     /// Sources without referrers (test fakes) have no span indexes.
     public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? { nil }
+}
+
+/// Who waits for a range request's bytes.
+public enum FetchPriority: Sendable {
+    /// A reader, blocked until they arrive.
+    case demand
+    /// Nobody yet: fetched ahead of readers, for the reason `FetchClass` says (not `.demand`);
+    /// `urgent` says whether a reader has meanwhile come to wait for them, after which the
+    /// transfer no longer holds still for others.
+    case background(FetchClass, urgent: @Sendable () -> Bool)
 }
 
 /// A span index blob as found for an image: its bytes, unverified beyond their digest.

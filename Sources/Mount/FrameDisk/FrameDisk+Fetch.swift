@@ -143,9 +143,15 @@ extension FrameDisk {
         let bytes: [UInt8]
         do {
             let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
-            bytes = try statistics.countRequest(demand: purpose == .demand) { () throws(SourceError) in
-                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline)
+            // Bytes fetched ahead of readers yield the link to more urgent ones (`TransferClass`),
+            // unless a reader has come to wait for these.
+            let priority: FetchPriority = purpose == .demand ? .demand : .background(purpose.fetchClass) { [flights] in
+                request.frames.contains { flights.isAwaited($0) }
             }
+            bytes = try statistics.countRequest(demand: purpose == .demand, foreground: purpose != .prefetch) { () throws(SourceError) in
+                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline, priority: priority)
+            }
+            statistics.countBytes(bytes.count, for: purpose.fetchClass)
         } catch {
             logger.warning("range request failed", metadata: [
                 "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",
@@ -167,6 +173,17 @@ extension FrameDisk {
                     "blob": "\(blob)", "frame": "\(frame)", "expected": "\(index.frames[frame].digest)", "attempt": "\(attempt)", "error": "\(error)"])
                 return mapped
             })
+        }
+    }
+}
+
+extension FrameDisk.Purpose {
+    var fetchClass: FetchClass {
+        switch self {
+        case .demand: .demand
+        case .readahead: .readahead
+        case .profile: .profile
+        case .prefetch: .prefetch
         }
     }
 }

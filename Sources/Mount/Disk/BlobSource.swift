@@ -18,8 +18,11 @@ public protocol BlobSource: Sendable {
     /// has failed by then however slowly the registry sends.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
     /// The same, for a caller that says who waits for the bytes: a source whose transfers share
-    /// a link sends `.demand` ones first (`DemandGate`).
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8]
+    /// a link sends `.demand` ones first (`DemandGate`). `received` is called with the size of
+    /// every piece of body as it arrives (retries included), so that what the link carries for
+    /// whom is known while a transfer runs, not only once it ends.
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
+              received: (Int) -> Void) throws(SourceError) -> [UInt8]
     /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
     /// artifact `pinned` names, else the newest one the registry lists for it; nil when there is
     /// none. The source checks that the artifact names `subject` and that the blob matches its
@@ -28,9 +31,12 @@ public protocol BlobSource: Sendable {
 }
 
 extension BlobSource {
-    /// Sources without a shared link to arbitrate ignore the priority.
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
-        try blob(digest, range: range, mirrors: mirrors, deadline: deadline)
+    /// Sources without a shared link to arbitrate ignore the priority, and report the bytes at once.
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
+                     received: (Int) -> Void) throws(SourceError) -> [UInt8] {
+        let bytes = try blob(digest, range: range, mirrors: mirrors, deadline: deadline)
+        received(bytes.count)
+        return bytes
     }
 
     /// Sources without referrers (test fakes) have no span indexes.

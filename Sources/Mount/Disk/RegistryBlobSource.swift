@@ -29,10 +29,11 @@ public struct RegistryBlobSource: BlobSource {
     }
 
     public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
-        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: .demand)
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: .demand) { _ in }
     }
 
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
+                     received: (Int) -> Void) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
         let limit = Int(range.count)
@@ -52,6 +53,7 @@ public struct RegistryBlobSource: BlobSource {
                     // Between chunks, in libcurl's write callback: holding still here stops
                     // reading the socket, which is what makes room on the link for the others.
                     if yields { gate.yield(transferClass, urgent: urgent) }
+                    received(chunk.count)
                     // Never more than asked for, whatever the server sends.
                     bytes.append(contentsOf: chunk.prefix(limit - bytes.count))
                 }

@@ -149,9 +149,10 @@ extension FrameDisk {
                 request.frames.contains { flights.isAwaited($0) }
             }
             bytes = try statistics.countRequest(demand: purpose == .demand, foreground: purpose != .prefetch) { () throws(SourceError) in
-                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline, priority: priority)
+                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline, priority: priority) { count in
+                    statistics.countBytes(count, for: purpose.fetchClass)
+                }
             }
-            statistics.countBytes(bytes.count, for: purpose.fetchClass)
         } catch {
             logger.warning("range request failed", metadata: [
                 "blob": "\(blob)", "range": "\(range.lowerBound)..<\(range.upperBound)",

@@ -13,15 +13,17 @@ public enum TransferClass: Int, CaseIterable, Sendable {
 
     /// Whether a running transfer of `other` makes one of this class hold still.
     ///
-    /// Readahead does not yield to demand: it is fetched for a reader that reads on at once, and
-    /// holding it still while another reader's request ran cost a sequential reader its overlap
-    /// with the link (every 100 Mbit/s boot of BENCHMARKS.md's first attempt was 6-8 s slower).
-    /// It shares the link with demand as one more TCP flow instead, bounded by its window. The
-    /// boot profile yields to readers; the background prefetch to everything else.
+    /// Readahead and the boot profile yield to readers; the background prefetch to everything
+    /// else. Readahead that shared the link with demand as one more flow (with the shaper's queue
+    /// full, each new demand request also started slowly behind it) kept a 1 MiB demand read at
+    /// 16 Mbit/s waiting 3.5 s; held, it waits only for the held transfers' windows. What made
+    /// holding readahead costly before (every 100 Mbit/s boot of the first attempt 6-8 s slower)
+    /// was, as far as measured, the 250 ms a held transfer took to notice that a reader had come
+    /// to wait for it: it now checks every `DemandGate.urgentPoll`.
     public func yields(to other: TransferClass) -> Bool {
         switch self {
-        case .demand, .readahead: false
-        case .profile: other == .demand
+        case .demand: false
+        case .readahead, .profile: other == .demand
         case .prefetch: other != .prefetch
         }
     }

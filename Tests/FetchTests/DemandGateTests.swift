@@ -11,8 +11,8 @@ import Threading
 @Suite struct DemandGateTests {
     @Test func theClassesYieldInOrder() {
         #expect(!TransferClass.demand.yields)
-        // Readahead is for a reader that reads on at once: it shares the link, never waits.
-        #expect(!TransferClass.readahead.yields)
+        #expect(TransferClass.readahead.yields(to: .demand))
+        #expect(!TransferClass.readahead.yields(to: .profile))
         #expect(TransferClass.profile.yields(to: .demand))
         #expect(!TransferClass.profile.yields(to: .readahead))
         #expect(!TransferClass.profile.yields(to: .prefetch))
@@ -37,23 +37,23 @@ import Threading
         let gate = DemandGate()
         gate.demand {
             #expect(gate.isDemandRunning)
-            for transferClass in [TransferClass.profile, .prefetch] {
+            for transferClass in [TransferClass.readahead, .profile, .prefetch] {
                 let start = monotonicNow()
                 gate.yield(transferClass, urgent: { false })
                 #expect(monotonicNow() - start >= DemandGate.maxPause * 0.9)
                 #expect(gate.pausedSeconds(transferClass) > 0)
             }
             let start = monotonicNow()
-            gate.yield(.readahead, urgent: { false })
+            gate.yield(.readahead, urgent: { true })
             gate.yield(.profile, urgent: { true })
             gate.waitToStart(.prefetch, urgent: { true }, upTo: 5)
             #expect(monotonicNow() - start < DemandGate.maxPause)
-            #expect(gate.pausedSeconds(.readahead) == 0)
         }
         #expect(!gate.isDemandRunning)
     }
 
     @Test func prefetchHoldsForReadaheadButProfileDoesNot() {
+        #expect(!TransferClass.readahead.yields(to: .readahead))
         let gate = DemandGate()
         gate.run(.readahead) {
             #expect(gate.mustHold(.prefetch))

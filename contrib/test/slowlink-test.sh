@@ -152,7 +152,7 @@ for round in range(4):
     demand += end_class["demand"] - start_class["demand"]
     prefetch += end_class["prefetch"] - start_class["prefetch"]
 print(f"during the reads: demand {demand} bytes, prefetch {prefetch} bytes", file=sys.stderr)
-if demand < 6 << 20:
+if demand < 2 << 20:
     sys.exit(f"the reads fetched only {demand} demand bytes")
 if prefetch * 4 >= demand:
     sys.exit(f"the background prefetch did not back off: {prefetch} bytes against demand's {demand}")

@@ -108,10 +108,12 @@ import Threading
             awaited.store(true, ordering: .releasing)
             let until = monotonicNow() + 10
             while !releasedAfterAwait.load(ordering: .acquiring), monotonicNow() < until { Thread.sleep(forTimeInterval: 0.002) }
-            #expect(releasedAfterAwait.load(ordering: .acquiring))
+            let wasReleased = releasedAfterAwait.load(ordering: .acquiring)
+            #expect(wasReleased)
             // A poll is 10 ms; a loaded machine may delay the thread, but not by a whole maxPause
             // on every run: the bound is the pause slice itself.
-            #expect(released.load(ordering: .acquiring) - awaitedAt < DemandGate.maxPause)
+            let delay = released.load(ordering: .acquiring) - awaitedAt
+            #expect(delay < DemandGate.maxPause)
             #expect(gate.isDemandRunning)
         }
     }

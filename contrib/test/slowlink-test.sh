@@ -8,7 +8,7 @@
 # with the background prefetch on (no boot profile, so it starts at once).
 #
 # Each of four rounds:
-#   a. lets the mount's readers be quiet (4 s, and until the last round's readahead is done), so
+#   a. lets the mount's readers be quiet (10.5 s, and until the last round's readahead is done), so
 #      that the background prefetch fills the link with full 4 MiB batches (2 s of the link
 #      each); checked: it moved at least 2 MiB in the next 2.5 s;
 #   b. starts a sequential reader of 4 frames somewhere fresh (readahead of up to 8 frames ahead
@@ -104,10 +104,10 @@ m = os.open(mounted, os.O_RDONLY)
 o = os.open(original, os.O_RDONLY)
 demand = prefetch = 0
 for round in range(4):
-    # a. readers quiet for 4 s (the mount counts them active for 3 s after a read) and the last
+    # a. readers quiet for 10.5 s (the mount counts them active for 10 s after a read) and the last
     # round's readahead done (the prefetch holds still for it), then the prefetch fills the link:
     # at least 2 MiB of the 5.2 MB the link carries in 2.5 s.
-    time.sleep(4)
+    time.sleep(10.5)
     until = time.monotonic() + 40
     last = by_class()["readahead"]
     while time.monotonic() < until:

@@ -28,8 +28,10 @@ public final class Prefetcher: Sendable {
     let logger: Logger
     /// Compressed bytes per batch: small enough that a reader behind a prefetch batch waits little.
     let batchBytes: Int64 = 4 * 1024 * 1024
-    /// Readers that read within this long are active: the pass takes only the idle share.
-    let quietSeconds = 3.0
+    /// Readers that read within this long are active: the pass takes only the idle share. A boot
+    /// under emulation computes for several seconds between reads; with 3 s the pass took those
+    /// gaps whole and moved twice what the boot read at 25 Mbit/s (issue 20).
+    let quietSeconds: Double
     /// While readers are active, a batch lasts about this long on the link: what a reader that
     /// arrives as it starts may find ahead of its own bytes, besides the held batch's window.
     let readingBatchSeconds = 0.25
@@ -50,7 +52,10 @@ public final class Prefetcher: Sendable {
     ///   - background: whether the whole-disk pass follows the profile.
     ///   - rate: bytes per second of compressed data for the whole-disk pass, or nil for no limit.
     ///   - profileWorkers: range requests in flight at once for the profile.
-    public init(disk: FrameDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3, logger: Logger) {
+    ///   - quietSeconds: how long after a read the mount's readers count as active.
+    public init(disk: FrameDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3,
+                quietSeconds: Double = 10, logger: Logger) {
+        self.quietSeconds = quietSeconds
         self.disk = disk
         self.profile = profile
         self.background = background

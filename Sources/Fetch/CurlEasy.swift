@@ -57,6 +57,12 @@ struct Transfer {
     /// in faster than the low-speed limit would otherwise hold the caller without bound.
     /// CLOCK_MONOTONIC seconds, as `monotonicNow()`.
     var deadline: Double? = nil
+    /// Nobody waits for this transfer's bytes yet: it runs on the background handles, whose new
+    /// connections get a `backgroundReceiveBuffer` (see `DemandGate`).
+    var background = false
+    /// SO_RCVBUF of a background connection: small enough that a paused background transfer has
+    /// little in flight ahead of a reader's, large enough for tens of MB/s at LAN round trips.
+    static let backgroundReceiveBuffer = 128 * 1024
 }
 
 struct TransferResult {
@@ -170,6 +176,7 @@ final class CurlEasy: @unchecked Sendable {
             return .failure(.curl(CurlFailure(code: CURLE_NOT_BUILT_IN, message: "libcurl cannot be limited to http and https", osErrno: 0)))
         }
         setString(CURLOPT_URL, transfer.url)
+        if transfer.background { imgfs_curl_set_receive_buffer(handle, Transfer.backgroundReceiveBuffer) }
         setLong(CURLOPT_FOLLOWLOCATION, 0)  // redirects are followed by the client, which controls the Authorization header
         setLong(CURLOPT_CONNECTTIMEOUT_MS, settings.connectTimeoutMilliseconds)
         setLong(CURLOPT_LOW_SPEED_LIMIT, 1024)

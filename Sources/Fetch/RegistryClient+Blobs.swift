@@ -65,12 +65,15 @@ extension RegistryClient {
     /// `mirrors: false` asks upstream only, for a range whose bytes from a mirror failed
     /// verification.
     ///
+    /// `background`: nobody waits for these bytes yet; the transfer runs on the background
+    /// handles (see `DemandGate`).
+    ///
     /// `deadline` (CLOCK_MONOTONIC seconds, as `monotonicNow()`) bounds the whole call: every request it makes (retries, resumptions, a mirror,
     /// a token) ends by then, and past it the call fails with `.timeout`. A FUSE read passes its
     /// own, so that a body that trickles in cannot hold the reader past its read timeout.
     public func blob(
         _ repository: String, digest: Digest, range: Range<Int64>?, mirrors: Bool = true, deadline: Double? = nil,
-        sink: (UnsafeRawBufferPointer) throws -> Void
+        background: Bool = false, sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws(FetchError) {
         if let range, range.isEmpty { return }
         var context = ErrorContext(operation: .getBlob, registry: registry, repository: repository, digest: digest, range: range)
@@ -93,6 +96,7 @@ extension RegistryClient {
                     // The absolute blob offset of the next byte of this response, known once it starts.
                     var position: Int64? = nil
                     var transfer = Transfer(method: "GET", url: endpoint.url("/v2/\(repository)/blobs/\(digest)"), headers: headers)
+                    transfer.background = background
                     transfer.sink = { status, responseHeaders, buffer in
                         if position == nil {
                             if endpoint.isMirror && status == 200 && end != nil { throw MirrorServesWholeBlob() }

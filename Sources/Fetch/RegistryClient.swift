@@ -21,12 +21,18 @@ public final class RegistryClient: Sendable {
     let credentials: any CredentialProvider
     let logger: Logger
     let pool: HandlePool
+    /// Background transfers' handles, so that their small-buffered connections (`Transfer.background`)
+    /// never carry a reader's transfer, and a reader's transfer never waits for one of them.
+    let backgroundPool: HandlePool
     let settings: TransportSettings
     let upstream: Endpoint
     let mirrorEndpoints: [Endpoint]
     let auth = Mutex(AuthState())
     let stats = Mutex(TransferStatistics())
     let mirrorHealth = Mutex(MirrorHealth())
+    /// Demand transfers first on this registry's link: callers that know who waits for a blob
+    /// range (the mount) pass their transfers through it.
+    public let demandGate = DemandGate()
 
     public init(
         registry: String,
@@ -39,6 +45,7 @@ public final class RegistryClient: Sendable {
         self.credentials = credentials
         self.logger = logger
         self.pool = HandlePool(maxIdle: options.maxIdleHandles)
+        self.backgroundPool = HandlePool(maxIdle: options.maxIdleHandles)
         let apiHost = (registry == Reference.dockerHub || registry == "index.docker.io") ? Reference.dockerHubAPIHost : registry
         self.upstream = Endpoint(host: apiHost, credentialKey: registry, plainHTTP: options.plainHTTP ?? Reference.isLoopback(registry: registry))
         func endpoint(_ mirror: RegistryOptions.Mirror, canResolve: Bool) -> Endpoint {
@@ -188,7 +195,7 @@ public final class RegistryClient: Sendable {
     func performFollowingRedirects(_ first: Transfer) -> Result<TransferResult, TransportFailure> {
         var transfer = first
         for _ in 0..<10 {
-            let outcome = pool.withHandle { $0.perform(transfer, settings: settings) }
+            let outcome = (transfer.background ? backgroundPool : pool).withHandle { $0.perform(transfer, settings: settings) }
                 ?? .failure(.curl(.noHandle))
             if case .success(let response) = outcome {
                 stats.withLock {

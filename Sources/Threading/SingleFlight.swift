@@ -118,6 +118,12 @@ public final class SingleFlight<Key: Hashable & Sendable, Value: Sendable, Failu
         }
     }
 
+    /// Whether a caller waits for the running flight of `key`: its owner claimed it for a reader,
+    /// or a reader joined it.
+    public func isAwaited(_ key: Key) -> Bool {
+        monitor.withLock { state in state.running[key].map { $0.demanded || $0.joined > 0 } ?? false }
+    }
+
     /// Whether a flight of `key` is running.
     public func isRunning(_ key: Key) -> Bool { monitor.withLock { $0.running[key] != nil } }
 

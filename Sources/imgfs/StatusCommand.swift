@@ -95,6 +95,12 @@ struct StatusCommand: ParsableCommand {
             }
             print(cells.joined(separator: "  "))
         }
+        // What the link carried for whom: readers' bytes against those fetched ahead of them.
+        for s in statuses {
+            guard let b = s.statistics.bytesFetchedByClass else { continue }
+            print("\(s.mountpoint): fetched \(formatBytes(b.demand)) for readers, \(formatBytes(b.readahead)) readahead, "
+                  + "\(formatBytes(b.profile)) boot profile, \(formatBytes(b.prefetch)) background prefetch")
+        }
         reportLostHolders(statuses)
     }
 

@@ -138,8 +138,9 @@ private final class ProfiledSession {
         session = try openSession(registry, root: directory.path, prefetch: false)
         session.start()
         self.profile = profile
+        // Readers count as active for 1 s after a read, which the tests' pauses are made for.
         prefetcher = Prefetcher(disk: session.disk, profile: profile, background: background, rate: nil,
-                                profileWorkers: workers, logger: testLogger)
+                                profileWorkers: workers, quietSeconds: 1, logger: testLogger)
         prefetcher.start()
     }
 

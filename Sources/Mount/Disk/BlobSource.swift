@@ -18,9 +18,10 @@ public protocol BlobSource: Sendable {
     /// has failed by then however slowly the registry sends.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
     /// The same bytes handed to `sink` as they arrive, in order and never more than `range`
-    /// holds, so that the caller decodes while the rest of the range crosses the link. Bytes
-    /// already handed over stay valid if the call then fails; the caller counts what it got.
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+    /// holds, so that the caller decodes while the rest of the range crosses the link; bytes
+    /// already handed over stay valid if the call then fails. `priority` says who waits for them:
+    /// a source whose transfers share a link sends `.demand` ones first (`DemandGate`).
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
               sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError)
     /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
     /// artifact `pinned` names, else the newest one the registry lists for it; nil when there is
@@ -30,14 +31,25 @@ public protocol BlobSource: Sendable {
 }
 
 extension BlobSource {
-    /// Sources that have the whole range at once (test fakes) hand it over in one piece.
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+    /// Sources without a shared link to arbitrate (test fakes) ignore the priority and hand the
+    /// whole range over at once.
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
                      sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError) {
         try blob(digest, range: range, mirrors: mirrors, deadline: deadline).withUnsafeBytes { sink($0) }
     }
 
     /// Sources without referrers (test fakes) have no span indexes.
     public func spanIndex(of subject: Digest, pinned: Digest?) throws(SourceError) -> SpanIndexBlob? { nil }
+}
+
+/// Who waits for a range request's bytes.
+public enum FetchPriority: Sendable {
+    /// A reader, blocked until they arrive.
+    case demand
+    /// Nobody yet: fetched ahead of readers, for the reason `FetchClass` says (not `.demand`);
+    /// `urgent` says whether a reader has meanwhile come to wait for them, after which the
+    /// transfer no longer holds still for others.
+    case background(FetchClass, urgent: @Sendable () -> Bool)
 }
 
 /// A span index blob as found for an image: its bytes, unverified beyond their digest.

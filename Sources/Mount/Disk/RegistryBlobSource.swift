@@ -1,6 +1,7 @@
 import Fetch
 import OCI
 import SpanIndexing
+import Threading
 import Verity
 
 /// The registry as the mount's `BlobSource`: one repository of one `RegistryClient`, with
@@ -30,19 +31,34 @@ public struct RegistryBlobSource: BlobSource {
     public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
-        try blob(digest, range: range, mirrors: mirrors, deadline: deadline) { bytes.append(contentsOf: $0) }
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: .demand) { bytes.append(contentsOf: $0) }
         return bytes
     }
 
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double,
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
                      sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError) {
         var left = Int(range.count)
-        do {
-            try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: deadline) { chunk in
-                // Never more than asked for, whatever the server sends.
-                let part = UnsafeRawBufferPointer(rebasing: chunk.prefix(left))
-                left -= part.count
-                if !part.isEmpty { sink(part) }
+        let gate = client.demandGate
+        let (transferClass, urgent): (TransferClass, @Sendable () -> Bool) = switch priority {
+        case .demand: (.demand, { true })
+        case .background(let fetchClass, let urgent): (fetchClass.transferClass, urgent)
+        }
+        let yields = transferClass.yields
+        do throws(FetchError) {
+            try gate.run(transferClass) { () throws(FetchError) in
+                // A request that yields does not start while one it yields to runs: its first
+                // window of bytes would cross the link ahead of that one's. Bounded, so that
+                // background work under a long run of reads still moves.
+                if yields { gate.waitToStart(transferClass, urgent: urgent, upTo: min(DemandGate.maxStartDelay, deadline - monotonicNow() - 1)) }
+                try client.blob(repository, digest: digest, range: range, mirrors: mirrors, deadline: deadline, background: yields) { chunk in
+                    // Between chunks, in libcurl's write callback: holding still here stops
+                    // reading the socket, which is what makes room on the link for the others.
+                    if yields { gate.yield(transferClass, urgent: urgent) }
+                    // Never more than asked for, whatever the server sends.
+                    let part = UnsafeRawBufferPointer(rebasing: chunk.prefix(left))
+                    left -= part.count
+                    if !part.isEmpty { sink(part) }
+                }
             }
         } catch {
             throw Self.classify(error)
@@ -68,5 +84,16 @@ public struct RegistryBlobSource: BlobSource {
         default: .other
         }
         return SourceError(kind, cause: error)
+    }
+}
+
+extension FetchClass {
+    var transferClass: TransferClass {
+        switch self {
+        case .demand: .demand
+        case .readahead: .readahead
+        case .profile: .profile
+        case .prefetch: .prefetch
+        }
     }
 }

@@ -159,8 +159,14 @@ extension FrameDisk {
         }
         do {
             let transferDeadline = purpose == .demand ? deadline : monotonicNow() + options.backgroundTransferTimeout
-            _ = try statistics.countRequest(demand: purpose == .demand) { () throws(SourceError) -> Int in
-                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline) { chunk in
+            // Bytes fetched ahead of readers yield the link to more urgent ones (`TransferClass`),
+            // unless a reader has come to wait for these.
+            let priority: FetchPriority = purpose == .demand ? .demand : .background(purpose.fetchClass) { [flights] in
+                request.frames.contains { flights.isAwaited($0) }
+            }
+            _ = try statistics.countRequest(demand: purpose == .demand, foreground: purpose != .prefetch) { () throws(SourceError) -> Int in
+                try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline, priority: priority) { chunk in
+                    statistics.countBytes(chunk.count, for: purpose.fetchClass)
                     decoding.receive(chunk, deliver: report)
                 }
                 return decoding.receivedCount
@@ -175,5 +181,16 @@ extension FrameDisk {
             return
         }
         decoding.finish(deliver: report)
+    }
+}
+
+extension FrameDisk.Purpose {
+    var fetchClass: FetchClass {
+        switch self {
+        case .demand: .demand
+        case .readahead: .readahead
+        case .profile: .profile
+        case .prefetch: .prefetch
+        }
     }
 }

@@ -36,6 +36,22 @@ public final class MountStatistics: Sendable {
     let readaheadFrames = Atomic<Int64>(0)
     let profileFrames = Atomic<Int64>(0)
     let prefetchedFrames = Atomic<Int64>(0)
+    /// Compressed frame bytes received, by why they were fetched (`FetchClass`): what demand-first
+    /// scheduling is judged by on a slow link.
+    let demandBytes = Atomic<Int64>(0)
+    let readaheadBytes = Atomic<Int64>(0)
+    let profileBytes = Atomic<Int64>(0)
+    let prefetchBytes = Atomic<Int64>(0)
+
+    func countBytes(_ count: Int, for fetchClass: FetchClass) {
+        switch fetchClass {
+        case .demand: demandBytes.add(Int64(count), ordering: .relaxed)
+        case .readahead: readaheadBytes.add(Int64(count), ordering: .relaxed)
+        case .profile: profileBytes.add(Int64(count), ordering: .relaxed)
+        case .prefetch: prefetchBytes.add(Int64(count), ordering: .relaxed)
+        }
+    }
+    let foregroundLink = Mutex(BusyClock())
     /// Bytes of disk.img returned to readers (through `read` or spliced from the cache).
     let bytesServed = Atomic<Int64>(0)
     /// How long range requests took, for `imgfs_fetch_duration_seconds`. A lock per range
@@ -51,9 +67,11 @@ public final class MountStatistics: Sendable {
 
     /// Runs one range request of a mounted disk and counts it: in flight (demand ones apart, which
     /// background prefetch yields to), its latency, and on success the request and its bytes.
-    func countRequest<E: Error>(demand: Bool, _ fetch: () throws(E) -> [UInt8]) throws(E) -> [UInt8] {
+    /// `foreground`: the request is not the background prefetch's; the time one runs is the
+    /// link's busy time (`foregroundBusySeconds`), whose complement the prefetch may use.
+    func countRequest<E: Error>(demand: Bool, foreground: Bool = true, _ fetch: () throws(E) -> [UInt8]) throws(E) -> [UInt8] {
         var bytes: [UInt8] = []
-        _ = try countRequest(demand: demand) { () throws(E) -> Int in
+        _ = try countRequest(demand: demand, foreground: foreground) { () throws(E) -> Int in
             bytes = try fetch()
             return bytes.count
         }
@@ -61,19 +79,30 @@ public final class MountStatistics: Sendable {
     }
 
     /// The same for a transfer that streams its body elsewhere and returns how many bytes it received.
-    func countRequest<E: Error>(demand: Bool, _ fetch: () throws(E) -> Int) throws(E) -> Int {
+    func countRequest<E: Error>(demand: Bool, foreground: Bool = true, _ fetch: () throws(E) -> Int) throws(E) -> Int {
         requestStarted()
         if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
+        if foreground { foregroundLink.withLock { $0.started(now: monotonicNow()) } }
         let started = monotonicNow()
         defer {
             fetchFinished(seconds: monotonicNow() - started)
             requestsInFlight.subtract(1, ordering: .relaxed)
             if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
+            if foreground { foregroundLink.withLock { $0.finished(now: monotonicNow()) } }
         }
         let count = try fetch()
         rangeRequests.add(1, ordering: .relaxed)
         bytesFetched.add(Int64(count), ordering: .relaxed)
         return count
+    }
+
+    /// Seconds since the mount started during which at least one range request other than the
+    /// background prefetch's was in flight, as of `now`.
+    func foregroundBusySeconds(now: Double) -> Double { foregroundLink.withLock { $0.busySeconds(now: now) } }
+
+    /// Compressed bytes fetched by every class but the background prefetch.
+    var foregroundBytes: Int64 {
+        demandBytes.load(ordering: .relaxed) + readaheadBytes.load(ordering: .relaxed) + profileBytes.load(ordering: .relaxed)
     }
 
     /// Counts a range request starting; returns after recording the new peak.
@@ -106,6 +135,9 @@ public final class MountStatistics: Sendable {
 
             bytesServed: bytesServed.load(ordering: .relaxed),
             fetchSeconds: fetchLatency.withLock { $0 },
+            bytesFetchedByClass: BytesByClass(
+                demand: demandBytes.load(ordering: .relaxed), readahead: readaheadBytes.load(ordering: .relaxed),
+                profile: profileBytes.load(ordering: .relaxed), prefetch: prefetchBytes.load(ordering: .relaxed)),
             framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed))
     }
 
@@ -129,6 +161,7 @@ public final class MountStatistics: Sendable {
         // still decodes after an upgrade.
         public var bytesServed: Int64?
         public var fetchSeconds: LatencyHistogram?
+        public var bytesFetchedByClass: BytesByClass?
         /// Registry requests sent again (transport errors, 429 and 5xx); set by the status
         /// reporter from the registry client, which the disk does not know.
         public var retries: Int64?
@@ -140,6 +173,34 @@ public final class MountStatistics: Sendable {
         public var hitRatio: Double {
             let total = cacheHits + cacheMisses
             return total == 0 ? 1 : Double(cacheHits) / Double(total)
+        }
+    }
+}
+
+/// Why frame bytes were fetched: a reader waits for them (demand), or they were fetched ahead of
+/// readers by readahead, by the boot profile's prefetch or by the background prefetch.
+public enum FetchClass: Int, CaseIterable, Sendable {
+    case demand, readahead, profile, prefetch
+    public var name: String { "\(self)" }
+}
+
+/// Compressed bytes fetched per `FetchClass`.
+public struct BytesByClass: Sendable, Codable, Equatable {
+    public var demand: Int64
+    public var readahead: Int64
+    public var profile: Int64
+    public var prefetch: Int64
+
+    public init(demand: Int64, readahead: Int64, profile: Int64, prefetch: Int64) {
+        (self.demand, self.readahead, self.profile, self.prefetch) = (demand, readahead, profile, prefetch)
+    }
+
+    public subscript(_ fetchClass: FetchClass) -> Int64 {
+        switch fetchClass {
+        case .demand: demand
+        case .readahead: readahead
+        case .profile: profile
+        case .prefetch: prefetch
         }
     }
 }
@@ -165,4 +226,24 @@ public struct LatencyHistogram: Sendable, Codable, Equatable {
         sum += seconds
         for i in bounds.indices where seconds <= bounds[i] { cumulativeCounts[i] += 1 }
     }
+}
+
+/// How long at least one of some set of activities has been running: the sum of the intervals
+/// during which `running` was above zero.
+struct BusyClock: Sendable {
+    var running = 0
+    var since = 0.0
+    var accumulated = 0.0
+
+    mutating func started(now: Double) {
+        if running == 0 { since = now }
+        running += 1
+    }
+
+    mutating func finished(now: Double) {
+        running -= 1
+        if running == 0 { accumulated += now - since }
+    }
+
+    func busySeconds(now: Double) -> Double { accumulated + (running > 0 ? now - since : 0) }
 }

@@ -92,6 +92,10 @@ public enum PrometheusExposition {
             [("readahead", status.statistics.readaheadFrames), ("profile", status.statistics.profileFrames),
              ("prefetch", status.statistics.prefetchedFrames)].map { Sample(labels: [("class", $0.0)], value: String($0.1)) }
         },
+        Family(name: "imgfs_fetched_class_bytes_total", type: "counter", help: "Compressed frame bytes received from the registry, by why they were fetched.") { status in
+            guard let b = status.statistics.bytesFetchedByClass else { return [] }
+            return FetchClass.allCases.map { Sample(labels: [("class", $0.name)], value: String(b[$0])) }
+        },
         .gauge("imgfs_fetches_in_flight", "Range requests being sent or received now.") { String($0.statistics.requestsInFlight) },
         Family(name: "imgfs_fetch_duration_seconds", type: "histogram",
                help: "Time from sending a range request to holding all its bytes.") { status in

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# slowlink-test.sh IMGFS: a reader's read is served while readahead and background prefetch fill a
+# slow link, and the background prefetch backs off when readers arrive (issue 20).
+#
+# The registry runs on 10.219.0.2 in a network namespace behind a veth shaped to 16 Mbit/s
+# (contrib/bench/shaped-link.sh; the benches use 10.214-10.218 and 10.220). The image is 448 MiB of
+# random bytes, so frames do not compress: one 1 MiB frame is 0.52 s of the link. The mount runs
+# with the background prefetch on (no boot profile, so it starts at once).
+#
+# Each of four rounds:
+#   a. lets the mount's readers be quiet (10.5 s, and until the last round's readahead is done), so
+#      that the background prefetch fills the link with full 4 MiB batches (2 s of the link
+#      each); checked: it moved at least 2 MiB in the next 2.5 s;
+#   b. starts a sequential reader of 4 frames somewhere fresh (readahead of up to 8 frames ahead
+#      of it, 4 s of the link, fills the link too) and, 0.3 s later, reads one frame far from
+#      everything else, timed. Every timed read is more than 8 frames (StreamDetector's slack)
+#      from every other read, so it starts no readahead of its own.
+#   Bound: each timed read completes within 3 s. Alone it takes 0.52 s. The sequential reader's
+#   own requests are demand too and share the link with it (2 × 0.52 s); readahead and the
+#   prefetch hold still, each with at most its small receive window (256 KiB, 0.13 s) in flight,
+#   behind the shaper's 100 ms queue; a new request's slow start at the queue's round trip adds a
+#   few tenths. Measured with demand first: 1.1-2.2 s; with the gate off (every class running
+#   freely, the rest of the change kept) 1.1-2.5 s, so this bound alone does not tell them
+#   apart on this link; the back-off check below does.
+# Then, over the four rounds' reads (from 1.1 s after each sequential reader's start to 1.1 s
+# after its end: the status file is rewritten every second), the background prefetch moved less
+# than a quarter of what readers waited for (demand) - it backs off when readers arrive, although
+# it filled the link just before - as `imgfs status --json` bytesFetchedByClass says. (Measured:
+# 0.9 MB against 12 MB with demand first; 3.7 MB against 7.9 MB, 46%, with the gate off.)
+# Prints "ok" and exits 0 when all hold. Needs root. Removes what it made, also on failure.
+set -euo pipefail
+imgfs=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+ns=imgfs-slowtest-$$
+net=10.219.0
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/imgfs-slowlink-test.XXXXXX")
+registry_pid=""
+mnt=$work/mnt
+stop() {
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 20); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+}
+cleanup() {
+    local status=$?
+    # The mount's log tells why a failed run failed.
+    ((status == 0)) || { echo "--- the mount's log:" >&2; tail -n 40 "$work/mount.log" >&2 2>/dev/null || true; }
+    for pid in $(jobs -p); do [[ $pid == "$registry_pid" ]] || stop "$pid"; done
+    grep -qF " $mnt " /proc/mounts && { "$imgfs" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt" 2>/dev/null || true; }
+    [[ -n $registry_pid ]] && stop "$registry_pid"
+    "$root/contrib/bench/shaped-link.sh" down "$ns"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$root/contrib/bench/shaped-link.sh" up "$ns" 0 $net
+mkdir -p "$work/data" "$mnt" "$work/image"
+cat > "$work/registry.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/data}}
+http: {addr: "$net.2:5000", secret: imgfs-slowlink-test}
+YAML
+closefds() { for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; }
+( closefds; exec ip netns exec "$ns" docker-registry serve "$work/registry.yml" ) >"$work/registry.log" 2>&1 </dev/null &
+registry_pid=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://$net.2:5000/v2/" && break; sleep 0.1; done
+
+head -c $((448 << 20)) /dev/urandom > "$work/image/disk.img"
+ref=$net.2:5000/slowlink/test:1
+"$imgfs" push --quiet --plain-http "$work/image" "$ref" >/dev/null
+"$root/contrib/bench/shaped-link.sh" rate "$ns" 16
+
+"$imgfs" mount --plain-http --cache-dir "$work/cache" --log-file "$work/mount.log" "$ref" "$mnt" >/dev/null
+
+# demand readahead profile prefetch, compressed bytes so far.
+by_class() {
+    "$imgfs" status --json "$mnt" | python3 -c '
+import json, sys
+s = json.load(sys.stdin); s = s[0] if isinstance(s, list) else s
+b = s["statistics"]["bytesFetchedByClass"]
+print(b["demand"], b["readahead"], b["profile"], b["prefetch"])'
+}
+# The status file is rewritten every second: a reading taken 1.1 s after an event includes it.
+settle() { sleep 1.1; }
+
+python3 - "$mnt/disk.img" "$work/image/disk.img" "$imgfs" "$mnt" <<'PY'
+import json, os, subprocess, sys, threading, time
+mounted, original, imgfs, mnt = sys.argv[1:5]
+frame = 1 << 20
+bound = 3.0
+
+def by_class():
+    s = json.loads(subprocess.run([imgfs, "status", "--json", mnt], check=True, capture_output=True).stdout)
+    s = s[0] if isinstance(s, list) else s
+    return s["statistics"]["bytesFetchedByClass"]
+
+def check(m, o, offset, length):
+    got = os.pread(m, length, offset)
+    if got != os.pread(o, length, offset):
+        sys.exit(f"wrong bytes at {offset}")
+
+m = os.open(mounted, os.O_RDONLY)
+o = os.open(original, os.O_RDONLY)
+demand = prefetch = 0
+for round in range(4):
+    # a. readers quiet for 10.5 s (the mount counts them active for 10 s after a read) and the last
+    # round's readahead done (the prefetch holds still for it), then the prefetch fills the link:
+    # at least 2 MiB of the 5.2 MB the link carries in 2.5 s.
+    time.sleep(10.5)
+    until = time.monotonic() + 40
+    last = by_class()["readahead"]
+    while time.monotonic() < until:
+        time.sleep(1.1)
+        now = by_class()["readahead"]
+        if now == last: break
+        last = now
+    before = by_class()
+    time.sleep(2.5)
+    filled = by_class()["prefetch"] - before["prefetch"]
+    if filled < 2 << 20:
+        sys.exit(f"round {round}: the background prefetch moved only {filled} bytes in 2.5 s of quiet: the link was not filled")
+    # b. a sequential reader of 4 frames (readahead of up to 8 frames ahead of it, 4 s of the
+    # link) and 0.3 s later a timed read of one frame far away. The prefetch, in disk order, does
+    # not get past frame 100 during the test.
+    first = 100 + 30 * round           # 4 MiB from here, sequentially
+    far = 390 + 9 * round              # one frame, past every sequential reader's readahead
+    def sequential():
+        for i in range(4):
+            check(m, o, (first + i) * frame, frame)
+    reader = threading.Thread(target=sequential)
+    # The status file is rewritten every second: a reading taken 1.1 s after the reads start
+    # holds nothing of the quiet before them.
+    start_class = {}
+    def snapshot():
+        time.sleep(1.1)
+        start_class.update(by_class())
+    snapshotter = threading.Thread(target=snapshot)
+    snapshotter.start()
+    reader.start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    check(m, o, far * frame + 4096, 4096)
+    took = time.monotonic() - start
+    print(f"round {round}: prefetch filled {filled / 1e6:.1f} MB in 2.5 s quiet; timed read of frame {far}: {took:.2f} s", file=sys.stderr)
+    if took > bound:
+        sys.exit(f"round {round}: a demand read of frame {far} took {took:.2f} s (bound {bound} s)")
+    reader.join()
+    snapshotter.join()
+    time.sleep(1.1)
+    end_class = by_class()
+    demand += end_class["demand"] - start_class["demand"]
+    prefetch += end_class["prefetch"] - start_class["prefetch"]
+print(f"during the reads: demand {demand} bytes, prefetch {prefetch} bytes", file=sys.stderr)
+if demand < 2 << 20:
+    sys.exit(f"the reads fetched only {demand} demand bytes")
+if prefetch * 4 >= demand:
+    sys.exit(f"the background prefetch did not back off: {prefetch} bytes against demand's {demand}")
+PY
+echo ok

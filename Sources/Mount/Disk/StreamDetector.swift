@@ -1,19 +1,32 @@
 import Synchronization
 
-/// Recognises sequential readers of one disk and says which frames to read ahead of them.
+/// Recognises sequential readers of one disk and says which frames to read ahead of them, and
+/// how many: a window that the reads themselves size.
 ///
 /// Per-disk rather than per-file-handle: a VM or `cp` reads one disk through one or a few
 /// handles, and FUSE may split or reorder a reader's requests among threads anyway. Up to
-/// `maxStreams` interleaved sequential readers are tracked (least recently used replaced).
-/// A stream that moves into the next frame doubles its window, from 2 frames up to `maxWindow`.
-/// A read continues a stream if it starts within `slack` frames of the stream's furthest frame:
-/// the kernel's own readahead sends several requests at once, which FUSE threads deliver out
-/// of order, and they must not look like new streams.
+/// `maxStreams` interleaved readers are tracked (least recently used replaced). A read belongs
+/// to a stream if it starts within `slack` frames of the stream's furthest frame, or among the
+/// frames already handed to readahead for it: the kernel's own readahead sends several requests
+/// at once, which FUSE threads deliver out of order, and they must not look like new streams.
+///
+/// Belonging to a stream is not yet being sequential: a booting VM reads scattered files a few
+/// frames apart. So the window starts at zero and
+/// - grows (doubling, up to `maxWindow`) when a read lands in frames readahead scheduled for it
+///   (a hit: readahead was right) or is the very next frame (a strictly sequential step);
+/// - halves, toward zero, when a read skips ahead past frames that were not scheduled, leaving
+///   behind any that were (waste: readahead was wrong).
+/// A boot's scattered reads thus keep the window at zero or one, while `dd` or `cp` reach the
+/// full window in a few reads and keep it.
+///
+/// What is handed out is further capped by `limit` (frames), which the caller derives from what
+/// the link carries in a short time: on a slow link, readahead far ahead of the reader only
+/// queues in front of the reader's own next miss.
 final class StreamDetector: Sendable {
     struct Stream {
         var lastFrame: Int
         var window: Int
-        /// Frames below this were already handed to readahead.
+        /// Frames below this were already handed to readahead (or read).
         var scheduledUntil: Int
         var lastUse: UInt64
     }
@@ -29,13 +42,25 @@ final class StreamDetector: Sendable {
         self.maxWindow = maxWindow
     }
 
-    /// Records a read of `frames`; returns frames to read ahead, if the read continues a stream.
-    func note(_ frames: Range<Int>) -> Range<Int>? {
+    /// Frames of `frameBytes` (compressed) that a link of `bytesPerSecond` carries in `horizon`
+    /// seconds, at least one; `.max` (no cap) when the link is unmeasured or carries `maxWindow`.
+    static func limit(bytesPerSecond: Double?, horizon: Double, frameBytes: Double, maxWindow: Int) -> Int {
+        guard let bytesPerSecond, frameBytes > 0 else { return .max }
+        let frames = bytesPerSecond * horizon / frameBytes
+        return frames >= Double(maxWindow) ? .max : max(1, Int(frames))
+    }
+
+    /// Records a read of `frames`; returns frames to read ahead, if the read continues a stream
+    /// whose window is open. At most `limit` frames are kept scheduled ahead of the reader.
+    func note(_ frames: Range<Int>, limit: Int = .max) -> Range<Int>? {
         guard !frames.isEmpty else { return nil }
         return state.withLock { state -> Range<Int>? in
             state.clock += 1
             let last = frames.upperBound - 1
-            guard let i = state.streams.firstIndex(where: { abs(frames.lowerBound - $0.lastFrame) <= Self.slack }) else {
+            guard let i = state.streams.firstIndex(where: { stream in
+                frames.lowerBound >= stream.lastFrame - Self.slack
+                    && frames.lowerBound <= max(stream.lastFrame + Self.slack, stream.scheduledUntil - 1)
+            }) else {
                 let stream = Stream(lastFrame: last, window: 0, scheduledUntil: frames.upperBound, lastUse: state.clock)
                 if state.streams.count < Self.maxStreams {
                     state.streams.append(stream)
@@ -46,23 +71,28 @@ final class StreamDetector: Sendable {
             }
             var stream = state.streams[i]
             stream.lastUse = state.clock
-            var result: Range<Int>? = nil
-            if last > stream.lastFrame {
-                stream.window = stream.window == 0 ? 2 : min(maxWindow, stream.window * 2)
-                stream.lastFrame = last
-                // Top up only when less than half a window is left ahead, and then by the whole
-                // window: batches of many frames coalesce into few range requests, where a
-                // frame-by-frame top-up would send one request per frame.
-                let ahead = stream.scheduledUntil - (last + 1)
-                let end = min(frameCount, last + 1 + stream.window)
-                let start = max(last + 1, stream.scheduledUntil)
-                if ahead <= stream.window / 2, start < end {
-                    stream.scheduledUntil = end
-                    result = start..<end
-                }
+            defer { state.streams[i] = stream }
+            // Behind the stream's furthest frame: a request FUSE delivered late; nothing to learn.
+            guard last > stream.lastFrame else { return nil }
+            let hit = frames.lowerBound > stream.lastFrame && frames.lowerBound < stream.scheduledUntil
+            let next = frames.lowerBound <= stream.lastFrame + 1
+            if hit || next {
+                stream.window = stream.window == 0 ? 1 : min(maxWindow, stream.window * 2)
+            } else {
+                stream.window /= 2
             }
-            state.streams[i] = stream
-            return result
+            stream.lastFrame = last
+            stream.scheduledUntil = max(stream.scheduledUntil, frames.upperBound)
+            let window = min(stream.window, max(0, limit))
+            // Top up only when less than half a window is left ahead, and then by the whole
+            // window: batches of many frames coalesce into few range requests, where a
+            // frame-by-frame top-up would send one request per frame.
+            let ahead = stream.scheduledUntil - (last + 1)
+            let end = min(frameCount, last + 1 + window)
+            let start = max(last + 1, stream.scheduledUntil)
+            guard window > 0, ahead <= window / 2, start < end else { return nil }
+            stream.scheduledUntil = end
+            return start..<end
         }
     }
 }

@@ -37,6 +37,10 @@ public final class FrameDisk: Sendable {
     /// it already fetched, instead of a window spent on holes and a stream that looks broken.
     let dataFrames: [Int]
     let readaheadJobs: BoundedQueue<[Int]>
+    /// The mean compressed size of a data frame: what one frame of readahead costs the link.
+    let meanFrameBytes: Double
+    /// Frames readahead fetched that no reader has read yet; a read of one is a readahead hit.
+    let unreadReadahead = Mutex<Set<Int>>([])
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
     /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
@@ -61,6 +65,9 @@ public final class FrameDisk: Sendable {
         self.logger = logger
         self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
         self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames))
+        let located = dataFrames.compactMap { index.frames[$0].location?.compressedLength }.filter { $0 > 0 }
+        self.meanFrameBytes = located.isEmpty ? Double(index.geometry.frameSize)
+            : located.reduce(0.0) { $0 + Double($1) } / Double(located.count)
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = BoundedQueue(capacity: 8)
@@ -78,7 +85,7 @@ public final class FrameDisk: Sendable {
                     // Cached frames ahead of a sequential reader are checked here, off the reader's
                     // path, so that its reads of them are spliced from the cache file at once.
                     for frame in frames where cache.contains(frame) && !cache.isVerified(frame) { checkCached(frame) }
-                    do { _ = try obtain(frames, purpose: .readahead) } catch {
+                    do { noteReadahead(fetched: try obtain(frames, purpose: .readahead).keys) } catch {
                         logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
                     }
                 }
@@ -121,6 +128,7 @@ public final class FrameDisk: Sendable {
             return length
         }
         activity.note(frames, now: monotonicNow())
+        noteReadaheadHits(frames)
         scheduleReadahead(after: frames)
 
         // Cached frames this daemon has not served yet are checked against their digests first; one
@@ -203,7 +211,8 @@ public final class FrameDisk: Sendable {
 
     func scheduleReadahead(after frames: Range<Int>) {
         guard options.readaheadThreads > 0,
-              let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound)) else { return }
+              let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound),
+                                       limit: readaheadLimit) else { return }
         // Batches of a few frames, so that a reader who catches up with readahead waits for one
         // small batch, not for the whole window.
         var batch: [Int] = []
@@ -216,6 +225,30 @@ public final class FrameDisk: Sendable {
             }
         }
         if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
+    }
+
+    /// The most frames readahead keeps ahead of a reader: what the link carries in
+    /// `readaheadHorizon` seconds, at least one frame. Unlimited until the link was measured, and
+    /// on a link fast enough to carry the whole window in that time (loopback, a LAN), where
+    /// whole-disk reads need all of it.
+    var readaheadLimit: Int {
+        StreamDetector.limit(bytesPerSecond: statistics.link.bytesPerSecond, horizon: options.readaheadHorizon,
+                             frameBytes: meanFrameBytes, maxWindow: options.readaheadMaxFrames)
+    }
+
+    func noteReadahead<Frames: Collection<Int>>(fetched frames: Frames) {
+        guard !frames.isEmpty else { return }
+        let added = unreadReadahead.withLock { unread in frames.reduce(0) { $0 + (unread.insert($1).inserted ? 1 : 0) } }
+        statistics.readaheadUnread.add(Int64(added), ordering: .relaxed)
+    }
+
+    /// Counts frames of a read that readahead fetched for it.
+    func noteReadaheadHits(_ frames: Range<Int>) {
+        guard statistics.readaheadUnread.load(ordering: .relaxed) > 0 else { return }
+        let hits = unreadReadahead.withLock { unread in frames.reduce(0) { $0 + (unread.remove($1) == nil ? 0 : 1) } }
+        guard hits > 0 else { return }
+        statistics.readaheadUnread.subtract(Int64(hits), ordering: .relaxed)
+        statistics.readaheadHits.add(Int64(hits), ordering: .relaxed)
     }
 
     /// How many data frames lie before `frame` (`dataFrames`' insertion point): a hole maps to the

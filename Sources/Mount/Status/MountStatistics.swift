@@ -36,6 +36,11 @@ public final class MountStatistics: Sendable {
     let readaheadFrames = Atomic<Int64>(0)
     let profileFrames = Atomic<Int64>(0)
     let prefetchedFrames = Atomic<Int64>(0)
+    /// Frames readahead fetched that a reader then read, and those no reader has read (yet).
+    let readaheadHits = Atomic<Int64>(0)
+    let readaheadUnread = Atomic<Int64>(0)
+    /// Throughput and latency of the link to the registry, from this disk's range requests.
+    let link = LinkEstimate()
     /// Bytes of disk.img returned to readers (through `read` or spliced from the cache).
     let bytesServed = Atomic<Int64>(0)
     /// How long range requests took, for `imgfs_fetch_duration_seconds`. A lock per range
@@ -55,12 +60,17 @@ public final class MountStatistics: Sendable {
         requestStarted()
         if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
         let started = monotonicNow()
+        link.started(at: started)
+        var received = 0
         defer {
-            fetchFinished(seconds: monotonicNow() - started)
+            let now = monotonicNow()
+            link.finished(bytes: received, seconds: now - started, at: now)
+            fetchFinished(seconds: now - started)
             requestsInFlight.subtract(1, ordering: .relaxed)
             if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
         }
         let bytes = try fetch()
+        received = bytes.count
         rangeRequests.add(1, ordering: .relaxed)
         bytesFetched.add(Int64(bytes.count), ordering: .relaxed)
         return bytes
@@ -96,7 +106,10 @@ public final class MountStatistics: Sendable {
 
             bytesServed: bytesServed.load(ordering: .relaxed),
             fetchSeconds: fetchLatency.withLock { $0 },
-            framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed))
+            framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed),
+            readaheadHits: readaheadHits.load(ordering: .relaxed),
+            readaheadUnread: readaheadUnread.load(ordering: .relaxed),
+            link: link.snapshot)
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -125,6 +138,12 @@ public final class MountStatistics: Sendable {
         /// Frames another mount of the image on this host fetched and this one read from the
         /// shared cache entry instead (`framesFetched` of all such mounts together is one copy).
         public var framesFromOtherMounts: Int64?
+        /// Of `readaheadFrames`: those a reader then read, and those none has read yet (waste
+        /// so far, and all of it once the mount is idle).
+        public var readaheadHits: Int64?
+        public var readaheadUnread: Int64?
+        /// The link to the registry as this disk's range requests measured it.
+        public var link: LinkSnapshot?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {

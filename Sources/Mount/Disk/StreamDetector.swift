@@ -11,13 +11,13 @@ import Synchronization
 /// at once, which FUSE threads deliver out of order, and they must not look like new streams.
 ///
 /// Belonging to a stream is not yet being sequential: a booting VM reads scattered files a few
-/// frames apart. So the window starts at zero and
-/// - grows (doubling, up to `maxWindow`) when a read lands in frames readahead scheduled for it
-///   (a hit: readahead was right) or is the very next frame (a strictly sequential step);
-/// - halves, toward zero, when a read skips ahead past frames that were not scheduled, leaving
-///   behind any that were (waste: readahead was wrong).
-/// A boot's scattered reads thus keep the window at zero or one, while `dd` or `cp` reach the
-/// full window in a few reads and keep it.
+/// frames apart. So the window starts at zero and is sized by what the reader did with the frames
+/// it passed: each frame is judged once, when the stream's furthest frame is `settle` frames past
+/// it (late requests have arrived by then). A frame that was read right after one that was read
+/// doubles the window (from 1, up to `maxWindow`); one that was skipped, whether readahead
+/// fetched it (waste) or not, halves it.
+/// `dd` or `cp` thus reach the full window within a few frames and keep it, while a boot's
+/// scattered reads, which skip more frames than they read, keep it at zero or one.
 ///
 /// What is handed out is further capped by `limit` (frames), which the caller derives from what
 /// the link carries in a short time: on a slow link, readahead far ahead of the reader only
@@ -28,11 +28,26 @@ final class StreamDetector: Sendable {
         var window: Int
         /// Frames below this were already handed to readahead (or read).
         var scheduledUntil: Int
+        /// The first frame not judged yet.
+        var judgedUntil: Int
+        /// Frames judged read in a row.
+        var run = 0
+        /// Bit k: frame `lastFrame - k` was read.
+        var read: UInt64
         var lastUse: UInt64
+
+        mutating func markRead(_ frames: Range<Int>) {
+            for frame in frames where frame <= lastFrame && lastFrame - frame < 64 { read |= 1 << UInt64(lastFrame - frame) }
+        }
+
+        func wasRead(_ frame: Int) -> Bool { frame <= lastFrame && lastFrame - frame < 64 && read & (1 << UInt64(lastFrame - frame)) != 0 }
     }
 
     static let maxStreams = 16
     static let slack = 8
+    /// How far behind the furthest frame a frame is judged: the kernel's readahead (4 MiB, a few
+    /// frames) is in flight at once, and FUSE threads may deliver it in any order.
+    static let settle = 4
     let frameCount: Int
     let maxWindow: Int
     private let state = Mutex<(streams: [Stream], clock: UInt64)>(([], 0))
@@ -61,7 +76,9 @@ final class StreamDetector: Sendable {
                 frames.lowerBound >= stream.lastFrame - Self.slack
                     && frames.lowerBound <= max(stream.lastFrame + Self.slack, stream.scheduledUntil - 1)
             }) else {
-                let stream = Stream(lastFrame: last, window: 0, scheduledUntil: frames.upperBound, lastUse: state.clock)
+                var stream = Stream(lastFrame: last, window: 0, scheduledUntil: frames.upperBound,
+                                    judgedUntil: frames.lowerBound, read: 0, lastUse: state.clock)
+                stream.markRead(frames)
                 if state.streams.count < Self.maxStreams {
                     state.streams.append(stream)
                 } else if let oldest = state.streams.indices.min(by: { state.streams[$0].lastUse < state.streams[$1].lastUse }) {
@@ -72,16 +89,31 @@ final class StreamDetector: Sendable {
             var stream = state.streams[i]
             stream.lastUse = state.clock
             defer { state.streams[i] = stream }
-            // Behind the stream's furthest frame: a request FUSE delivered late; nothing to learn.
-            guard last > stream.lastFrame else { return nil }
-            let hit = frames.lowerBound > stream.lastFrame && frames.lowerBound < stream.scheduledUntil
-            let next = frames.lowerBound <= stream.lastFrame + 1
-            if hit || next {
-                stream.window = stream.window == 0 ? 1 : min(maxWindow, stream.window * 2)
-            } else {
-                stream.window /= 2
+            // Behind the stream's furthest frame: a request FUSE delivered late.
+            guard last > stream.lastFrame else {
+                stream.markRead(frames)
+                return nil
             }
+            let advance = last - stream.lastFrame
+            stream.read = advance < 64 ? stream.read << UInt64(advance) : 0
             stream.lastFrame = last
+            stream.markRead(frames)
+            if last - stream.judgedUntil > 64 {
+                // A jump far past frames never read (only a stream with a wide window reaches that far).
+                stream.window = 0
+                stream.judgedUntil = last - 64
+            }
+            while stream.judgedUntil <= last - Self.settle {
+                if stream.wasRead(stream.judgedUntil) {
+                    stream.run += 1
+                    // One frame read is any read; two in a row begin a sequential run.
+                    if stream.run >= 2 { stream.window = stream.window == 0 ? 1 : min(maxWindow, stream.window * 2) }
+                } else {
+                    stream.run = 0
+                    stream.window /= 2
+                }
+                stream.judgedUntil += 1
+            }
             stream.scheduledUntil = max(stream.scheduledUntil, frames.upperBound)
             let window = min(stream.window, max(0, limit))
             // Top up only when less than half a window is left ahead, and then by the whole

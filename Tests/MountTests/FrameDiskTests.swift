@@ -263,7 +263,8 @@ import Verity
         let session = try openSession(registry, root: directory.path, options: options)
         defer { session.stop() }
         session.start()
-        for frame in 0..<4 {
+        // Readahead opens once two frames read in a row are `StreamDetector.settle` frames behind.
+        for frame in 0..<6 {
             _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
         }
         // Readahead runs in the background, and stores (with fdatasync) before it counts: wait for

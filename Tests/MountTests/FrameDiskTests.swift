@@ -272,6 +272,13 @@ import Verity
         // used to allow); the bound only keeps a broken readahead from hanging the suite.
         waitUntil { session.disk.statistics.snapshot().readaheadFrames > 0 }
         #expect(session.disk.statistics.snapshot().readaheadFrames > 0)
+        // The reader goes on into what readahead fetched: hits, counted once readahead has them.
+        for frame in 6..<12 {
+            _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
+        }
+        waitUntil { session.disk.statistics.snapshot().readaheadHits ?? 0 > 0 }
+        #expect(session.disk.statistics.snapshot().readaheadHits ?? 0 > 0)
+        #expect(session.disk.statistics.snapshot().link?.bytesPerSecond != nil)
     }
 
     @Test func prefetchFetchesTheWholeDiskWithinItsRate() throws {

@@ -39,8 +39,7 @@ public final class FrameDisk: Sendable {
     let readaheadJobs: BoundedQueue<[Int]>
     /// The mean compressed size of a data frame: what one frame of readahead costs the link.
     let meanFrameBytes: Double
-    /// Frames readahead fetched that no reader has read yet; a read of one is a readahead hit.
-    let unreadReadahead = Mutex<Set<Int>>([])
+    let readaheadLedger = ReadaheadLedger()
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
     /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
@@ -85,9 +84,13 @@ public final class FrameDisk: Sendable {
                     // Cached frames ahead of a sequential reader are checked here, off the reader's
                     // path, so that its reads of them are spliced from the cache file at once.
                     for frame in frames where cache.contains(frame) && !cache.isVerified(frame) { checkCached(frame) }
-                    do { noteReadahead(fetched: try obtain(frames, purpose: .readahead).keys) } catch {
+                    var fetched: [Int] = []
+                    do { fetched = Array(try obtain(frames, purpose: .readahead).keys) } catch {
                         logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
                     }
+                    let (hits, unread) = readaheadLedger.finished(frames, fetched: fetched)
+                    statistics.readaheadHits.add(Int64(hits), ordering: .relaxed)
+                    statistics.readaheadUnread.add(Int64(unread), ordering: .relaxed)
                 }
             }
         }
@@ -220,11 +223,16 @@ public final class FrameDisk: Sendable {
         for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) {
             batch.append(frame)
             if batch.count == 8 {
-                _ = readaheadJobs.offer(batch)
+                offerReadahead(batch)
                 batch = []
             }
         }
-        if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
+        if !batch.isEmpty { offerReadahead(batch) }
+    }
+
+    private func offerReadahead(_ batch: [Int]) {
+        readaheadLedger.scheduled(batch)
+        if !readaheadJobs.offer(batch) { _ = readaheadLedger.finished(batch, fetched: []) }
     }
 
     /// The most frames readahead keeps ahead of a reader: what the link carries in
@@ -236,16 +244,9 @@ public final class FrameDisk: Sendable {
                              frameBytes: meanFrameBytes, maxWindow: options.readaheadMaxFrames)
     }
 
-    func noteReadahead<Frames: Collection<Int>>(fetched frames: Frames) {
-        guard !frames.isEmpty else { return }
-        let added = unreadReadahead.withLock { unread in frames.reduce(0) { $0 + (unread.insert($1).inserted ? 1 : 0) } }
-        statistics.readaheadUnread.add(Int64(added), ordering: .relaxed)
-    }
-
     /// Counts frames of a read that readahead fetched for it.
     func noteReadaheadHits(_ frames: Range<Int>) {
-        guard statistics.readaheadUnread.load(ordering: .relaxed) > 0 else { return }
-        let hits = unreadReadahead.withLock { unread in frames.reduce(0) { $0 + (unread.remove($1) == nil ? 0 : 1) } }
+        let hits = readaheadLedger.read(frames)
         guard hits > 0 else { return }
         statistics.readaheadUnread.subtract(Int64(hits), ordering: .relaxed)
         statistics.readaheadHits.add(Int64(hits), ordering: .relaxed)

@@ -31,6 +31,8 @@ final class LinkEstimate: Sendable {
     }
 
     private let state = Mutex(State())
+    /// `bytesPerSecond`'s bits (0: not measured yet), for readers that ask on every read.
+    private let published = Atomic<UInt64>(0)
 
     init() {}
 
@@ -53,6 +55,7 @@ final class LinkEstimate: Sendable {
             state.busySeconds = state.busySeconds * decay + busy
             state.bytes = state.bytes * decay + Double(bytes)
             state.requests += 1
+            published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)
             if let rate = Self.rate(state), bytes > 0 {
                 let sample = max(0, seconds - Double(bytes) / rate)
                 state.latency = state.latency.map { $0 + Self.latencyWeight * (sample - $0) } ?? sample
@@ -66,7 +69,10 @@ final class LinkEstimate: Sendable {
     }
 
     /// Bytes a second the link carried lately; nil until enough was measured.
-    var bytesPerSecond: Double? { state.withLock { Self.rate($0) } }
+    var bytesPerSecond: Double? {
+        let bits = published.load(ordering: .relaxed)
+        return bits == 0 ? nil : Double(bitPattern: bits)
+    }
 
     var snapshot: LinkSnapshot {
         state.withLock { LinkSnapshot(bytesPerSecond: Self.rate($0), latencySeconds: $0.latency, requests: $0.requests) }

@@ -278,7 +278,7 @@ import Verity
         }
         waitUntil { session.disk.statistics.snapshot().readaheadHits ?? 0 > 0 }
         #expect(session.disk.statistics.snapshot().readaheadHits ?? 0 > 0)
-        #expect(session.disk.statistics.snapshot().link?.bytesPerSecond != nil)
+        #expect(session.disk.statistics.snapshot().link?.requests ?? 0 > 0)  // measured; too few bytes for a rate
     }
 
     @Test func prefetchFetchesTheWholeDiskWithinItsRate() throws {

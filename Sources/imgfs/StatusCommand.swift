@@ -10,8 +10,9 @@ struct StatusCommand: ParsableCommand {
         abstract: "Show what imgfs mounts have cached, fetched and in flight.",
         discussion: """
         One line per mount: the image, its manifest digest, bytes cached of the disk, bytes \
-        fetched from the network, frames fetched, the cache hit ratio of reads, frames that \
-        failed verification, range requests in flight, how often the serving process was \
+        fetched from the network, frames fetched, the cache hit ratio of reads, frames readahead \
+        fetched (and how many of them readers read), the link's throughput and latency as the \
+        mount's range requests measured them, frames that failed verification, range requests in flight, how often the serving process was \
         restarted after it died and upgraded (`imgfs upgrade`), and its version. A mount whose \
         descriptor holder is gone is reported: it no longer survives its serving process. \
         --json prints the daemons' full status; --prometheus prints the metrics `imgfs metrics` \
@@ -68,7 +69,7 @@ struct StatusCommand: ParsableCommand {
             print("no imgfs mounts")
             return
         }
-        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "FROM-MOUNTS", "HIT", "VERIFY-FAIL", "IN-FLIGHT", "RESTARTS", "UPGRADES", "VERSION"]]
+        var rows = [["MOUNTPOINT", "IMAGE", "MANIFEST", "CACHED", "FETCHED", "FRAMES", "FROM-MOUNTS", "HIT", "READAHEAD", "LINK", "VERIFY-FAIL", "IN-FLIGHT", "RESTARTS", "UPGRADES", "VERSION"]]
         for s in statuses {
             let percent = s.diskSize == 0 ? 100 : Int(Double(s.bytesCached) / Double(s.diskSize) * 100)
             rows.append([
@@ -81,6 +82,8 @@ struct StatusCommand: ParsableCommand {
                 String(s.statistics.framesFetched),
                 s.statistics.framesFromOtherMounts.map { String($0) } ?? "-",
                 oneDecimal(s.statistics.hitRatio * 100) + "%",
+                readahead(s.statistics),
+                link(s.statistics.link),
                 String(s.statistics.verificationFailures),
                 String(s.statistics.requestsInFlight),
                 s.holderPid == nil ? "-" : String(s.restarts ?? 0),
@@ -102,6 +105,19 @@ struct StatusCommand: ParsableCommand {
                   + "\(formatBytes(b.profile)) boot profile, \(formatBytes(b.prefetch)) background prefetch")
         }
         reportLostHolders(statuses)
+    }
+
+    /// Frames readahead fetched, and how many of them were read (the rest is waste so far).
+    func readahead(_ statistics: MountStatistics.Snapshot) -> String {
+        guard let hits = statistics.readaheadHits else { return String(statistics.readaheadFrames) }
+        return "\(statistics.readaheadFrames) (\(hits) read)"
+    }
+
+    /// The link's measured throughput and latency, e.g. "3.1MB/s 42ms".
+    func link(_ link: LinkSnapshot?) -> String {
+        guard let link, let rate = link.bytesPerSecond else { return "-" }
+        let latency = link.latencySeconds.map { " \(Int(($0 * 1000).rounded()))ms" } ?? ""
+        return formatBytes(Int64(rate)) + "/s" + latency
     }
 
     /// One line on stderr per mount whose descriptor holder died: it keeps serving, but a crash

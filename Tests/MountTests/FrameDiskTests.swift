@@ -263,7 +263,8 @@ import Verity
         let session = try openSession(registry, root: directory.path, options: options)
         defer { session.stop() }
         session.start()
-        for frame in 0..<4 {
+        // Readahead opens once two frames read in a row are `StreamDetector.settle` frames behind.
+        for frame in 0..<6 {
             _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
         }
         // Readahead runs in the background, and stores (with fdatasync) before it counts: wait for
@@ -271,6 +272,13 @@ import Verity
         // used to allow); the bound only keeps a broken readahead from hanging the suite.
         waitUntil { session.disk.statistics.snapshot().readaheadFrames > 0 }
         #expect(session.disk.statistics.snapshot().readaheadFrames > 0)
+        // The reader goes on into what readahead fetched: hits, counted once readahead has them.
+        for frame in 6..<12 {
+            _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
+        }
+        waitUntil { session.disk.statistics.snapshot().readaheadHits ?? 0 > 0 }
+        #expect(session.disk.statistics.snapshot().readaheadHits ?? 0 > 0)
+        #expect(session.disk.statistics.snapshot().link?.requests ?? 0 > 0)  // measured; too few bytes for a rate
     }
 
     @Test func prefetchFetchesTheWholeDiskWithinItsRate() throws {

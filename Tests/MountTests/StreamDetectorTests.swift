@@ -2,13 +2,19 @@
 import Testing
 
 @Suite struct StreamDetectorTests {
+    /// Plays `trace` (one frame range a read) and returns the frames handed to readahead.
+    static func play(_ trace: [Range<Int>], on detector: StreamDetector, limit: Int = .max) -> [Range<Int>] {
+        trace.compactMap { detector.note($0, limit: limit) }
+    }
+
     @Test func contiguousReadsGrowTheWindowAndScheduleFramesAhead() {
         let detector = StreamDetector(frameCount: 1000, maxWindow: 32)
         #expect(detector.note(0..<1) == nil)    // a new stream
-        #expect(detector.note(1..<2) == 2..<4)  // window 2
-        #expect(detector.note(2..<3) == 4..<7)  // window 4, topped up past what was scheduled
-        var scheduled = 7
-        for frame in 3..<40 {
+        for frame in 1..<5 { #expect(detector.note(frame..<frame + 1) == nil) }  // nothing judged, then one frame
+        #expect(detector.note(5..<6) == 6..<7)  // frames 0 and 1 were read: window 1
+        #expect(detector.note(6..<7) == 7..<9)  // frame 2 too: window 2, topped up past what was scheduled
+        var scheduled = 9
+        for frame in 7..<40 {
             if let ahead = detector.note(frame..<frame + 1) {
                 #expect(ahead.lowerBound == scheduled)
                 scheduled = ahead.upperBound
@@ -17,11 +23,109 @@ import Testing
         #expect(scheduled > 40 && scheduled <= 40 + 32)
     }
 
-    @Test func readsDeliveredSlightlyOutOfOrderStayOneStream() {
-        let detector = StreamDetector(frameCount: 1000, maxWindow: 32)
-        _ = detector.note(10..<11)
-        #expect(detector.note(12..<13) != nil)  // 11 is still on another FUSE thread
-        #expect(detector.note(11..<12) == nil)  // behind the stream: nothing new to schedule
-        #expect(detector.note(13..<14) != nil || detector.note(14..<15) != nil)
+    @Test func aSequentialReaderReachesTheWholeWindow() {
+        let detector = StreamDetector(frameCount: 10_000, maxWindow: 32)
+        var furthestAhead = 0
+        for frame in 0..<500 {
+            if let ahead = detector.note(frame..<frame + 1) { furthestAhead = max(furthestAhead, ahead.upperBound - (frame + 1)) }
+        }
+        #expect(furthestAhead == 32)
+    }
+
+    @Test func readsDeliveredSlightlyOutOfOrderStayOneStreamAndKeepGrowing() {
+        let detector = StreamDetector(frameCount: 10_000, maxWindow: 32)
+        // The kernel's readahead in flight on several FUSE threads: pairs arrive swapped.
+        var trace: [Range<Int>] = []
+        for pair in stride(from: 0, to: 400, by: 2) { trace += [pair + 1..<pair + 2, pair..<pair + 1] }
+        let scheduled = Self.play(trace, on: detector)
+        #expect(scheduled.map(\.count).max() ?? 0 >= 16)
+        // Each frame is handed out once.
+        for (a, b) in zip(scheduled, scheduled.dropFirst()) { #expect(a.upperBound <= b.lowerBound) }
+    }
+
+    /// A boot: reads of scattered frames, many a few frames apart (so within a stream's reach),
+    /// now and then two adjacent ones. Readahead stays at a frame or two now and then.
+    @Test func aScatteredBootLikeTraceReadsAlmostNothingAhead() {
+        let detector = StreamDetector(frameCount: 4096, maxWindow: 32)
+        var generator = TraceGenerator(seed: 20)
+        var trace: [Range<Int>] = []
+        var frame = 100
+        for _ in 0..<600 {
+            switch generator.next() % 10 {
+            case 0: frame = Int(generator.next() % 4000)            // another file far away
+            case 1, 2: frame += 1                                    // the next frame
+            case 3: frame = max(0, frame - Int(generator.next() % 6)) // back a little
+            default: frame += 2 + Int(generator.next() % 6)          // a few frames on
+            }
+            frame = min(frame, 4095)
+            trace.append(frame..<frame + 1)
+        }
+        let scheduled = Self.play(trace, on: detector)
+        let frames = scheduled.reduce(0) { $0 + $1.count }
+        let read = Set(trace.map(\.lowerBound))
+        let wasted = scheduled.flatMap { Array($0) }.filter { !read.contains($0) }.count
+        // The old policy (any forward read within 8 frames doubled the window) scheduled more
+        // frames than the trace reads.
+        #expect(frames < trace.count / 2)
+        #expect(frames < trace.count / 10)
+        #expect(scheduled.allSatisfy { $0.count <= 8 })
+        #expect(wasted < trace.count / 20)
+    }
+
+    @Test func scatteredReadsShrinkAnOpenWindowToZero() {
+        let detector = StreamDetector(frameCount: 10_000, maxWindow: 32)
+        for frame in 0..<100 { _ = detector.note(frame..<frame + 1) }
+        // Now skipping 4 frames at a time: past what was scheduled, then nothing more.
+        var frame = 200
+        _ = detector.note(frame..<frame + 1)  // beyond the stream's reach: a new stream
+        var scheduledAfter: [Range<Int>] = []
+        for _ in 0..<20 {
+            frame += 5
+            if let ahead = detector.note(frame..<frame + 1) { scheduledAfter.append(ahead) }
+        }
+        #expect(scheduledAfter.isEmpty)
+        // The sequential stream, skipped past, stops reading ahead after a few skips.
+        frame = 99
+        var late: [Range<Int>] = []
+        for _ in 0..<10 {
+            frame += 3
+            if let ahead = detector.note(frame..<frame + 1) { late.append(ahead) }
+        }
+        #expect(late.count <= 1)
+    }
+
+    @Test func theLinkCapsFramesAheadOfTheReader() {
+        let slow = StreamDetector.limit(bytesPerSecond: 3_000_000, horizon: 1, frameBytes: 300_000, maxWindow: 32)
+        let fast = StreamDetector.limit(bytesPerSecond: 500_000_000, horizon: 1, frameBytes: 300_000, maxWindow: 32)
+        let unmeasured = StreamDetector.limit(bytesPerSecond: nil, horizon: 1, frameBytes: 300_000, maxWindow: 32)
+        let stalled = StreamDetector.limit(bytesPerSecond: 10, horizon: 1, frameBytes: 300_000, maxWindow: 32)
+        #expect(slow == 10)
+        #expect(fast == .max)
+        #expect(unmeasured == .max)
+        #expect(stalled == 1)
+
+        for (limit, expected) in [(slow, 10), (fast, 32)] {
+            let detector = StreamDetector(frameCount: 10_000, maxWindow: 32)
+            var furthestAhead = 0
+            for frame in 0..<300 {
+                if let ahead = detector.note(frame..<frame + 1, limit: limit) {
+                    furthestAhead = max(furthestAhead, ahead.upperBound - (frame + 1))
+                }
+            }
+            #expect(furthestAhead == expected)
+        }
+    }
+}
+
+/// A seeded generator, so that a trace is the same every run.
+struct TraceGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -68,7 +68,7 @@ import Testing
 
     @Test func readaheadLooksPastALongRunOfHoles() throws {
         // Data, 40 frames of holes (more than the readahead window), data.
-        let holes = Set(4..<44)
+        let holes = Set(6..<46)
         let image = try TestImage.make(frames: 60, holes: holes, chunkFrames: 60)
         let registry = FakeRegistry()
         registry.add(image, tag: "v1")
@@ -79,18 +79,19 @@ import Testing
         let session = try openSession(registry, root: directory.path, options: options)
         defer { session.stop() }
         session.start()
-        for frame in 0..<4 {
+        // Six frames: readahead opens once two frames read in a row are `settle` frames behind.
+        for frame in 0..<6 {
             _ = try session.disk.bytes(at: UInt64(frame * frameSize), count: frameSize)
         }
         // The frames after the holes are fetched before the reader gets there.
-        waitUntil { session.disk.cache.contains(44) }
-        #expect(session.disk.cache.contains(44))
+        waitUntil { session.disk.cache.contains(46) }
+        #expect(session.disk.cache.contains(46))
         #expect(session.disk.statistics.snapshot().readaheadFrames > 0)
         #expect(session.disk.dataRank(of: 0) == 0)
-        #expect(session.disk.dataRank(of: 4) == 4)
-        #expect(session.disk.dataRank(of: 43) == 4)
-        #expect(session.disk.dataRank(of: 44) == 4)
-        #expect(session.disk.dataRank(of: 45) == 5)
+        #expect(session.disk.dataRank(of: 6) == 6)
+        #expect(session.disk.dataRank(of: 45) == 6)
+        #expect(session.disk.dataRank(of: 46) == 6)
+        #expect(session.disk.dataRank(of: 47) == 7)
         #expect(session.disk.dataRank(of: 60) == 20)
     }
 }

@@ -19,6 +19,10 @@ public struct DiskOptions: Sendable {
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
     /// Readahead window, in frames, once reads look sequential.
     public var readaheadMaxFrames = 64
+    /// Readahead keeps at most what the link carries in this many seconds ahead of a reader
+    /// (as measured, `LinkEstimate`): on a slow link more would only queue in front of the
+    /// reader's next miss.
+    public var readaheadHorizon: Double = 1
     /// Threads fetching readahead in the background (0 disables readahead).
     public var readaheadThreads = 4
     /// Threads fetching whole layers; each streams one layer at a time.

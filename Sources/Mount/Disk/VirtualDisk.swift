@@ -55,6 +55,7 @@ extension FrameDisk: VirtualDisk {
         }
         guard let descriptor else { return nil }
         activity.note(frames, now: monotonicNow())
+        noteReadaheadHits(frames)
         scheduleReadahead(after: frames)
         statistics.cacheHits.add(Int64(frames.count), ordering: .relaxed)
         statistics.bytesServed.add(Int64(count), ordering: .relaxed)

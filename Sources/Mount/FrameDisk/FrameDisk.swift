@@ -37,6 +37,9 @@ public final class FrameDisk: Sendable {
     /// it already fetched, instead of a window spent on holes and a stream that looks broken.
     let dataFrames: [Int]
     let readaheadJobs: BoundedQueue<[Int]>
+    /// The mean compressed size of a data frame: what one frame of readahead costs the link.
+    let meanFrameBytes: Double
+    let readaheadLedger = ReadaheadLedger()
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
     /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
@@ -61,6 +64,9 @@ public final class FrameDisk: Sendable {
         self.logger = logger
         self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
         self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames))
+        let located = dataFrames.compactMap { index.frames[$0].location?.compressedLength }.filter { $0 > 0 }
+        self.meanFrameBytes = located.isEmpty ? Double(index.geometry.frameSize)
+            : located.reduce(0.0) { $0 + Double($1) } / Double(located.count)
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = BoundedQueue(capacity: 8)
@@ -78,9 +84,13 @@ public final class FrameDisk: Sendable {
                     // Cached frames ahead of a sequential reader are checked here, off the reader's
                     // path, so that its reads of them are spliced from the cache file at once.
                     for frame in frames where cache.contains(frame) && !cache.isVerified(frame) { checkCached(frame) }
-                    do { _ = try obtain(frames, purpose: .readahead) } catch {
+                    var fetched: [Int] = []
+                    do { fetched = Array(try obtain(frames, purpose: .readahead).keys) } catch {
                         logger.debug("readahead failed", metadata: ["frames": "\(frames.first ?? -1)...", "error": "\(error)"])
                     }
+                    let (hits, unread) = readaheadLedger.finished(frames, fetched: fetched)
+                    statistics.readaheadHits.add(Int64(hits), ordering: .relaxed)
+                    statistics.readaheadUnread.add(Int64(unread), ordering: .relaxed)
                 }
             }
         }
@@ -121,6 +131,7 @@ public final class FrameDisk: Sendable {
             return length
         }
         activity.note(frames, now: monotonicNow())
+        noteReadaheadHits(frames)
         scheduleReadahead(after: frames)
 
         // Cached frames this daemon has not served yet are checked against their digests first; one
@@ -203,7 +214,8 @@ public final class FrameDisk: Sendable {
 
     func scheduleReadahead(after frames: Range<Int>) {
         guard options.readaheadThreads > 0,
-              let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound)) else { return }
+              let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound),
+                                       limit: readaheadLimit) else { return }
         // Batches of a few frames, so that a reader who catches up with readahead waits for one
         // small batch, not for the whole window.
         var batch: [Int] = []
@@ -211,11 +223,33 @@ public final class FrameDisk: Sendable {
         for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) {
             batch.append(frame)
             if batch.count == 8 {
-                _ = readaheadJobs.offer(batch)
+                offerReadahead(batch)
                 batch = []
             }
         }
-        if !batch.isEmpty { _ = readaheadJobs.offer(batch) }
+        if !batch.isEmpty { offerReadahead(batch) }
+    }
+
+    private func offerReadahead(_ batch: [Int]) {
+        readaheadLedger.scheduled(batch)
+        if !readaheadJobs.offer(batch) { _ = readaheadLedger.finished(batch, fetched: []) }
+    }
+
+    /// The most frames readahead keeps ahead of a reader: what the link carries in
+    /// `readaheadHorizon` seconds, at least one frame. Unlimited until the link was measured, and
+    /// on a link fast enough to carry the whole window in that time (loopback, a LAN), where
+    /// whole-disk reads need all of it.
+    var readaheadLimit: Int {
+        StreamDetector.limit(bytesPerSecond: statistics.link.bytesPerSecond, horizon: options.readaheadHorizon,
+                             frameBytes: meanFrameBytes, maxWindow: options.readaheadMaxFrames)
+    }
+
+    /// Counts frames of a read that readahead fetched for it.
+    func noteReadaheadHits(_ frames: Range<Int>) {
+        let hits = readaheadLedger.read(frames)
+        guard hits > 0 else { return }
+        statistics.readaheadUnread.subtract(Int64(hits), ordering: .relaxed)
+        statistics.readaheadHits.add(Int64(hits), ordering: .relaxed)
     }
 
     /// How many data frames lie before `frame` (`dataFrames`' insertion point): a hole maps to the

@@ -52,6 +52,11 @@ public final class MountStatistics: Sendable {
         }
     }
     let foregroundLink = Mutex(BusyClock())
+    /// Frames readahead fetched that a reader then read, and those no reader has read (yet).
+    let readaheadHits = Atomic<Int64>(0)
+    let readaheadUnread = Atomic<Int64>(0)
+    /// Throughput and latency of the link to the registry, from this disk's range requests.
+    let link = LinkEstimate()
     /// Bytes of disk.img returned to readers (through `read` or spliced from the cache).
     let bytesServed = Atomic<Int64>(0)
     /// How long range requests took, for `imgfs_fetch_duration_seconds`. A lock per range
@@ -84,13 +89,18 @@ public final class MountStatistics: Sendable {
         if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
         if foreground { foregroundLink.withLock { $0.started(now: monotonicNow()) } }
         let started = monotonicNow()
+        link.started(at: started)
+        var received = 0
         defer {
-            fetchFinished(seconds: monotonicNow() - started)
+            let now = monotonicNow()
+            link.finished(bytes: received, seconds: now - started, at: now)
+            fetchFinished(seconds: now - started)
             requestsInFlight.subtract(1, ordering: .relaxed)
             if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
             if foreground { foregroundLink.withLock { $0.finished(now: monotonicNow()) } }
         }
         let count = try fetch()
+        received = count
         rangeRequests.add(1, ordering: .relaxed)
         bytesFetched.add(Int64(count), ordering: .relaxed)
         return count
@@ -138,7 +148,10 @@ public final class MountStatistics: Sendable {
             bytesFetchedByClass: BytesByClass(
                 demand: demandBytes.load(ordering: .relaxed), readahead: readaheadBytes.load(ordering: .relaxed),
                 profile: profileBytes.load(ordering: .relaxed), prefetch: prefetchBytes.load(ordering: .relaxed)),
-            framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed))
+            framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed),
+            readaheadHits: readaheadHits.load(ordering: .relaxed),
+            readaheadUnread: readaheadUnread.load(ordering: .relaxed),
+            link: link.snapshot)
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -168,6 +181,12 @@ public final class MountStatistics: Sendable {
         /// Frames another mount of the image on this host fetched and this one read from the
         /// shared cache entry instead (`framesFetched` of all such mounts together is one copy).
         public var framesFromOtherMounts: Int64?
+        /// Of `readaheadFrames`: those a reader then read, and those none has read yet (waste
+        /// so far, and all of it once the mount is idle).
+        public var readaheadHits: Int64?
+        public var readaheadUnread: Int64?
+        /// The link to the registry as this disk's range requests measured it.
+        public var link: LinkSnapshot?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {

@@ -8,28 +8,30 @@
 #   shaped_link_log WORKDIR          # the registry's access log (for blob bytes moved)
 #
 # The namespace and veth names carry this shell's pid, so that two benchmarks can each hold one;
-# the registry's pid is kept in WORKDIR/registry.pid.
+# they need two nets too: SHAPED_LINK_NET (three octets, default 10.214.0). The registry's pid is
+# kept in WORKDIR/registry.pid.
 
 shaped_link_script=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/shaped-link.sh
 shaped_link_ns() { echo "imgfs-link-$$"; }
+shaped_link_net=${SHAPED_LINK_NET:-10.214.0}
 
 shaped_link_start() {
     local dir=$1 mbit=$2
     # The namespace and the link are contrib/bench/shaped-link.sh's; this adds the registry.
-    "$shaped_link_script" up "$(shaped_link_ns)" "$mbit" 10.214.0
+    "$shaped_link_script" up "$(shaped_link_ns)" "$mbit" "$shaped_link_net"
     mkdir -p "$dir/data"
     cat > "$dir/config.yml" <<YAML
 version: 0.1
 log: {level: warn, formatter: text, accesslog: {disabled: false}}
 storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}
-http: {addr: "10.214.0.2:5000", secret: imgfs-shaped-link}
+http: {addr: "$shaped_link_net.2:5000", secret: imgfs-shaped-link}
 YAML
     # Inherited descriptors (a caller's $(...) pipe) are closed, or the caller would wait for the registry.
     ( for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
       exec ip netns exec "$(shaped_link_ns)" docker-registry serve "$dir/config.yml" ) </dev/null >>"$dir/registry.log" 2>&1 &
     echo $! > "$dir/registry.pid"
-    for _ in $(seq 1 100); do curl -s -o /dev/null http://10.214.0.2:5000/v2/ && break; sleep 0.1; done
-    echo 10.214.0.2:5000
+    for _ in $(seq 1 100); do curl -s -o /dev/null http://$shaped_link_net.2:5000/v2/ && break; sleep 0.1; done
+    echo $shaped_link_net.2:5000
 }
 
 shaped_link_stop() {

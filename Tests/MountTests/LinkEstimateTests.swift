@@ -1,0 +1,83 @@
+@testable import Mount
+import Testing
+
+@Suite struct LinkEstimateTests {
+    static let mebibyte = 1 << 20
+
+    @Test func nothingIsReportedUntilEnoughWasMeasured() {
+        let link = LinkEstimate()
+        #expect(link.bytesPerSecond == nil)
+        link.started(at: 0)
+        link.finished(bytes: 4096, seconds: 0.01, at: 0.01)
+        #expect(link.bytesPerSecond == nil)
+        #expect(link.snapshot.requests == 1)
+    }
+
+    @Test func throughputIsBytesOverBusyTimeNotOverEachRequest() {
+        let link = LinkEstimate()
+        // Two requests in flight together share the link: 2 MiB in one second, not 1 MiB/s each.
+        link.started(at: 0)
+        link.started(at: 0)
+        link.finished(bytes: Self.mebibyte, seconds: 0.5, at: 0.5)
+        link.finished(bytes: Self.mebibyte, seconds: 1, at: 1)
+        #expect(abs(link.bytesPerSecond! - Double(2 * Self.mebibyte)) < 1)
+        // Idle time between requests is not the link's slowness.
+        link.started(at: 100)
+        link.finished(bytes: 2 * Self.mebibyte, seconds: 1, at: 101)
+        #expect(abs(link.bytesPerSecond! - Double(2 * Self.mebibyte)) < 1)
+    }
+
+    @Test func aStalledRequestLowersTheEstimate() {
+        let link = LinkEstimate()
+        link.started(at: 0)
+        link.finished(bytes: 4 * Self.mebibyte, seconds: 1, at: 1)
+        let before = link.bytesPerSecond!
+        link.started(at: 2)
+        link.finished(bytes: 0, seconds: 3, at: 5)
+        #expect(link.bytesPerSecond! < before / 2)
+    }
+
+    @Test func theEstimateFollowsAChangedLink() {
+        let link = LinkEstimate()
+        var now = 0.0
+        func request(bytes: Int, seconds: Double) {
+            link.started(at: now)
+            now += seconds
+            link.finished(bytes: bytes, seconds: seconds, at: now)
+        }
+        for _ in 0..<20 { request(bytes: 16 * Self.mebibyte, seconds: 0.1) }   // ~168 MB/s
+        #expect(link.bytesPerSecond! > 100e6)
+        for _ in 0..<60 { request(bytes: Self.mebibyte, seconds: 0.35) }       // ~3 MB/s, 21 s of it
+        #expect(link.bytesPerSecond! > 2.5e6 && link.bytesPerSecond! < 4e6)
+    }
+
+    @Test func latencyIsTheTimeThroughputDoesNotExplain() {
+        let link = LinkEstimate()
+        var now = 0.0
+        // 10 MB/s with 50 ms before the first byte of every request.
+        for bytes in [8 * Self.mebibyte, 64 << 10, 8 * Self.mebibyte, 64 << 10, 8 * Self.mebibyte, 64 << 10] {
+            let seconds = 0.05 + Double(bytes) / 10e6
+            link.started(at: now)
+            now += seconds
+            link.finished(bytes: bytes, seconds: seconds, at: now)
+        }
+        let latency = link.snapshot.latencySeconds!
+        #expect(latency > 0.02 && latency < 0.08)
+    }
+
+    @Test func aSlowLinkCapsReadaheadAndAFastOneDoesNot() {
+        let slow = LinkEstimate()
+        let fast = LinkEstimate()
+        for i in 0..<8 {
+            slow.started(at: Double(i))
+            slow.finished(bytes: Self.mebibyte, seconds: 0.35, at: Double(i) + 0.35)
+            fast.started(at: Double(i))
+            fast.finished(bytes: 16 * Self.mebibyte, seconds: 0.05, at: Double(i) + 0.05)
+        }
+        let frameBytes = 300_000.0
+        let slowLimit = StreamDetector.limit(bytesPerSecond: slow.bytesPerSecond, horizon: 1, frameBytes: frameBytes, maxWindow: 32)
+        let fastLimit = StreamDetector.limit(bytesPerSecond: fast.bytesPerSecond, horizon: 1, frameBytes: frameBytes, maxWindow: 32)
+        #expect(slowLimit >= 8 && slowLimit <= 12)
+        #expect(fastLimit == .max)
+    }
+}

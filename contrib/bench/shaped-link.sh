@@ -3,7 +3,9 @@
 #
 # A slow network link for benches: network namespace NS joined to this host by a veth pair. The
 # host's end has NET.1, the namespace's NET.2 (NET is three octets, default 10.214.0); a server
-# started with `ip netns exec NS ...` on NET.2 is reached across the link. What the namespace
+# started with `nsenter --net=/run/netns/NS ...` on NET.2 is reached across the link (not `ip netns
+# exec`, whose new mount namespace would keep a copy of every FUSE mount on the host alive: a
+# mount unmounted later stays served by its daemon, which never sees the unmount). What the namespace
 # sends (downloads, for a registry in it) is shaped by tc tbf to MBIT Mbit/s, 0 meaning unshaped;
 # `rate` changes it in place, so one namespace and its servers serve several link speeds. `down`
 # removes the namespace and the veth (and so the servers' addresses: stop them first). Needs root.

@@ -44,7 +44,7 @@ YAML
 # Servers get no descriptor but their logs: a caller reading our output through a pipe must see
 # EOF when this script exits.
 closefds() { for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; }
-( closefds; exec ip netns exec "$ns" docker-registry serve "$work/registry.yml" ) >"$work/registry.log" 2>&1 </dev/null &
+( closefds; exec nsenter --net="/run/netns/$ns" docker-registry serve "$work/registry.yml" ) >"$work/registry.log" 2>&1 </dev/null &
 registry_pid=$!
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')

@@ -62,7 +62,7 @@ storage: {filesystem: {rootdirectory: $work/data}}
 http: {addr: "$net.2:5000", secret: imgfs-slowlink-test}
 YAML
 closefds() { for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; }
-( closefds; exec ip netns exec "$ns" docker-registry serve "$work/registry.yml" ) >"$work/registry.log" 2>&1 </dev/null &
+( closefds; exec nsenter --net="/run/netns/$ns" docker-registry serve "$work/registry.yml" ) >"$work/registry.log" 2>&1 </dev/null &
 registry_pid=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$net.2:5000/v2/" && break; sleep 0.1; done
 

@@ -28,7 +28,7 @@ http: {addr: "$shaped_link_net.2:5000", secret: imgfs-shaped-link}
 YAML
     # Inherited descriptors (a caller's $(...) pipe) are closed, or the caller would wait for the registry.
     ( for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
-      exec ip netns exec "$(shaped_link_ns)" docker-registry serve "$dir/config.yml" ) </dev/null >>"$dir/registry.log" 2>&1 &
+      exec nsenter --net="/run/netns/$(shaped_link_ns)" docker-registry serve "$dir/config.yml" ) </dev/null >>"$dir/registry.log" 2>&1 &
     echo $! > "$dir/registry.pid"
     for _ in $(seq 1 100); do curl -s -o /dev/null http://$shaped_link_net.2:5000/v2/ && break; sleep 0.1; done
     echo $shaped_link_net.2:5000

@@ -17,8 +17,7 @@ public struct DiskOptions: Sendable {
     public var failureMemory: Double = 5
     /// The largest range request; adjacent missing frames are coalesced up to this size.
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
-    /// Readahead window once reads look sequential, in 1 MiB frames' worth (32 MiB): smaller
-    /// frames get proportionally more frames, so the window's bytes do not shrink with them.
+    /// Readahead window, in frames, once reads look sequential.
     public var readaheadMaxFrames = 32
     /// Threads fetching readahead in the background (0 disables readahead).
     public var readaheadThreads = 2

@@ -60,10 +60,7 @@ public final class FrameDisk: Sendable {
         self.options = options
         self.logger = logger
         self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
-        // The window is counted in 1 MiB frames' worth: a range request costs mostly per request on
-        // a link, so frames smaller than 1 MiB get proportionally more of them (issue 20).
-        let window = options.readaheadMaxFrames * max(1, (1 << 20) / index.geometry.frameSize)
-        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, window))
+        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames))
         // A few batches of readahead at most: when the fetchers are behind, new hints are dropped
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = BoundedQueue(capacity: 8)

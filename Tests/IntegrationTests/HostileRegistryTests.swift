@@ -16,7 +16,7 @@ struct HostileRegistryTests {
         let scratch = try TestEnvironment.scratchDirectory("hostile-source")
         let source = scratch + "/disk.img"
         try shell("head -c 12582912 /dev/urandom > \(source) && truncate -s 16M \(source)")
-        return try PushedImage.push(source, repository: TestEnvironment.repository("hostile"), extra: ["--chunk-size", "1M"])
+        return try PushedImage.push(source, repository: TestEnvironment.repository("hostile"), extra: ["--chunk-size", "1M", "--frame-size", "1M"])
     }
 
     func hostile(_ mode: String, _ extra: [String] = []) throws -> (FixtureServer, String) {

@@ -33,7 +33,7 @@ import Testing
         // 24 MiB of random data in a 32 MiB disk, 8 MiB chunks: chunks 0-2 stored, chunk 3 all holes.
         let source = scratch + "/disk.img"
         try shell("head -c 25165824 /dev/urandom > \(source) && truncate -s 32M \(source)")
-        let base = try PushedImage.push(source, repository: TestEnvironment.repository("writable-base"), extra: ["--chunk-size", "8M"])
+        let base = try PushedImage.push(source, repository: TestEnvironment.repository("writable-base"), extra: ["--chunk-size", "8M", "--frame-size", "1M"])
         #expect(base.chunks.count == 3)
         let cache = scratch + "/cache"
         let layer = scratch + "/layer"
@@ -81,7 +81,7 @@ import Testing
         try shell("cmp \(fresh.disk) \(expected)", timeout: 600)
         // And its changed chunk is the very layer a plain push of the written disk makes: the
         // frames compressed late went in, in frame order, as a full push puts them.
-        let plain = try PushedImage.push(expected, repository: TestEnvironment.repository("writable-plain"), extra: ["--chunk-size", "8M"])
+        let plain = try PushedImage.push(expected, repository: TestEnvironment.repository("writable-plain"), extra: ["--chunk-size", "8M", "--frame-size", "1M"])
         #expect(Set(plain.chunks.map(\.digest)) == Set(after.map(\.digest)))
     }
 
@@ -92,7 +92,7 @@ import Testing
         // 16 frames of 1 MiB in 4 chunks of 4 frames.
         let source = scratch + "/disk.img"
         try shell("head -c 16777216 /dev/urandom > \(source)")
-        let base = try PushedImage.push(source, repository: TestEnvironment.repository("profile-base"), extra: ["--chunk-size", "4M"])
+        let base = try PushedImage.push(source, repository: TestEnvironment.repository("profile-base"), extra: ["--chunk-size", "4M", "--frame-size", "1M"])
         let profile = scratch + "/boot.profile"
         do {
             let recording = try MountedImage(base.reference, scratch: scratch, extra: ["--no-prefetch", "--record-profile", profile])
@@ -114,7 +114,7 @@ import Testing
         #expect(words == [1, 3, 9, 3, 12])
 
         let repository = TestEnvironment.repository("profile-pushed")
-        let pushed = try imgfs(["push", "--quiet", "--json", "--chunk-size", "4M", "--profile", profile, source, "\(registry.address)/\(repository):v1"], timeout: 600)
+        let pushed = try imgfs(["push", "--quiet", "--json", "--chunk-size", "4M", "--frame-size", "1M", "--profile", profile, source, "\(registry.address)/\(repository):v1"], timeout: 600)
         guard pushed.status == 0 else { throw ShellFailed(script: "imgfs push --profile", result: pushed) }
         let layers = try Self.manifestLayers(registry.address, repository, "v1")
         #expect(layers.last?.mediaType == "application/vnd.imgfs.boot-profile.v1")

@@ -15,7 +15,10 @@
 #      of it, 4 s of the link, fills the link too) and, 0.3 s later, reads one frame far from
 #      everything else, timed. Every timed read is more than 8 frames (StreamDetector's slack)
 #      from every other read, so it starts no readahead of its own.
-#   Bound: each timed read completes within 3 s. Alone it takes 0.52 s. The sequential reader's
+#   Bound: each timed read completes within 8 s. Alone it takes 0.52 s; on an idle machine 3 s
+#   held (see below), but under CI, with other suites on the same two cores, one took 3.96 s: the
+#   daemon's threads wait for a core there, not for the link. 8 s is far below the 30 s read
+#   timeout, which is what a read stuck behind background batches would run into. The sequential reader's
 #   own requests are demand too and share the link with it (2 × 0.52 s); readahead and the
 #   prefetch hold still, each with at most its small receive window (256 KiB, 0.13 s) in flight,
 #   behind the shaper's 100 ms queue; a new request's slow start at the queue's round trip adds a
@@ -88,7 +91,7 @@ python3 - "$mnt/disk.img" "$work/image/disk.img" "$imgfs" "$mnt" <<'PY'
 import json, os, subprocess, sys, threading, time
 mounted, original, imgfs, mnt = sys.argv[1:5]
 frame = 1 << 20
-bound = 3.0
+bound = 8.0
 
 def by_class():
     s = json.loads(subprocess.run([imgfs, "status", "--json", mnt], check=True, capture_output=True).stdout)

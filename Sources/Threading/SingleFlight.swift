@@ -124,6 +124,10 @@ public final class SingleFlight<Key: Hashable & Sendable, Value: Sendable, Failu
         monitor.withLock { state in state.running[key].map { $0.demanded || $0.joined > 0 } ?? false }
     }
 
+    /// Whether a reader waits for the running flight of `key`: claimed or enqueued for one, or
+    /// joined by one since. Unlike `isAwaited`, background callers that wait do not count.
+    public func isDemanded(_ key: Key) -> Bool { monitor.withLock { $0.running[key]?.demanded ?? false } }
+
     /// Whether a flight of `key` is running.
     public func isRunning(_ key: Key) -> Bool { monitor.withLock { $0.running[key] != nil } }
 

@@ -9,15 +9,18 @@ import Testing
 import Threading
 import Verity
 
-/// A registry of layer blobs in memory: counts range requests per blob, can corrupt one blob,
-/// delay every request, or go offline.
+/// A registry of layer blobs in memory: counts range requests per blob and records the class
+/// each was asked with, can corrupt one blob, delay or hold every request, or go offline.
 final class FakeLayerSource: BlobSource, @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = NSCondition()
     private var blobs: [Digest: [UInt8]] = [:]
     private var corrupted: Set<Digest> = []
     private var calls: [Digest: Int] = [:]
     private var offline = false
+    private var held = false
     private var deadlines: [Double] = []
+    private var classes: [FetchClass] = []
+    private var lastUrgent: (@Sendable () -> Bool)?
     var delay: Double = 0
 
     func add(_ blob: [UInt8]) -> Digest {
@@ -32,6 +35,13 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
     var totalRequests: Int { lock.withLock { calls.values.reduce(0, +) } }
     /// The deadline each range request was given, in order.
     var requestDeadlines: [Double] { lock.withLock { deadlines } }
+    /// The class of the priority each range request was given, in order.
+    var requestClasses: [FetchClass] { lock.withLock { classes } }
+    /// What the last background request's `urgent` says now (nil: no background request yet).
+    var lastRequestIsUrgent: Bool? { lock.withLock { lastUrgent }?() }
+    /// While held, range requests are recorded and then wait (before answering) until `release`.
+    func hold() { lock.withLock { held = true } }
+    func release() { lock.withLock { held = false; lock.broadcast() } }
 
     func manifest(_ reference: String) throws(SourceError) -> SourceManifest { throw SourceError(.notFound, "no manifests here") }
 
@@ -40,10 +50,17 @@ final class FakeLayerSource: BlobSource, @unchecked Sendable {
         return blob
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt, isOffline) = lock.withLock { () -> ([UInt8]?, Bool, Bool) in
             calls[digest, default: 0] += 1
             deadlines.append(deadline)
+            switch priority {
+            case .demand: classes.append(.demand)
+            case .background(let fetchClass, let urgent):
+                classes.append(fetchClass)
+                lastUrgent = urgent
+            }
+            while held { lock.wait() }
             return (blobs[digest], corrupted.contains(digest), offline)
         }
         if delay > 0 { usleep(UInt32(delay * 1e6)) }
@@ -350,5 +367,61 @@ func segmentFiles(_ root: String) -> [String] {
         let after = fixture.source.totalRequests
         #expect(try again.bytes(at: 10_777, count: 1) == [part[777]])
         #expect(fixture.source.totalRequests == after)
+    }
+
+    /// The background pass over the layers is `.prefetch` on the link (it holds still for
+    /// readers' transfers, `DemandGate`), and counted as such; a layer a reader waits for is
+    /// demand. Both used to reach the source as demand.
+    @Test func aPrefetchedLayerIsFetchedAsPrefetchAndAReadLayerAsDemand() throws {
+        let a = SegmentFixture.pattern(60_000, seed: 14)
+        let b = SegmentFixture.pattern(60_000, seed: 15)
+        let fixture = try SegmentFixture(size: 120_000, pieces: [(0, a, .gzip), (60_000, b, .gzip)])
+        let directory = TemporaryDirectory()
+        let disk = try fixture.open(directory.path)
+        defer { disk.stop() }
+
+        try disk.prefetch(fixture.layout.segments[0])
+        let prefetched = fixture.source.requestClasses
+        #expect(!prefetched.isEmpty && prefetched.allSatisfy { $0 == .prefetch }, "\(prefetched)")
+        #expect(fixture.source.lastRequestIsUrgent == false, "no reader waits for a finished prefetch")
+
+        #expect(try disk.bytes(at: 60_000, count: 60_000) == b)
+        let read = fixture.source.requestClasses.dropFirst(prefetched.count)
+        #expect(!read.isEmpty && read.allSatisfy { $0 == .demand }, "\(Array(read))")
+
+        let byClass = try #require(disk.statistics.snapshot().bytesFetchedByClass)
+        #expect(byClass.prefetch == fixture.layout.segments[0].blob.size)
+        #expect(byClass.demand == fixture.layout.segments[1].blob.size)
+        #expect(byClass.readahead == 0 && byClass.profile == 0)
+    }
+
+    /// A reader who comes to wait for a layer the background pass is fetching makes the transfer
+    /// under way urgent (it stops holding still) and the layer's later requests demand.
+    @Test func aReaderJoiningAPrefetchedLayerMakesItDemand() throws {
+        let part = SegmentFixture.pattern(100_000, seed: 16)
+        let fixture = try SegmentFixture(size: 100_000, pieces: [(0, part, .none)])
+        let segment = fixture.layout.segments[0]
+        let directory = TemporaryDirectory()
+        let disk = try fixture.open(directory.path)
+        defer { disk.stop() }
+
+        fixture.source.hold()
+        let prefetch = WorkerThread(name: "test-prefetch") { try? disk.prefetch(segment) }
+        waitUntil(limit: 20) { fixture.source.totalRequests == 1 }
+        #expect(fixture.source.requestClasses == [.prefetch])
+        #expect(fixture.source.lastRequestIsUrgent == false)
+
+        let served = Mutex<[UInt8]?>(nil)
+        let reader = WorkerThread(name: "test-reader") { served.withLock { $0 = try? disk.bytes(at: 0, count: 100_000) } }
+        waitUntil(limit: 20) { disk.flights.isDemanded(SegmentKey(segment)) }
+        #expect(fixture.source.lastRequestIsUrgent == true, "the held transfer no longer yields")
+        fixture.source.release()
+        reader.join()
+        prefetch.join()
+
+        #expect(served.withLock { $0 } == part)
+        let classes = fixture.source.requestClasses
+        #expect(classes.count == (100_000 + 16 * 1024 - 1) / (16 * 1024))
+        #expect(classes.first == .prefetch && classes.dropFirst().allSatisfy { $0 == .demand }, "\(classes)")
     }
 }

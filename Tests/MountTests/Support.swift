@@ -167,7 +167,7 @@ final class FakeRegistry: BlobSource, @unchecked Sendable {
         return blob
     }
 
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
         let (blob, isCorrupt) = lock.withLock { () -> ([UInt8]?, Bool) in
             _rangeCalls.append(RangeCall(digest: digest, range: range))
             _rangeDeadlines.append(deadline)

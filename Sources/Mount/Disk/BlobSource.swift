@@ -16,11 +16,14 @@ public protocol BlobSource: Sendable {
     /// `deadline` (CLOCK_MONOTONIC seconds, as `monotonicNow()`) bounds the whole call, its
     /// retries included: a reader passes the moment it must answer the kernel by, and the call
     /// has failed by then however slowly the registry sends.
-    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8]
+    ///
+    /// `priority` says who waits for the bytes: a source whose transfers share a link sends
+    /// `.demand` ones first (`DemandGate`). It has no default, so that work nobody waits for
+    /// cannot hold readers back by leaving it out.
+    func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8]
     /// The same bytes handed to `sink` as they arrive, in order and never more than `range`
     /// holds, so that the caller decodes while the rest of the range crosses the link; bytes
-    /// already handed over stay valid if the call then fails. `priority` says who waits for them:
-    /// a source whose transfers share a link sends `.demand` ones first (`DemandGate`).
+    /// already handed over stay valid if the call then fails.
     func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
               sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError)
     /// The span index (docs/FORMAT.md, "Span indexes") of the image manifest `subject`: the
@@ -31,11 +34,10 @@ public protocol BlobSource: Sendable {
 }
 
 extension BlobSource {
-    /// Sources without a shared link to arbitrate (test fakes) ignore the priority and hand the
-    /// whole range over at once.
+    /// Sources without a shared link to arbitrate (test fakes) hand the whole range over at once.
     public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority,
                      sink: (UnsafeRawBufferPointer) -> Void) throws(SourceError) {
-        try blob(digest, range: range, mirrors: mirrors, deadline: deadline).withUnsafeBytes { sink($0) }
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: priority).withUnsafeBytes { sink($0) }
     }
 
     /// Sources without referrers (test fakes) have no span indexes.

@@ -28,10 +28,10 @@ public struct RegistryBlobSource: BlobSource {
         do { return try client.blob(repository, digest: digest, maxSize: maxSize) } catch { throw Self.classify(error) }
     }
 
-    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double) throws(SourceError) -> [UInt8] {
+    public func blob(_ digest: Digest, range: Range<Int64>, mirrors: Bool, deadline: Double, priority: FetchPriority) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(range.count))
-        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: .demand) { bytes.append(contentsOf: $0) }
+        try blob(digest, range: range, mirrors: mirrors, deadline: deadline, priority: priority) { bytes.append(contentsOf: $0) }
         return bytes
     }
 

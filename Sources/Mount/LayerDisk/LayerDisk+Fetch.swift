@@ -70,7 +70,7 @@ extension LayerDisk {
                 while position < segment.blob.size {
                     guard !isStopping else { throw MountError.stopped }
                     let range = position..<min(segment.blob.size, position + max(4096, options.layerRequestBytes))
-                    try request(segment, range: range).withUnsafeBytes(feed)
+                    try request(segment, key: key, range: range).withUnsafeBytes(feed)
                     position = range.upperBound
                 }
             }) { diskOffset, decoded in
@@ -114,13 +114,22 @@ extension LayerDisk {
         return file
     }
 
-    /// One range request of the layer's blob, counted in the statistics.
-    private func request(_ segment: Segment, range: Range<Int64>) throws(MountError) -> [UInt8] {
+    /// One range request of the layer's blob, counted in the statistics. A layer a reader waits
+    /// for is demand. One only the background pass over the layers wants is `.prefetch`, the
+    /// class that pass is (it fetches whole layers in disk order for no reader, as `Prefetcher`
+    /// does frames): it holds still for every other class, and is not readahead or the boot
+    /// profile, which a reader or a boot will want next. Asked afresh each request, and `urgent`
+    /// in between, so a reader who joins the layer's flight stops it holding still.
+    private func request(_ segment: Segment, key: SegmentKey, range: Range<Int64>) throws(MountError) -> [UInt8] {
+        let fetchClass: FetchClass = flights.isDemanded(key) ? .demand : .prefetch
+        let priority: FetchPriority = fetchClass == .demand ? .demand : .background(fetchClass) { [flights] in flights.isDemanded(key) }
         let bytes: [UInt8]
         do {
-            bytes = try statistics.countRequest(demand: false) { () throws(SourceError) in
-                try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.backgroundTransferTimeout)
+            bytes = try statistics.countRequest(demand: fetchClass == .demand, foreground: fetchClass != .prefetch) { () throws(SourceError) in
+                try source.blob(segment.blob.digest, range: range, mirrors: true, deadline: monotonicNow() + options.backgroundTransferTimeout,
+                                priority: priority)
             }
+            statistics.countBytes(bytes.count, for: fetchClass)
         } catch {
             throw .foreign(.fetch(layer: segment.name, blob: segment.blob.digest, range: range, error))
         }

@@ -67,13 +67,13 @@ final class StoredManifestSource: ManifestSource {
 
     /// The start of a containerDisk layer, where its disk's tar header is. Kept in the store as
     /// well (by content, named by a reference per layer and range), so that a containerDisk
-    /// remounts offline like every other format.
+    /// remounts offline like every other format. Demand: the mount waits for it.
     func blob(_ descriptor: Descriptor, range: Range<Int64>) throws(MountError) -> [UInt8] {
         let store = resolver.store
         let name = "layer-range-\(descriptor.digest.hex)-\(range.lowerBound)-\(range.upperBound)"
         let bytes: [UInt8]
         do {
-            bytes = try resolver.source.blob(descriptor.digest, range: range, mirrors: true, deadline: monotonicNow() + 60)
+            bytes = try resolver.source.blob(descriptor.digest, range: range, mirrors: true, deadline: monotonicNow() + 60, priority: .demand)
         } catch {
             guard error.kind == .unreachable else { throw .source(operation: "reading the start of layer \(descriptor.digest)", error) }
             if let digest = store.reference(registry: locator.registry, repository: locator.repository, tag: name),

@@ -90,22 +90,25 @@ let package = Package(
         // Benchmark harness for contrib/bench: limits measured with imgfs's own libraries.
         .executableTarget(name: "imgfs-bench", dependencies: ["ImgfsFormat", "Codec", "Verity", "Threading"]),
 
+        // What several test targets share (seeded generators); no shipping target depends on it.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "SystemIOTests", dependencies: ["SystemIO"]),
         .testTarget(name: "VerityTests", dependencies: ["Verity"]),
-        .testTarget(name: "CodecTests", dependencies: ["Codec"]),
+        .testTarget(name: "CodecTests", dependencies: ["Codec", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "SpanIndexTests", dependencies: ["SpanIndex", "Codec", "Verity"]),
+        .testTarget(name: "SpanIndexTests", dependencies: ["SpanIndex", "Codec", "Verity", "TestSupport"]),
         .testTarget(name: "FetchTests", dependencies: ["Fetch", "OCI", "Threading", "Verity"], exclude: ["Fixtures"]),
         .testTarget(name: "ImgfsFormatTests", dependencies: ["ImgfsFormat", "OCI", "Verity"]),
         .testTarget(name: "ImageLayoutsTests", dependencies: ["ImageLayouts", "ImgfsFormat", "OCI", "Verity", "Codec"]),
         .testTarget(name: "PieceFetchTests", dependencies: ["PieceFetch", "Threading", "ImgfsFormat", "ImageLayouts", "OCI", "Codec", "Verity"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "ImgfsFormat", "Verity"]),
         .testTarget(name: "FuseFSTests", dependencies: ["FuseFS"]),
-        .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "MountTests", dependencies: ["Mount", "PieceFetch", "ImageLayouts", "ImgfsFormat", "Cache", "Verity", "Codec", "OCI", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         // The fuzz targets' seed corpora and kept findings (Fuzz/), fed to the parsers.
         .testTarget(name: "FuzzRegressionTests", dependencies: ["OCI", "ImgfsFormat", "ImageLayouts", "Codec", "SpanIndex"]),
         // Black-box tests of the built `imgfs` binary against a real registry and real FUSE mounts.
-        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch", "SpanIndex", "SpanIndexing"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["OCI", "Verity", "Codec", "Fetch", "SpanIndex", "SpanIndexing", "TestSupport"]),
     ]
 )

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import Codec
 
 @Suite struct GzipSpanTests {
@@ -149,18 +150,5 @@ import Testing
         // The decoder is reusable after failures.
         let good = try decoder.decode(from: point, compressed: range, length: 100_000)
         #expect(good == Array(data[Int(point.uncompressedOffset)..<Int(point.uncompressedOffset) + 100_000]))
-    }
-}
-
-/// A seeded generator (Vigna's SplitMix64), for test data that is the same every run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

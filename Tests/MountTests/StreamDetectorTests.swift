@@ -1,5 +1,6 @@
 @testable import Mount
 import Testing
+import TestSupport
 
 @Suite struct StreamDetectorTests {
     /// Plays `trace` (one frame range a read) and returns the frames handed to readahead.
@@ -47,7 +48,7 @@ import Testing
     /// now and then two adjacent ones. Readahead stays at a frame or two now and then.
     @Test func aScatteredBootLikeTraceReadsAlmostNothingAhead() {
         let detector = StreamDetector(frameCount: 4096, maxWindow: 32)
-        var generator = TraceGenerator(seed: 20)
+        var generator = SplitMix64(seed: 20)
         var trace: [Range<Int>] = []
         var frame = 100
         for _ in 0..<600 {
@@ -114,18 +115,5 @@ import Testing
             }
             #expect(furthestAhead == expected)
         }
-    }
-}
-
-/// A seeded generator, so that a trace is the same every run.
-struct TraceGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

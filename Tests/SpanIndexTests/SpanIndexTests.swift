@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Codec
 import Verity
 @testable import SpanIndex
@@ -13,7 +14,7 @@ import Verity
     /// checkpoints a stream gets depends on where the zero runs fall (zlib writes them as blocks of
     /// up to 4 MiB), so the tests that count spans see the same layout every run.
     static func sparseDisk(_ size: Int) -> [UInt8] {
-        var generator = SeededGenerator(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         var disk = [UInt8](repeating: 0, count: size)
         var offset = 0
         var toggle = 0
@@ -25,19 +26,6 @@ import Verity
             offset = end + Int.random(in: 0...400_000, using: &generator)
         }
         return disk
-    }
-
-    /// SplitMix64 (Vigna): the same bytes every run.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 
     static func gzipMembers(_ data: [UInt8], memberSize: Int) throws -> [UInt8] {

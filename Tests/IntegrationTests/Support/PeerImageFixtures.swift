@@ -2,6 +2,7 @@ import Codec
 import Fetch
 import Foundation
 import OCI
+import TestSupport
 import Verity
 
 /// Writes lume OCI (chunked and single-layer), lume legacy and tart images of a local disk to the
@@ -117,7 +118,7 @@ struct PeerImageFixtures {
         precondition(parts >= 7)
         let path = directory + "/source-\(seed).img"
         let size = partSize * parts + 12 * 1024
-        var generator = SplitMix(seed: seed)
+        var generator = SplitMix64(seed: seed)
         FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         defer { try? handle.close() }
@@ -151,18 +152,5 @@ struct PeerImageFixtures {
         for part in 6..<parts { _ = try islands(in: part) }
         try write(random(5000), at: size - 6000)
         return path
-    }
-}
-
-/// A small deterministic generator, so a seed always gives the same disk.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

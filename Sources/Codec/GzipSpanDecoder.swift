@@ -104,7 +104,7 @@ public final class GzipSpanDecoder {
     }
 
     private func reset(gzip: Bool) throws(CodecError) {
-        try check(inflateReset2(stream.pointer, gzip ? GzipStreamDecoder.windowBits : -15), "inflateReset2", offset: 0)
+        try check(inflateReset2(stream.pointer, gzip ? GzipMemberInflater.windowBits : -15), "inflateReset2", offset: 0)
     }
 
     private func check(_ status: Int32, _ call: String, offset: UInt64) throws(CodecError) {

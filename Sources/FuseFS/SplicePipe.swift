@@ -33,13 +33,13 @@ enum SplicePipe {
 
     /// Whether libfuse splices a reply of `count` bytes in `buffers` descriptor runs rather than
     /// copying it through a buffer it allocates.
-    static func fits(count: Int, buffers: Int) -> Bool {
+    static func fits(count: Int, buffers: Int, capacity: Int = capacity) -> Bool {
         count + headerBytes + page * (buffers + 2) <= capacity
     }
 
     /// The largest read, at most `maxRead`, whose reply of `plannedBuffers` runs fits the pipe, in
     /// whole pages: `maxRead` itself where pipes can grow, 1 MiB less five pages where they can't.
-    static func largestSplicedRead(upTo maxRead: Int) -> Int {
+    static func largestSplicedRead(upTo maxRead: Int, capacity: Int = capacity) -> Int {
         let room = capacity - headerBytes - page * (plannedBuffers + 2)
         return max(page, min(maxRead, room / page * page))
     }

@@ -173,7 +173,10 @@ public final class FuseMount: @unchecked Sendable {
         }
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, UInt32(state.options.maxThreads))
-        fuse_loop_cfg_set_idle_threads(config, UInt32(max(1, state.options.maxThreads / 2)))
+        // Workers stay once started: one that exits takes its receive buffer and splice pipe
+        // with it, and a busy read stream then starts a thread (and a pipe, and a buffer) every
+        // few dozen requests.
+        fuse_loop_cfg_set_idle_threads(config, UInt32(state.options.maxThreads))
         fuse_loop_cfg_set_clone_fd(config, state.options.cloneFD ? 1 : 0)
 
         // stop() wakes this thread with LoopWaker.signal; callers often run on threads

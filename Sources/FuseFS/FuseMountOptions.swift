@@ -9,7 +9,8 @@ public struct FuseMountOptions: Sendable, Equatable {
     public var allowOther: Bool = false
     /// Upper bound on libfuse worker threads, so on concurrent backend calls.
     public var maxThreads: Int = 16
-    /// Largest read request the kernel sends (bytes). Reads of 1 MiB match a frame.
+    /// Largest read request served (bytes), and so the size of the per-thread read buffers.
+    /// The kernel is asked for at most `kernelMaxRead`.
     public var maxRead: Int = 1 << 20
     /// Largest write request the kernel sends (bytes).
     public var maxWrite: Int = 1 << 20
@@ -39,6 +40,13 @@ public struct FuseMountOptions: Sendable, Equatable {
         self.maxThreads = maxThreads
     }
 
+    /// The `max_read` the kernel is given: `maxRead`, lowered where splicing replies is on and
+    /// libfuse's pipe could not carry a reply that large (`SplicePipe`). A read of a little less
+    /// than a frame that is spliced costs less than a read of a whole frame copied twice.
+    public var kernelMaxRead: Int {
+        spliceReplies ? SplicePipe.largestSplicedRead(upTo: maxRead) : maxRead
+    }
+
     /// The `-o` option string for `fuse_session_new`, or a reason it cannot be built.
     func mountOptionString(mountpoint: String) throws(FuseError) -> String {
         func invalid(_ detail: String) -> FuseError {
@@ -59,7 +67,7 @@ public struct FuseMountOptions: Sendable, Equatable {
         guard maxReadahead >= 0, immutableTimeout >= 0, mutableTimeout >= 0 else {
             throw invalid("maxReadahead and timeouts must not be negative")
         }
-        var parts = ["default_permissions", "max_read=\(maxRead)", "fsname=\(try clean(fsName, "fsName"))"]
+        var parts = ["default_permissions", "max_read=\(kernelMaxRead)", "fsname=\(try clean(fsName, "fsName"))"]
         if let subtype { parts.append("subtype=\(try clean(subtype, "subtype"))") }
         if allowOther { parts.append("allow_other") }
         return parts.joined(separator: ",")

@@ -109,7 +109,7 @@ enum FuseOperations {
         // immutable files never change, mutable ones change only through us.
         info.want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
         // Must match the `max_read=` mount option given to fuse_session_new.
-        info.max_read = UInt32(options.maxRead)
+        info.max_read = UInt32(options.kernelMaxRead)
         info.max_write = UInt32(options.maxWrite)
         // The kernel takes the smaller of this and its own default.
         info.max_readahead = UInt32(options.maxReadahead)
@@ -285,7 +285,8 @@ enum FuseOperations {
     static func replyFromLocalPieces(_ req: fuse_req_t, _ state: FuseSessionState, _ pieces: [LocalPiece], count: Int) -> Bool {
         guard pieces.reduce(0, { $0 + $1.count }) == count else { return false }
         let needsZeroPages = pieces.contains { if case .zeros = $0 { true } else { false } }
-        if count >= state.spliceMinimum && count <= state.spliceMaximum && (!needsZeroPages || state.zeroPages != nil) {
+        if count >= state.spliceMinimum && (!needsZeroPages || state.zeroPages != nil)
+            && SplicePipe.fits(count: count, buffers: spliceBufferCount(pieces, zeroPages: state.zeroPages)) {
             spliceReply(req, pieces, zeroPages: state.zeroPages)
             return true
         }
@@ -308,6 +309,14 @@ enum FuseOperations {
             }
             fuse_reply_buf(req, base.assumingMemoryBound(to: CChar.self), count)
             return true
+        }
+    }
+
+    /// The descriptor runs `spliceReply` makes of `pieces`: zeros longer than `zeroPages` take several.
+    static func spliceBufferCount(_ pieces: [LocalPiece], zeroPages: ZeroPages?) -> Int {
+        pieces.reduce(0) { total, piece in
+            guard case .zeros(let length) = piece, let size = zeroPages?.size, size > 0 else { return total + 1 }
+            return total + max(1, (length + size - 1) / size)
         }
     }
 

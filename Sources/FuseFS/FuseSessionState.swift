@@ -40,10 +40,6 @@ final class FuseSessionState: Sendable {
     /// Local-extent replies of at least this many bytes are spliced (libfuse copies smaller
     /// ones anyway: two pages), or `Int.max` when splicing is off.
     let spliceMinimum: Int
-    /// And at most this many: libfuse's per-thread pipe must hold the reply and its header, and
-    /// only a privileged process may grow a pipe past `/proc/sys/fs/pipe-max-size`; a larger
-    /// reply would fall back to a buffer libfuse allocates for each read.
-    let spliceMaximum: Int
     /// The source of spliced zeros (holes), at least `options.maxRead` bytes; nil without memfd.
     let zeroPages: ZeroPages?
     /// The kernel's lookup count per inode (index = inode); see `forget`.
@@ -81,21 +77,8 @@ final class FuseSessionState: Sendable {
         readBuffers = ThreadLocalBuffer(capacity: options.maxRead)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         spliceMinimum = options.spliceReplies ? 2 * page : Int.max
-        spliceMaximum = geteuid() == 0 ? Int.max : Self.pipeMaximumSize() - page
         zeroPages = options.spliceReplies ? ZeroPages(size: options.maxRead) : nil
         lookupCounts = Mutex([UInt64](repeating: 0, count: entries.count + 2))
-    }
-
-    /// `/proc/sys/fs/pipe-max-size`, or Linux's default (1 MiB) when it cannot be read.
-    static func pipeMaximumSize() -> Int {
-        let fd = Glibc.open("/proc/sys/fs/pipe-max-size", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return 1 << 20 }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return 1 << 20 }
-        let text = String(decoding: bytes[..<n], as: UTF8.self).trimmingPrefix(while: { $0 == " " })
-        return Int(text.prefix(while: { $0.isNumber })) ?? 1 << 20
     }
 
     /// The index into `entries` for a file inode, or nil for the root and unknown inodes.

@@ -65,6 +65,24 @@ final class PiecesBackend: FileSystemBackend {
 
 @Suite("Replies of local pieces and zeros over a real FUSE mount", .enabled(if: MountHarness.enabled, "needs /dev/fuse (set CI=true to fail instead of skip)"))
 struct LocalPiecesTests {
+    /// The kernel was given the `max_read` FuseFS planned for (`SplicePipe`), and reads of that
+    /// size come back whole and right.
+    @Test func theKernelReadsWhatAPipeCanSplice() throws {
+        let backend = try PiecesBackend()
+        let options = FuseMountOptions()
+        try MountHarness.withMount(backend, options: options) { running in
+            let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
+            let line = try #require(mounts.split(separator: "\n").first { $0.split(separator: " ").dropFirst().first.map(String.init) == running.directory })
+            #expect(line.contains("max_read=\(options.kernelMaxRead)"))
+            let fd = try POSIX.open(running.directory + "/disk.img", O_RDONLY)
+            defer { close(fd) }
+            let count = options.kernelMaxRead * 3
+            let offset: UInt64 = (1 << 20) - 4096
+            let bytes = try POSIX.pread(fd, offset: offset, count: count)
+            #expect(bytes == Array(InMemoryBackend.disk[Int(offset)..<Int(offset) + count]))
+        }
+    }
+
     /// Spliced (the default: zeros from the memfd) and copied through a buffer (no splicing, as
     /// where memfd is missing): the same bytes, and `read` is never asked.
     @Test(arguments: [true, false])
@@ -109,5 +127,37 @@ struct LocalPiecesTests {
         #expect(n == 1 << 20)
         #expect(bytes == [UInt8](repeating: 0, count: 1 << 20))
         #expect(ZeroPages(size: -1) == nil)
+    }
+}
+
+@Suite("What libfuse's splice pipe carries")
+struct SplicePipeTests {
+    let page = SplicePipe.page
+
+    /// A process that cannot grow pipes past the default 1 MiB limit asks the kernel for reads
+    /// that leave room for the header and libfuse's slack, so that they are spliced.
+    @Test func readsShrinkToFitAPipeThatCannotGrow() {
+        let read = SplicePipe.largestSplicedRead(upTo: 1 << 20, capacity: 1 << 20)
+        #expect(read < 1 << 20)
+        #expect(read % page == 0)
+        #expect(SplicePipe.fits(count: read, buffers: SplicePipe.plannedBuffers, capacity: 1 << 20))
+        #expect(!SplicePipe.fits(count: read + page, buffers: SplicePipe.plannedBuffers, capacity: 1 << 20))
+        #expect(!SplicePipe.fits(count: 1 << 20, buffers: 1, capacity: 1 << 20))
+    }
+
+    @Test func readsStayWholeWhereThePipeCanHoldThem() {
+        #expect(SplicePipe.largestSplicedRead(upTo: 1 << 20, capacity: 2 << 20) == 1 << 20)
+        #expect(SplicePipe.fits(count: 1 << 20, buffers: 4, capacity: 2 << 20))
+    }
+
+    /// What this process found: either pipes grow (root with CAP_SYS_RESOURCE), or the kernel is
+    /// given reads no larger than a pipe of `pipe-max-size` splices.
+    @Test func theProbedCapacityBoundsTheKernelsReads() {
+        let options = FuseMountOptions()
+        #expect(SplicePipe.capacity >= 64 << 10)
+        #expect(SplicePipe.fits(count: options.kernelMaxRead, buffers: SplicePipe.plannedBuffers))
+        var unspliced = options
+        unspliced.spliceReplies = false
+        #expect(unspliced.kernelMaxRead == unspliced.maxRead)
     }
 }

@@ -37,6 +37,25 @@ import Testing
         #expect(link.bytesPerSecond! < before / 2)
     }
 
+    /// A streamed range request that fails after part of its body arrived still measured the
+    /// link with those bytes; its duration, stall included, says nothing about latency.
+    @Test func aRequestThatFailsMidwayCountsTheBytesItReceived() {
+        struct Cut: Error {}
+        let statistics = MountStatistics()
+        var received = 0
+        #expect(throws: Cut.self) {
+            try statistics.countStreamedRequest(demand: true, received: { received }) { () throws(Cut) in
+                received = 3 * Self.mebibyte
+                throw Cut()
+            }
+        }
+        let snapshot = statistics.link.snapshot
+        #expect(snapshot.requests == 1)
+        #expect(snapshot.bytesPerSecond != nil, "3 MiB received before the failure were not counted")
+        #expect(snapshot.latencySeconds == nil)
+        #expect(statistics.snapshot().rangeRequests == 0)
+    }
+
     @Test func theEstimateFollowsAChangedLink() {
         let link = LinkEstimate()
         var now = 0.0

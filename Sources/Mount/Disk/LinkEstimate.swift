@@ -43,9 +43,11 @@ final class LinkEstimate: Sendable {
         }
     }
 
-    /// A request that `started` finished after `seconds`, having received `bytes` (0 when it failed:
-    /// busy time without bytes is what a stalled link looks like).
-    func finished(bytes: Int, seconds: Double, at now: Double) {
+    /// A request that `started` finished after `seconds`, having received `bytes`, all of them
+    /// also when it `failed` midway (a stall that moved nothing is busy time without bytes, which
+    /// is what a stalled link looks like). Only a request that completed says how long the link
+    /// takes to start answering.
+    func finished(bytes: Int, seconds: Double, at now: Double, failed: Bool = false) {
         state.withLock { state in
             guard state.inFlight > 0 else { return }
             let busy = max(0, now - state.mark)
@@ -56,7 +58,7 @@ final class LinkEstimate: Sendable {
             state.bytes = state.bytes * decay + Double(bytes)
             state.requests += 1
             published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)
-            if let rate = Self.rate(state), bytes > 0 {
+            if let rate = Self.rate(state), bytes > 0, !failed {
                 let sample = max(0, seconds - Double(bytes) / rate)
                 state.latency = state.latency.map { $0 + Self.latencyWeight * (sample - $0) } ?? sample
             }

@@ -174,12 +174,12 @@ extension FrameDisk {
             let priority: FetchPriority = purpose == .demand ? .demand : .background(purpose.fetchClass) { [flights] in
                 request.frames.contains { flights.isAwaited($0) }
             }
-            _ = try statistics.countRequest(demand: purpose == .demand, foreground: purpose != .prefetch) { () throws(SourceError) -> Int in
+            try statistics.countStreamedRequest(demand: purpose == .demand, foreground: purpose != .prefetch,
+                                                received: { decoding.receivedCount }) { () throws(SourceError) in
                 try source.blob(blob, range: range, mirrors: !upstreamOnly, deadline: transferDeadline, priority: priority) { chunk in
                     statistics.countBytes(chunk.count, for: purpose.fetchClass)
                     decoding.receive(chunk, deliver: report)
                 }
-                return decoding.receivedCount
             }
         } catch {
             logger.warning("range request failed", metadata: [

@@ -76,34 +76,34 @@ public final class MountStatistics: Sendable {
     /// link's busy time (`foregroundBusySeconds`), whose complement the prefetch may use.
     func countRequest<E: Error>(demand: Bool, foreground: Bool = true, _ fetch: () throws(E) -> [UInt8]) throws(E) -> [UInt8] {
         var bytes: [UInt8] = []
-        _ = try countRequest(demand: demand, foreground: foreground) { () throws(E) -> Int in
+        try countStreamedRequest(demand: demand, foreground: foreground, received: { bytes.count }) { () throws(E) in
             bytes = try fetch()
-            return bytes.count
         }
         return bytes
     }
 
-    /// The same for a transfer that streams its body elsewhere and returns how many bytes it received.
-    func countRequest<E: Error>(demand: Bool, foreground: Bool = true, _ fetch: () throws(E) -> Int) throws(E) -> Int {
+    /// The same for a transfer that streams its body elsewhere. `received` tells how many bytes
+    /// arrived, and is asked also when the transfer fails midway: those bytes crossed the link
+    /// too, and leaving them out would make the link look slower after every failure.
+    func countStreamedRequest<E: Error>(demand: Bool, foreground: Bool = true, received: () -> Int, _ fetch: () throws(E) -> Void) throws(E) {
         requestStarted()
         if demand { demandRequestsInFlight.add(1, ordering: .relaxed) }
         if foreground { foregroundLink.withLock { $0.started(now: monotonicNow()) } }
         let started = monotonicNow()
         link.started(at: started)
-        var received = 0
+        var failed = true
         defer {
             let now = monotonicNow()
-            link.finished(bytes: received, seconds: now - started, at: now)
+            link.finished(bytes: received(), seconds: now - started, at: now, failed: failed)
             fetchFinished(seconds: now - started)
             requestsInFlight.subtract(1, ordering: .relaxed)
             if demand { demandRequestsInFlight.subtract(1, ordering: .relaxed) }
             if foreground { foregroundLink.withLock { $0.finished(now: monotonicNow()) } }
         }
-        let count = try fetch()
-        received = count
+        try fetch()
+        failed = false
         rangeRequests.add(1, ordering: .relaxed)
-        bytesFetched.add(Int64(count), ordering: .relaxed)
-        return count
+        bytesFetched.add(Int64(received()), ordering: .relaxed)
     }
 
     /// Seconds since the mount started during which at least one range request other than the

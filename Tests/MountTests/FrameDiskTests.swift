@@ -43,9 +43,7 @@ import Verity
         let registry = FakeRegistry()
         registry.add(image, tag: "v1")
         let directory = TemporaryDirectory()
-        var options = DiskOptions()
-        options.readaheadThreads = 0
-        let session = try openSession(registry, root: directory.path, options: options)
+        let session = try openSession(registry, root: directory.path)  // no readahead
         defer { session.stop() }
 
         let verified = try VerifiedFrame.verify(frame: 5, bytes: Array(image.frame(5)), expectedLength: frameSize,

@@ -100,8 +100,14 @@ public final class Prefetcher: Sendable {
         var failures = 0
         var share = IdleShare(share: idleShare, now: start, busy: disk.statistics.foregroundBusySeconds(now: start))
         var frame = 0
+        var announced = false
         while frame < index.frames.count, !isStopped {
             let reading = waitForTurn(start: start, share: &share)
+            if !announced {
+                announced = true
+                logger.info("background prefetch starts", metadata: [
+                    "afterSeconds": "\(Int(monotonicNow() - start))", "readersStarted": "\(disk.activity.hasStarted)"])
+            }
             guard !isStopped else { break }
             // Collect the next batch of missing frames.
             let budget = reading ? max(readingBatchBytes, min(batchBytes, Int64(share.linkRate * readingBatchSeconds))) : batchBytes

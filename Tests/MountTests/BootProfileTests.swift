@@ -71,6 +71,30 @@ import Testing
         #expect(mount.disk.statistics.snapshot().prefetchedFrames == 32 - Int64(profile.count))
     }
 
+    @Test func theBackgroundPassWaitsForReadersToStartReading() throws {
+        let mount = try ProfiledSession(frames: 32, profile: [])
+        defer { mount.stop() }
+        usleep(500_000)
+        #expect(mount.disk.cache.presentCount == 0, "an unread mount prefetched")
+        // Three distinct frames (one of them twice, as a hypervisor's probe of the first sector
+        // and the guest's first read would): not yet started.
+        try mount.disk.bootReads([0, 0, 12, 24])
+        usleep(500_000)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames == 0)
+        try mount.disk.bootReads([30])
+        mount.waitUntilComplete()
+        #expect(mount.session.cacheComplete)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames > 0)
+    }
+
+    @Test func anUnreadMountIsPrefetchedOnceTheStartHoldHasPassed() throws {
+        let mount = try ProfiledSession(frames: 32, profile: [], startHold: 0.5)
+        defer { mount.stop() }
+        mount.waitUntilComplete()
+        #expect(mount.session.cacheComplete)
+        #expect(mount.disk.statistics.snapshot().prefetchedFrames == 32)
+    }
+
     @Test func readActivityCountsDistinctProfileFramesAndTheTimeOfTheLastRead() {
         let activity = ReadActivity()
         #expect(activity.hasReadProfile)   // no profile: nothing to wait for
@@ -86,6 +110,17 @@ import Testing
         #expect(!activity.hasReadProfile)  // 17 of 20
         activity.note(17..<18, now: 14)
         #expect(activity.hasReadProfile)   // 18 of 20 = 90%
+    }
+
+    @Test func readersHaveStartedAfterReadingAFewDistinctFrames() {
+        let activity = ReadActivity()
+        #expect(!activity.hasStarted)
+        activity.note(0..<1, now: 1)
+        activity.note(0..<1, now: 2)
+        activity.note(7..<9, now: 3)
+        #expect(!activity.hasStarted)      // 0, 7, 8
+        activity.note(8..<10, now: 4)
+        #expect(activity.hasStarted)
     }
 
     @Test func profileBatchesAreAscendingRunsInProfileOrder() {
@@ -132,7 +167,7 @@ private final class ProfiledSession {
     let profile: [Int]
     var disk: FrameDisk { session.disk }
 
-    init(frames: Int, profile: [Int], background: Bool = true, workers: Int = 3) throws {
+    init(frames: Int, profile: [Int], background: Bool = true, workers: Int = 3, startHold: Double = 60) throws {
         image = try TestImage.make(frames: frames, chunkFrames: 8)
         registry.add(image, tag: "v1")
         session = try openSession(registry, root: directory.path, prefetch: false)
@@ -140,7 +175,7 @@ private final class ProfiledSession {
         self.profile = profile
         // Readers count as active for 1 s after a read, which the tests' pauses are made for.
         prefetcher = Prefetcher(disk: session.disk, profile: profile, background: background, rate: nil,
-                                profileWorkers: workers, quietSeconds: 1, logger: testLogger)
+                                profileWorkers: workers, quietSeconds: 1, startHold: startHold, logger: testLogger)
         prefetcher.start()
     }
 

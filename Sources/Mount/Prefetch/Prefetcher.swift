@@ -7,8 +7,10 @@ import Threading
 /// 1. the boot profile's frames (if the image has one), at normal priority and several requests
 ///    at once (`ProfileFetch`);
 /// 2. unless `background` is off (`--no-prefetch`), the whole disk from the start, at the lowest
-///    priority and under a bandwidth limit (token bucket). It waits for the boot: until the
-///    mount's users have read most of the profile (or `profileGrace` has passed). Then it takes
+///    priority and under a bandwidth limit (token bucket). It waits for the boot to start: until
+///    the mount's users have read a few frames (`ReadActivity.startFrames`), or `startHold` has
+///    passed with nobody reading; and with a profile, for the boot to end: until they have read
+///    most of the profile (or `profileGrace` has passed). Then it takes
 ///    only the link's idle share while they read (`IdleShare`): a batch starts only when no
 ///    other range request runs, is as long as the link carries in `readingBatchSeconds` (its
 ///    rate measured by the batches themselves), and the batches' time on the link stays within
@@ -46,6 +48,11 @@ public final class Prefetcher: Sendable {
     /// what it does not.
     let readingByteShare = 0.125
     let profileGrace = 120.0
+    /// How long the pass waits for readers to start before it fills an unread mount's cache. On
+    /// an idle link before the guest's first read (a TCG boot reads its root file system 10-36 s
+    /// after qemu starts) the pass moved 25-85 MB in disk order, against the 37.5 MB of frames the
+    /// whole boot reads, at 25 Mbit/s (issue 20, BENCHMARKS.md).
+    let startHold: Double
     let thread = BackgroundThread(name: "prefetch")
 
     /// - Parameters:
@@ -53,9 +60,11 @@ public final class Prefetcher: Sendable {
     ///   - rate: bytes per second of compressed data for the whole-disk pass, or nil for no limit.
     ///   - profileWorkers: range requests in flight at once for the profile.
     ///   - quietSeconds: how long after a read the mount's readers count as active.
+    ///   - startHold: how long the whole-disk pass waits for readers to start reading.
     public init(disk: FrameDisk, profile: [Int], background: Bool = true, rate: Int64?, profileWorkers: Int = 3,
-                quietSeconds: Double = 10, logger: Logger) {
+                quietSeconds: Double = 10, startHold: Double = 60, logger: Logger) {
         self.quietSeconds = quietSeconds
+        self.startHold = startHold
         self.disk = disk
         self.profile = profile
         self.background = background
@@ -91,8 +100,14 @@ public final class Prefetcher: Sendable {
         var failures = 0
         var share = IdleShare(share: idleShare, now: start, busy: disk.statistics.foregroundBusySeconds(now: start))
         var frame = 0
+        var announced = false
         while frame < index.frames.count, !isStopped {
             let reading = waitForTurn(start: start, share: &share)
+            if !announced {
+                announced = true
+                logger.info("background prefetch starts", metadata: [
+                    "afterSeconds": "\(Int(monotonicNow() - start))", "readersStarted": "\(disk.activity.hasStarted)"])
+            }
             guard !isStopped else { break }
             // Collect the next batch of missing frames.
             let budget = reading ? max(readingBatchBytes, min(batchBytes, Int64(share.linkRate * readingBatchSeconds))) : batchBytes
@@ -146,6 +161,7 @@ extension Prefetcher {
             let now = monotonicNow()
             share.observe(now: now, busy: statistics.foregroundBusySeconds(now: now))
             let booting = !activity.hasReadProfile && now - start < profileGrace
+                || !activity.hasStarted && now - start < startHold
             let reading = (activity.secondsSinceLastRead(now: now) ?? .infinity) < quietSeconds
             let readerWaiting = statistics.demandRequestsInFlight.load(ordering: .relaxed) > 0
             // While readers are active: only on an idle link, within the idle share's time, and

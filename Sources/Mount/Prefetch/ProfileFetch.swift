@@ -45,11 +45,16 @@ struct ProfileFetch {
         guard !batches.isEmpty else { return }
         let next = Atomic<Int>(0)
         let start = monotonicNow()
+        // Profile frames a reader (or readahead) had fetched or was fetching when the workers
+        // reached them: how far the profile fell behind the boot it is for.
+        let behind = Atomic<Int>(0)
         let work = { @Sendable [self] (_: Int) in
             while !isStopped() {
                 let i = next.add(1, ordering: .relaxed).oldValue
                 guard i < batches.count else { return }
                 // Frames already cached, or being fetched for a reader, are skipped inside.
+                let reached = batches[i].filter { disk.cache.contains($0) || disk.flights.isRunning($0) }.count
+                if reached > 0 { behind.add(reached, ordering: .relaxed) }
                 do { try disk.prefetch(batches[i], purpose: .profile) } catch {
                     // A reader that wants these frames fetches them itself and sees the error.
                     logger.warning("profile batch failed", metadata: ["firstFrame": "\(batches[i][0])", "error": "\(error)"])
@@ -62,6 +67,7 @@ struct ProfileFetch {
             WorkerThread.run(count: workers, name: "profile", work)
         }
         logger.info("boot profile fetched", metadata: [
-            "frames": "\(batches.reduce(0) { $0 + $1.count })", "seconds": "\(monotonicNow() - start)"])
+            "frames": "\(batches.reduce(0) { $0 + $1.count })", "seconds": "\(monotonicNow() - start)",
+            "alreadyFetchedForReaders": "\(behind.load(ordering: .relaxed))"])
     }
 }

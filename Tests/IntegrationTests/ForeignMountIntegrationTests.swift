@@ -43,7 +43,7 @@ struct ForeignMountIntegrationTests {
             let mark = log.mark()
             let bytes = try MountSupport.read(mount.disk, offset: offset, count: 4096)
             #expect(bytes == (try MountSupport.read(source, offset: offset, count: 4096)))
-            let fetched = Set(log.requests(since: mark, repository: repository).filter(\.isBlob).compactMap(\.digest))
+            let fetched = log.blobDigests(since: mark, repository: repository)
             if format == .lumeSingle {
                 #expect(fetched == [digests[0]], "the single disk layer: \(fetched)")
             } else {

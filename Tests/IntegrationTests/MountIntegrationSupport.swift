@@ -256,6 +256,19 @@ struct RegistryLog {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
     }
 
+    /// The digests of the blobs requested since `mark`, once at least one such request is in
+    /// the log or `seconds` have passed. The registry logs a request when its response ends, and
+    /// a layer's request can still be streaming the rest of the layer after the read that
+    /// started it was answered.
+    func blobDigests(since mark: UInt64, repository: String, waitingUpTo seconds: Double = 60) -> Set<String> {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let digests = Set(requests(since: mark, repository: repository).filter(\.isBlob).compactMap(\.digest))
+            if !digests.isEmpty || Date() >= deadline { return digests }
+            usleep(100_000)
+        }
+    }
+
     func requests(since mark: UInt64, repository: String) -> [Request] {
         guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
         defer { try? handle.close() }

@@ -126,6 +126,11 @@ public protocol FileSystemBackend: Sendable {
     /// of zeros only where `read` would return zeros. The default is that one extent, if any.
     func localPieces(file: Int, offset: UInt64, count: Int) -> [LocalPiece]?
 
+    /// The kernel readahead (bytes) for an open of `file` now, or nil for the mount's
+    /// (`FuseMountOptions.maxReadahead`). The kernel fixes a file's readahead when it is opened,
+    /// so this is asked on every open. The default is nil.
+    func readahead(forOpening file: Int) -> Int?
+
     /// `SEEK_DATA` / `SEEK_HOLE`: the first data (or hole) offset at or after `offset`,
     /// or `nil` when there is none (`ENXIO`). The end of the file counts as a hole.
     func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64?
@@ -143,6 +148,8 @@ public protocol FileSystemBackend: Sendable {
 
 extension FileSystemBackend {
     public func localExtent(file: Int, offset: UInt64, count: Int) -> LocalExtent? { nil }
+
+    public func readahead(forOpening file: Int) -> Int? { nil }
 
     public func localPieces(file: Int, offset: UInt64, count: Int) -> [LocalPiece]? {
         localExtent(file: file, offset: offset, count: count).map { [.file($0, count: count)] }

@@ -51,7 +51,7 @@ public final class FuseMount: @unchecked Sendable {
         self.session = session
         phase = Mutex(.mounted)
         if options.maxReadahead > 128 << 10, let device = MountTable.fuseMount(at: mountpoint)?.device {
-            state.readaheadSetting.withLock { $0 = "/sys/class/bdi/\(device)/read_ahead_kb" }
+            state.readaheadSetting.withLock { $0.path = "/sys/class/bdi/\(device)/read_ahead_kb" }
         }
         logger.info("mounted", metadata: ["mountpoint": "\(mountpoint)", "files": "\(state.entries.count)", "options": "\(optionString)"])
     }
@@ -106,7 +106,7 @@ public final class FuseMount: @unchecked Sendable {
         self.session = session
         phase = Mutex(.mounted)
         if options.maxReadahead > 128 << 10, let device = MountTable.fuseMount(exactly: mountpoint)?.device {
-            state.readaheadSetting.withLock { $0 = "/sys/class/bdi/\(device)/read_ahead_kb" }
+            state.readaheadSetting.withLock { $0.path = "/sys/class/bdi/\(device)/read_ahead_kb" }
         }
         logger.info("adopted the mount", metadata: ["mountpoint": "\(mountpoint)", "descriptor": "\(descriptor)",
                                                     "restarts": "\(handover.restarts)", "upgrades": "\(handover.upgrades)"])

@@ -214,7 +214,7 @@ enum FuseOperations {
             reply(req, state, .invalid("open without file info"), "open", inode: inode)
             return
         }
-        state.applyReadaheadOnce()
+        state.applyReadahead(state.backend.readahead(forOpening: index) ?? state.options.maxReadahead)
         let entry = state.entries[index]
         let flags = info.pointee.flags
         let wantsWrite = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0

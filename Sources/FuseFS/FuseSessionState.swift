@@ -45,8 +45,9 @@ final class FuseSessionState: Sendable {
     /// The kernel's lookup count per inode (index = inode); see `forget`.
     let lookupCounts: Mutex<[UInt64]>
     /// `/sys/class/bdi/<major:minor>/read_ahead_kb` of this mount, set by FuseMount after
-    /// mounting; applied once, after INIT (which would otherwise cap it at 128 KiB).
-    let readaheadSetting = Mutex<String?>(nil)
+    /// mounting (nil where it cannot be written), and the readahead last written to it. Written
+    /// at opens, after INIT (which would otherwise cap it at 128 KiB).
+    let readaheadSetting = Mutex<(path: String?, applied: Int?)>((nil, nil))
 
     /// Whether another process answered this connection's lookups before (see above).
     let adopted: Bool
@@ -152,26 +153,28 @@ final class FuseSessionState: Sendable {
         }
     }
 
-    /// Raises the kernel's readahead for this mount to `options.maxReadahead`. The INIT
-    /// reply can only lower the kernel's default (128 KiB), so this writes the bdi's
-    /// `read_ahead_kb` on the first open, which always follows INIT. Needs root; best effort.
-    func applyReadaheadOnce() {
-        guard let path = readaheadSetting.withLock({ setting -> String? in
-            defer { setting = nil }
-            return setting
-        }) else { return }
-        let kilobytes = "\(options.maxReadahead / 1024)\n"
-        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            logger.debug("cannot raise readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
-            return
-        }
-        defer { close(fd) }
-        let written = kilobytes.withCString { write(fd, $0, strlen($0)) }
-        if written < 0 {
-            logger.debug("cannot raise readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
-        } else {
-            logger.debug("readahead raised", metadata: ["path": "\(path)", "kilobytes": "\(options.maxReadahead / 1024)"])
+    /// Sets the kernel's readahead for this mount to `bytes` for the files opened from now on,
+    /// if it is not that already. The INIT reply caps it at 128 KiB (`FUSE_MAX_READAHEAD`
+    /// aside), so the first open raises it; later opens may lower or raise it again
+    /// (`FileSystemBackend.readahead(forOpening:)`).
+    func applyReadahead(_ bytes: Int) {
+        readaheadSetting.withLock { setting in
+            guard let path = setting.path, setting.applied != bytes else { return }
+            let text = "\(bytes / 1024)\n"
+            let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                logger.debug("cannot set readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
+                setting.path = nil
+                return
+            }
+            defer { close(fd) }
+            if text.withCString({ write(fd, $0, strlen($0)) }) < 0 {
+                logger.debug("cannot set readahead", metadata: ["path": "\(path)", "error": "\(describeErrno(errno))"])
+                setting.path = nil
+            } else {
+                setting.applied = bytes
+                logger.debug("readahead set", metadata: ["path": "\(path)", "kilobytes": "\(bytes / 1024)"])
+            }
         }
     }
 

@@ -42,6 +42,30 @@ struct FuseMountTests {
         }
     }
 
+    /// The backend chooses each open's readahead: the kernel takes the bdi's value when a file
+    /// is opened, so FuseFS writes it before answering the open.
+    @Test func eachOpenGetsTheReadaheadTheBackendAsksFor() throws {
+        guard geteuid() == 0 else { return }
+        let backend = InMemoryBackend()
+        backend.diskReadahead.withLock { $0 = 128 << 10 }
+        try MountHarness.withMount(backend) { running in
+            let device = try #require(MountTable.fuseMount(at: running.directory)?.device)
+            func readahead() throws -> String {
+                try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let disk = try POSIX.open(running.directory + "/disk.img", O_RDONLY)
+            close(disk)
+            #expect(try readahead() == "128")
+            _ = try POSIX.readAll(running.directory + "/config.json")
+            #expect(try readahead() == "\(FuseMountOptions().maxReadahead / 1024)")
+            backend.diskReadahead.withLock { $0 = nil }
+            let again = try POSIX.open(running.directory + "/disk.img", O_RDONLY)
+            close(again)
+            #expect(try readahead() == "\(FuseMountOptions().maxReadahead / 1024)")
+        }
+    }
+
     @Test func readsWholeFilesRangesAndPastEOF() throws {
         try MountHarness.withMount { running in
             let config = try POSIX.readAll(running.directory + "/config.json")

@@ -24,6 +24,8 @@ final class InMemoryBackend: FileSystemBackend {
     }
 
     let readCalls = Atomic<Int>(0)
+    /// What `readahead(forOpening:)` answers for disk.img (nil: the mount's).
+    let diskReadahead = Mutex<Int?>(nil)
     let scratch = Mutex([UInt8](repeating: 0x5a, count: InMemoryBackend.scratchSize))
 
     func entries() -> [FileEntry] {
@@ -87,6 +89,10 @@ final class InMemoryBackend: FileSystemBackend {
         case nil:
             throw .notFound
         }
+    }
+
+    func readahead(forOpening file: Int) -> Int? {
+        file == File.disk.rawValue ? diskReadahead.withLock { $0 } : nil
     }
 
     func seek(file: Int, offset: UInt64, whence: SeekWhence) throws(FileSystemError) -> UInt64? {

@@ -71,6 +71,22 @@ import Testing
         #expect(mount.disk.statistics.snapshot().prefetchedFrames == 32 - Int64(profile.count))
     }
 
+    /// During the boot a profile describes, files opened get the kernel's default readahead, not
+    /// the mount's; once the boot has read the profile, the mount's again. Without a profile, always
+    /// the mount's.
+    @Test func aProfiledBootGetsTheKernelsDefaultReadaheadUntilItHasReadTheProfile() throws {
+        let profile = Array(10..<20)
+        let mount = try ProfiledSession(frames: 32, profile: profile, background: false)
+        defer { mount.stop() }
+        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
+        try mount.disk.bootReads(profile)
+        #expect(mount.disk.kernelReadahead == nil)
+
+        let plain = try ProfiledSession(frames: 32, profile: [], background: false)
+        defer { plain.stop() }
+        #expect(plain.disk.kernelReadahead == nil)
+    }
+
     @Test func theBackgroundPassWaitsForReadersToStartReading() throws {
         let mount = try ProfiledSession(frames: 32, profile: [])
         defer { mount.stop() }

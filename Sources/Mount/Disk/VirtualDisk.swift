@@ -19,6 +19,8 @@ public protocol VirtualDisk: Sendable {
     /// `[offset, offset + count)` as runs of local-file bytes and known zeros (holes), if all of
     /// its data is verified and cached, so FuseFS can splice it; nil sends the read through `read`.
     func localPieces(at offset: UInt64, count: Int) -> [LocalPiece]?
+    /// The kernel readahead (bytes) a file opened now should get, or nil for the mount's.
+    var kernelReadahead: Int? { get }
     func write(at offset: UInt64, data: UnsafeRawBufferPointer) throws(MountError) -> Int
     /// Makes written data durable (fsync of disk.img).
     func flush() throws(MountError)
@@ -26,6 +28,7 @@ public protocol VirtualDisk: Sendable {
 
 extension VirtualDisk {
     public var isWritable: Bool { false }
+    public var kernelReadahead: Int? { nil }
     public func localExtent(at offset: UInt64, count: Int) -> LocalExtent? { nil }
     public func localPieces(at offset: UInt64, count: Int) -> [LocalPiece]? {
         localExtent(at: offset, count: count).map { [.file($0, count: count)] }
@@ -36,6 +39,17 @@ extension VirtualDisk {
 
 extension FrameDisk: VirtualDisk {
     public var size: UInt64 { index.geometry.diskSize }
+
+    /// While the boot a profile describes is under way, the kernel's own default readahead
+    /// (`bootReadahead`) rather than the mount's 4 MiB: the profile fetches what the boot reads
+    /// ahead of it, and the large windows the kernel grows over a hypervisor's reads only add
+    /// frames the guest never reads (a quarter more bytes on a Debian boot, which a slow link
+    /// carries before the ones it waits for; BENCHMARKS.md, issue 20). Files opened after the boot
+    /// (a backup, `dd`) get the mount's.
+    public var kernelReadahead: Int? { activity.hasReadProfile ? nil : Self.bootReadahead }
+
+    /// The kernel's default readahead.
+    static let bootReadahead = 128 << 10
 
     /// The cache hit path: one bitmap check under one lock. The cache's data file holds frame i
     /// at the disk offset of frame i (holes punched), so a range whose frames all have their bit

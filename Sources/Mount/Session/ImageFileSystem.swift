@@ -68,6 +68,11 @@ public final class ImageFileSystem: FileSystemBackend {
         return disk.localExtent(at: offset, count: count)
     }
 
+    public func readahead(forOpening file: Int) -> Int? {
+        guard files.indices.contains(file), case .disk(let disk) = files[file].content else { return nil }
+        return disk.kernelReadahead
+    }
+
     public func localPieces(file: Int, offset: UInt64, count: Int) -> [LocalPiece]? {
         guard files.indices.contains(file), case .disk(let disk) = files[file].content else { return nil }
         return disk.localPieces(at: offset, count: count)

@@ -30,6 +30,7 @@ public final class CopyOnWriteDisk: VirtualDisk, @unchecked Sendable {
     public let directory: String
     public let size: UInt64
     public var isWritable: Bool { true }
+    public var kernelReadahead: Int? { base.kernelReadahead }
     let blocks: WrittenBlockMap
     let dataPath: String
     private let dataFD: Int32

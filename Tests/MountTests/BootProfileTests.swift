@@ -154,6 +154,8 @@ import Testing
         holes[2] = true
         let recorder = ProfileRecorder(base: base, path: path, frameSize: 65536, holes: holes, logger: testLogger)
         recorder.start()
+        // The recorded boot reads with the kernel's default readahead, whatever the base says.
+        #expect(recorder.kernelReadahead == FrameDisk.bootReadahead)
         for offset in [5 * 65536 + 10, 65536, 2 * 65536, 5 * 65536, 65536 - 1] {
             _ = try recorder.readAll(UInt64(offset), 2)
         }

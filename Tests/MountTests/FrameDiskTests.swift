@@ -36,30 +36,6 @@ import Verity
         #expect(registry.rangeCalls.count == 1)
     }
 
-    /// A fetched frame's readers are answered before its cache write ends; a read that comes in
-    /// between is served from the frame in memory, and fetches nothing.
-    @Test func aFrameBeingWrittenToTheCacheIsServedFromMemory() throws {
-        let image = try TestImage.make(frames: 16)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let session = try openSession(registry, root: directory.path)  // no readahead
-        defer { session.stop() }
-
-        let verified = try VerifiedFrame.verify(frame: 5, bytes: Array(image.frame(5)), expectedLength: frameSize,
-                                                expectedDigest: image.index.frames[5].digest)
-        session.disk.unstaged.insert(verified)
-        let offset = UInt64(5 * frameSize + 10)
-        #expect(try session.disk.bytes(at: offset, count: 4096) == Array(image.disk[Int(offset)..<Int(offset) + 4096]))
-        #expect(registry.rangeCalls.isEmpty)
-        #expect(!session.disk.cache.contains(5))
-
-        // Once the write is done the frame is the cache's; a frame in neither place is fetched.
-        session.disk.unstaged.remove(5)
-        _ = try session.disk.bytes(at: offset, count: 4096)
-        #expect(registry.rangeCalls.count == 1)
-    }
-
     /// A reader's range request must end when the reader has to be answered, so the read's
     /// deadline goes down to it; background work has a bound of its own, much longer.
     @Test func aDemandReadGivesItsDeadlineToItsRangeRequestAndPrefetchAGenerousOne() throws {

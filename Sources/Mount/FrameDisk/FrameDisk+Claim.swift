@@ -61,11 +61,11 @@ extension FrameDisk {
     private func fetchReleasingClaims(_ flights: [FrameFlight], purpose: Purpose, deadline: Double,
                                       complete: (FrameFlight, Result<VerifiedFrame, MountError>) -> Void) {
         guard !flights.isEmpty else { return }
-        // Other processes wait on the claim for the frame's bytes in the data file: it is released
-        // once a fetched frame is staged (after this process's readers had it), or on failure.
-        fetch(flights, purpose: purpose, deadline: deadline, complete: { flight, result in
-            if case .failure = result { cache.releaseClaim(flight.key) }
+        // `fetch` completes a frame after staging its verified bytes, so the claim is released
+        // once they are in the data file; a failure releases it too.
+        fetch(flights, purpose: purpose, deadline: deadline) { flight, result in
+            cache.releaseClaim(flight.key)
             complete(flight, result)
-        }, staged: { frame in cache.releaseClaim(frame) })
+        }
     }
 }

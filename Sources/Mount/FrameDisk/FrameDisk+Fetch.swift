@@ -23,7 +23,7 @@ extension FrameDisk {
         if let frame = frames.first, now >= deadline { throw .timedOut(frame: frame, seconds: options.readTimeout) }
         if purpose == .demand, let failed = recentFailure(among: frames, now: now) { throw failed }
         // Background work never waits for someone else's fetch: it would only duplicate it.
-        let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { cache.contains($0) || unstaged.contains($0) }
+        let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { cache.contains($0) }
         var results: [Int: VerifiedFrame] = [:]
         var failure: MountError?
         if !owned.isEmpty {
@@ -55,12 +55,9 @@ extension FrameDisk {
         return results
     }
 
-    /// Fetches owned frames and calls `complete` exactly once for each of them. A fetched frame is
-    /// completed before it is written to the cache (`UnstagedFrames` holds it meanwhile), and
-    /// `staged` is called for it once the write is done.
+    /// Fetches owned frames and calls `complete` exactly once for each of them.
     func fetch(_ owned: [FrameFlight], purpose: Purpose, deadline: Double,
-               complete: (FrameFlight, Result<VerifiedFrame, MountError>) -> Void,
-               staged: (Int) -> Void = { _ in }) {
+               complete: (FrameFlight, Result<VerifiedFrame, MountError>) -> Void) {
         var pending: [Int: FrameFlight] = [:]
         for flight in owned { pending[flight.key] = flight }
 
@@ -86,6 +83,7 @@ extension FrameDisk {
                 fetch(request, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly, deadline: deadline) { frame, result in
                     switch result {
                     case .success(let verified):
+                        stage(verified)
                         statistics.framesFetched.add(1, ordering: .relaxed)
                         switch purpose {
                         case .demand: break
@@ -93,15 +91,7 @@ extension FrameDisk {
                         case .profile: statistics.profileFrames.add(1, ordering: .relaxed)
                         case .prefetch: statistics.prefetchedFrames.add(1, ordering: .relaxed)
                         }
-                        guard let flight = pending.removeValue(forKey: frame) else {
-                            stage(verified)
-                            return
-                        }
-                        unstaged.insert(verified)
-                        complete(flight, .success(verified))
-                        stage(verified)
-                        unstaged.remove(frame)
-                        staged(frame)
+                        if let flight = pending.removeValue(forKey: frame) { complete(flight, .success(verified)) }
                     case .failure(let error):
                         lastError[frame] = error
                         switch error {

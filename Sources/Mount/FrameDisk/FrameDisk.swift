@@ -48,8 +48,6 @@ public final class FrameDisk: Sendable {
     let recentFailures = Mutex<[Int: (until: Double, error: MountError)]>([:])
     let committer: CacheCommitter
     let activity = ReadActivity()
-    /// Fetched frames whose readers were answered before the cache write finished.
-    let unstaged = UnstagedFrames()
     let stopping = Atomic<Bool>(false)
 
     /// Why a batch of frames is wanted: readers wait, background work does not.
@@ -140,7 +138,7 @@ public final class FrameDisk: Sendable {
         // that fails is dropped from the cache and so joins the missing frames below.
         for frame in cache.unverified(in: frames) where !index.frames[frame].isHole { checkCached(frame) }
         var missing: [Int] = []
-        for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) && !unstaged.contains(frame) { missing.append(frame) }
+        for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) { missing.append(frame) }
         statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
         statistics.cacheMisses.add(Int64(missing.count), ordering: .relaxed)
 
@@ -154,7 +152,7 @@ public final class FrameDisk: Sendable {
                 let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
                 if index.frames[frame].isHole {
                     destination.initializeMemory(as: UInt8.self, repeating: 0)
-                } else if let verified = fetched[frame] ?? unstaged.frame(frame) {
+                } else if let verified = fetched[frame] {
                     verified.bytes.withUnsafeBytes { source in
                         destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<within + count]))
                     }

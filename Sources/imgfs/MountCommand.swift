@@ -89,6 +89,11 @@ struct MountCommand: ParsableCommand {
     @Flag(help: .hidden)
     var resolvedOffline = false
 
+    /// The parent's fetch of the frame index, `BYTES:SECONDS`: the daemon's first figure for the
+    /// link, before its own range requests measure it (the daemon finds the index in the store).
+    @Option(help: .hidden)
+    var linkSample: String?
+
     /// Run as the mount's descriptor holder (MountCommand+Holder.swift): what the background
     /// daemon is, and what a service manager runs in the foreground.
     @Flag(help: "With --foreground: stay in the foreground as the mount's descriptor holder (for service managers, see contrib/systemd): the serving process runs as a child, is started again whenever it dies and replaced by `imgfs upgrade`.")
@@ -146,6 +151,7 @@ struct MountCommand: ParsableCommand {
             }
         }
         let resolved = (manifestDigest: session.manifestDigest, offline: session.isOffline)
+        let linkSample = session.linkSample
         if writable {
             // Refuse a directory another mount writes, or a layer written over another image,
             // here, where the user sees the message (the daemon takes the lock for real).
@@ -165,6 +171,7 @@ struct MountCommand: ParsableCommand {
                          "--cache-dir", cacheRoot, "--log-file", logFile,
                          "--resolved-manifest", resolved.manifestDigest.description]
         if resolved.offline { arguments.append("--resolved-offline") }
+        if let sample = linkSample { arguments += ["--link-sample", sample.argument] }
         if noPrefetch { arguments.append("--no-prefetch") }
         if let prefetchRate { arguments += ["--prefetch-rate", prefetchRate] }
         if let readTimeout { arguments += ["--read-timeout", String(readTimeout)] }
@@ -272,6 +279,10 @@ struct MountCommand: ParsableCommand {
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
         if let readTimeout { configuration.disk.setReadTimeout(readTimeout) }
+        if let linkSample {
+            guard let sample = TransferSample(argument: linkSample) else { throw ValidationError("--link-sample: expected BYTES:SECONDS, got '\(linkSample)'") }
+            configuration.linkSample = sample
+        }
         switch image {
         case .imgfs(var resolved):
             resolved.offline = resolved.offline || offline

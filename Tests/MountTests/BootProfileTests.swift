@@ -87,6 +87,28 @@ import Testing
         #expect(plain.disk.kernelReadahead == nil)
     }
 
+    /// Without a profile, files opened get the kernel's default readahead while the link (here
+    /// as the frame index's transfer seeded it) cannot bring a mount-sized window's frames
+    /// within `kernelWindowBudget`, and the mount's on a fast link or once every frame is cached.
+    @Test func aSlowLinkGetsTheKernelsDefaultReadaheadUntilEveryFrameIsCached() throws {
+        let mount = try ProfiledSession(frames: 32, profile: [], background: false)
+        defer { mount.stop() }
+        let window = Double(FrameDisk.mountReadahead) / Double(TestImage.frameSize) * mount.disk.meanFrameBytes
+        mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget * 4))
+        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
+        mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget / 4))
+        #expect(mount.disk.kernelReadahead == nil)
+
+        // Every range request now takes 0.2 s, so what the reads measure keeps the link slow.
+        mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget * 4))
+        mount.registry.rangeDelay = 0.2
+        try mount.disk.bootReads(Array(0..<31))
+        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
+        try mount.disk.bootReads([31])
+        #expect(mount.session.cacheComplete)
+        #expect(mount.disk.kernelReadahead == nil, "nothing is left to fetch: the link no longer matters")
+    }
+
     @Test func theBackgroundPassWaitsForReadersToStartReading() throws {
         let mount = try ProfiledSession(frames: 32, profile: [])
         defer { mount.stop() }

@@ -13,6 +13,39 @@ import Testing
         #expect(link.snapshot.requests == 1)
     }
 
+    /// The frame index's transfer stands in until the mount's own requests have measured
+    /// `minimumBytes`, and then gives way to them entirely.
+    @Test func aSeedStandsInUntilTheMountsOwnRequestsMeasuredEnough() {
+        let link = LinkEstimate()
+        link.seed(TransferSample(bytes: 250_000, seconds: 0.1))
+        #expect(link.bytesPerSecond == 2_500_000)
+        #expect(link.snapshot.bytesPerSecond == 2_500_000)
+        link.started(at: 0)
+        link.finished(bytes: 4096, seconds: 0.01, at: 0.01)
+        #expect(link.bytesPerSecond == 2_500_000, "one small request is not enough to replace the seed")
+        link.started(at: 1)
+        link.finished(bytes: 4 * Self.mebibyte, seconds: 0.04, at: 1.04)
+        // About 84 MB/s (the older request's share decays a little): the seed is gone.
+        let measured = Double(4 * Self.mebibyte + 4096) / 0.05
+        #expect(abs(link.bytesPerSecond! / measured - 1) < 0.02)
+    }
+
+    @Test func aTransferThatSaysNothingAboutARateIsNoSeed() {
+        let link = LinkEstimate()
+        link.seed(TransferSample(bytes: 0, seconds: 0.1))
+        link.seed(TransferSample(bytes: 4096, seconds: 0))
+        #expect(link.bytesPerSecond == nil)
+    }
+
+    /// How the parent hands its sample to the daemon (`--link-sample`).
+    @Test func aSampleRoundTripsThroughItsArgument() {
+        let sample = TransferSample(bytes: 230_112, seconds: 0.0734)
+        #expect(TransferSample(argument: sample.argument) == sample)
+        for bad in ["", "12", "12:", ":0.5", "-1:0.5", "12:-1", "12:nan", "12:inf", "a:b", "1:2:3"] {
+            #expect(TransferSample(argument: bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func throughputIsBytesOverBusyTimeNotOverEachRequest() {
         let link = LinkEstimate()
         // Two requests in flight together share the link: 2 MiB in one second, not 1 MiB/s each.

@@ -88,6 +88,25 @@ print(b["demand"], b["readahead"], b["profile"], b["prefetch"])'
 # The status file is rewritten every second: a reading taken 1.1 s after an event includes it.
 settle() { sleep 1.1; }
 
+# Before any read, the daemon already knows the link is slow: the parent's fetch of the frame
+# index seeded its estimate (no range request yet), so the kernel gets its default 128 KiB
+# readahead for disk.img rather than the mount's 4 MiB, whose windows here (4 incompressible
+# frames, 2 s of this link) would hold the reads below behind frames nobody asked for.
+settle
+"$imgfs" status --json "$mnt" | python3 -c '
+import json, sys
+s = json.load(sys.stdin); s = s[0] if isinstance(s, list) else s
+link = s["statistics"]["link"]
+if link["requests"] != 0 or not link.get("bytesPerSecond"):
+    sys.exit(f"the daemon was not seeded with the index transfer before its first request: {link}")
+rate = link["bytesPerSecond"]
+if rate > 2.5e6:
+    sys.exit(f"a 16 Mbit/s link seeded at {rate} bytes/s")'
+bdi=/sys/class/bdi/$(awk -v m="$mnt" '$5 == m {print $3}' /proc/self/mountinfo)/read_ahead_kb
+exec 7<"$mnt/disk.img"
+[[ $(cat "$bdi") == 128 ]] || { echo "disk.img opened over a slow link with $(cat "$bdi") KiB of kernel readahead, not 128" >&2; exit 1; }
+exec 7<&-
+
 python3 - "$mnt/disk.img" "$work/image/disk.img" "$imgfs" "$mnt" <<'PY'
 import json, os, subprocess, sys, threading, time
 mounted, original, imgfs, mnt = sys.argv[1:5]

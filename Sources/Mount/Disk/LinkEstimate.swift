@@ -12,6 +12,11 @@ import Synchronization
 /// Latency is the part of a request's duration that throughput does not explain (round trip,
 /// the registry's time to the first byte), averaged; an estimate, since the transfer layer
 /// does not report when the first byte arrived.
+///
+/// Until the mount's own requests have measured `minimumBytes`, a `seed` stands in: a transfer
+/// made before the mount served anything (the frame index, fetched when the image was
+/// resolved). The kernel fixes a file's readahead when the file is opened, and a hypervisor
+/// opens its disk before the first range request, so without a seed that choice would be blind.
 final class LinkEstimate: Sendable {
     /// Seconds of busy time the estimate remembers.
     static let horizon = 5.0
@@ -28,6 +33,8 @@ final class LinkEstimate: Sendable {
         var bytes = 0.0
         var latency: Double?
         var requests: Int64 = 0
+        /// Bytes a second of the seed transfer; nil without one.
+        var seed: Double?
     }
 
     private let state = Mutex(State())
@@ -66,11 +73,21 @@ final class LinkEstimate: Sendable {
     }
 
     private static func rate(_ state: State) -> Double? {
-        guard state.bytes >= minimumBytes, state.busySeconds > 0 else { return nil }
+        guard state.bytes >= minimumBytes, state.busySeconds > 0 else { return state.seed }
         return state.bytes / state.busySeconds
     }
 
-    /// Bytes a second the link carried lately; nil until enough was measured.
+    /// Takes `sample` as the estimate until the mount's own requests have measured enough. A
+    /// small transfer's duration is mostly round trip, so the seed errs low: toward a slow link.
+    func seed(_ sample: TransferSample) {
+        guard let rate = sample.bytesPerSecond else { return }
+        state.withLock { state in
+            state.seed = rate
+            published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)
+        }
+    }
+
+    /// Bytes a second the link carried lately (or the seed's); nil until enough was measured.
     var bytesPerSecond: Double? {
         let bits = published.load(ordering: .relaxed)
         return bits == 0 ? nil : Double(bitPattern: bits)
@@ -83,9 +100,39 @@ final class LinkEstimate: Sendable {
 
 /// A `LinkEstimate` as `imgfs status` shows it.
 public struct LinkSnapshot: Sendable, Codable, Equatable {
-    /// Nil until enough bytes were measured.
+    /// The seed's until enough bytes were measured; nil without either.
     public var bytesPerSecond: Double?
     public var latencySeconds: Double?
     /// Range requests measured (answered or failed).
     public var requests: Int64
+}
+
+/// One finished transfer: how many bytes took how long. What a mount measured before its own
+/// range requests (`LinkEstimate.seed`), passed from the command that resolved the image to
+/// the daemon that serves it.
+public struct TransferSample: Sendable, Equatable {
+    public var bytes: Int
+    public var seconds: Double
+
+    public init(bytes: Int, seconds: Double) {
+        self.bytes = bytes
+        self.seconds = seconds
+    }
+
+    /// Nil for a transfer that says nothing about a rate (no bytes, or no measurable time).
+    public var bytesPerSecond: Double? {
+        guard bytes > 0, seconds > 0, seconds.isFinite else { return nil }
+        return Double(bytes) / seconds
+    }
+
+    /// `BYTES:SECONDS`, as the daemon's `--link-sample` takes it.
+    public var argument: String { "\(bytes):\(seconds)" }
+
+    /// Parses `argument`'s form; nil for anything else.
+    public init?(argument: String) {
+        let parts = argument.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let bytes = Int(parts[0]), bytes >= 0, let seconds = Double(parts[1]), seconds >= 0, seconds.isFinite
+        else { return nil }
+        self.init(bytes: bytes, seconds: seconds)
+    }
 }

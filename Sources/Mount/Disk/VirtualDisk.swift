@@ -40,16 +40,40 @@ extension VirtualDisk {
 extension FrameDisk: VirtualDisk {
     public var size: UInt64 { index.geometry.diskSize }
 
-    /// While the boot a profile describes is under way, the kernel's own default readahead
-    /// (`bootReadahead`) rather than the mount's 4 MiB: the profile fetches what the boot reads
-    /// ahead of it, and the large windows the kernel grows over a hypervisor's reads only add
-    /// frames the guest never reads (a quarter more bytes on a Debian boot, which a slow link
-    /// carries before the ones it waits for; BENCHMARKS.md, issue 20). Files opened after the boot
-    /// (a backup, `dd`) get the mount's.
-    public var kernelReadahead: Int? { activity.hasReadProfile ? nil : Self.bootReadahead }
+    /// The mount's kernel readahead (nil), except where its large windows would put frames
+    /// nobody reads on the link ahead of frames a reader waits for; there, the kernel's own
+    /// default (`bootReadahead`), and this disk's readahead, which sizes itself to the link,
+    /// fetches ahead of sequential readers. The windows the kernel grows over a hypervisor's
+    /// reads added a quarter more bytes to a Debian boot, carried before the ones the guest
+    /// waited for (BENCHMARKS.md, issue 20). So the default:
+    /// - while the boot a profile describes is under way (the profile fetches what the boot reads
+    ///   ahead of it);
+    /// - while frames are missing and the link does not bring a window's frames within
+    ///   `kernelWindowBudget` (`linkCarriesKernelWindow`).
+    /// Files opened later (after the boot, once the link has proved fast) get the mount's.
+    public var kernelReadahead: Int? {
+        guard activity.hasReadProfile, linkCarriesKernelWindow else { return Self.bootReadahead }
+        return nil
+    }
 
     /// The kernel's default readahead.
     static let bootReadahead = 128 << 10
+    /// The kernel readahead a mount asks for (`FuseMountOptions.maxReadahead`).
+    static let mountReadahead = FuseMountOptions().maxReadahead
+    /// Seconds of link one kernel readahead window may take: a reader's next miss waits that
+    /// long behind frames it may never read. At 100 Mbit/s a 4 MiB window of a Debian disk's
+    /// frames (~1.2 MB compressed) takes 0.1 s; at 25 Mbit/s, 0.4 s.
+    static let kernelWindowBudget = 0.1
+
+    /// Whether the link (`LinkEstimate`, seeded by the frame index's transfer before the first
+    /// range request) brings the compressed frames of one mount-sized kernel window within
+    /// `kernelWindowBudget`. True when every frame is cached, and when the link is unmeasured
+    /// (a remount that found the index in the store), as before any of this was measured.
+    var linkCarriesKernelWindow: Bool {
+        guard !cache.allPresent, let rate = statistics.link.bytesPerSecond, rate > 0 else { return true }
+        let frames = Double(Self.mountReadahead) / Double(index.geometry.frameSize)
+        return frames * meanFrameBytes / rate <= Self.kernelWindowBudget
+    }
 
     /// The cache hit path: one bitmap check under one lock. The cache's data file holds frame i
     /// at the disk offset of frame i (holes punched), so a range whose frames all have their bit

@@ -3,6 +3,7 @@ import ImageLayouts
 import ImgfsFormat
 import Logging
 import OCI
+import Threading
 import Verity
 
 /// Turns a reference into what a mount serves, through `ManifestResolver` (as pull and convert
@@ -78,28 +79,36 @@ public struct ImageResolver: Sendable {
         }
         return .imgfs(ResolvedImage(locator: locator, manifestDigest: manifest.digest, index: imgfs.index,
                                     indexDigest: imgfs.image.indexDescriptor.digest, nvram: nvram, vmConfig: vmConfig,
-                                    bootProfile: profile, offline: stored.offline))
+                                    bootProfile: profile, offline: stored.offline, indexTransfer: stored.indexTransfer))
     }
 
     /// A small blob (config, index, nvram, config.json), from the store or the registry,
     /// checked against its descriptor's size and digest before anything reads it.
     func smallBlob(_ descriptor: Descriptor, limit: Int64, what: String, locator: Reference) throws(MountError) -> [UInt8] {
-        if let bytes = store.blob(descriptor.digest, limit: limit), Int64(bytes.count) == descriptor.size { return bytes }
+        try storedOrFetchedBlob(descriptor, limit: limit, what: what, locator: locator).bytes
+    }
+
+    /// `smallBlob`, and its transfer when it came from the registry rather than the store.
+    func storedOrFetchedBlob(_ descriptor: Descriptor, limit: Int64, what: String, locator: Reference) throws(MountError)
+        -> (bytes: [UInt8], transfer: TransferSample?) {
+        if let bytes = store.blob(descriptor.digest, limit: limit), Int64(bytes.count) == descriptor.size { return (bytes, nil) }
         guard descriptor.size >= 0, descriptor.size <= limit else {
             throw .format(descriptor.mediaType == .imgfsIndex ? .indexTooLarge(descriptor.size)
                           : .notAnImgfsImage(reason: "\(what) blob of \(descriptor.size) bytes exceeds the limit of \(limit)"))
         }
         let bytes: [UInt8]
+        let started = monotonicNow()
         do { bytes = try source.blob(descriptor.digest, maxSize: descriptor.size) } catch {
             if error.kind == .unreachable { throw .offline(reference: locator.description, cause: error) }
             throw .source(operation: "fetching \(what) blob \(descriptor.digest)", error)
         }
+        let transfer = TransferSample(bytes: bytes.count, seconds: monotonicNow() - started)
         let actual = SHA256Hasher.digest(bytes)
         guard Int64(bytes.count) == descriptor.size, actual == descriptor.digest else {
             throw .source(operation: "fetching \(what) blob \(descriptor.digest)",
                           SourceError(.other, "received \(bytes.count) bytes hashing to \(actual), expected \(descriptor.size) bytes"))
         }
         do { try store.store(bytes, digest: descriptor.digest) } catch { throw .cache(error) }
-        return bytes
+        return (bytes, transfer)
     }
 }

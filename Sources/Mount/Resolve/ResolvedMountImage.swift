@@ -24,6 +24,8 @@ public struct ResolvedImage: Sendable {
     public var spanIndex: Digest? = nil
     /// How a containerDisk read through its span index names its disk (qcow2 or raw).
     public var diskFormat: DiskFileFormat = .raw
+    /// The frame index's transfer, when this resolution fetched it from the registry.
+    public var indexTransfer: TransferSample? = nil
 }
 
 /// An image of another format (lume OCI, lume legacy, tart) with everything a mount needs: the

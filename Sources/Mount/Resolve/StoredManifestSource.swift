@@ -14,6 +14,9 @@ final class StoredManifestSource: ManifestSource {
     let locator: Reference
     /// True once a tag resolved from the store because the registry could not be reached.
     private(set) var offline = false
+    /// The frame index's transfer, when it came from the registry: the mount's first figure
+    /// for the link (`LinkEstimate.seed`).
+    private(set) var indexTransfer: TransferSample?
 
     init(resolver: ImageResolver, locator: Reference) {
         self.resolver = resolver
@@ -62,7 +65,10 @@ final class StoredManifestSource: ManifestSource {
     }
 
     func blob(_ descriptor: Descriptor, limit: Int64) throws(MountError) -> [UInt8] {
-        try resolver.smallBlob(descriptor, limit: limit, what: descriptor.mediaType == .imgfsIndex ? "frame index" : "config", locator: locator)
+        let isIndex = descriptor.mediaType == .imgfsIndex
+        let (bytes, transfer) = try resolver.storedOrFetchedBlob(descriptor, limit: limit, what: isIndex ? "frame index" : "config", locator: locator)
+        if isIndex, let transfer { indexTransfer = transfer }
+        return bytes
     }
 
     /// The start of a containerDisk layer, where its disk's tar header is. Kept in the store as

@@ -13,6 +13,9 @@ public protocol MountSession: AnyObject, Sendable {
     var diskFileName: String { get }
     var manifestDigest: Digest { get }
     var isOffline: Bool { get }
+    /// What the link carried when the image was resolved (the frame index's transfer), for the
+    /// daemon's first choice of readahead; nil when the index came from the store.
+    var linkSample: TransferSample? { get }
     func start()
     func stop()
     func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus
@@ -25,6 +28,7 @@ extension FrameSession: MountSession {
     public var diskFileName: String { resolved.diskFormat.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
+    public var linkSample: TransferSample? { resolved.indexTransfer ?? configuration.linkSample }
 }
 
 extension ImageFileSystem {
@@ -56,6 +60,8 @@ public final class LayerSession: MountSession {
     public var diskFileName: String { resolved.diskFormat.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
+    /// Whole layers are fetched from the first read; no readahead choice depends on the link.
+    public var linkSample: TransferSample? { nil }
 
     public func start() {
         disk.start()

@@ -62,7 +62,30 @@ import Threading
             gate.yield(.prefetch, urgent: { false })
             #expect(monotonicNow() - start >= DemandGate.maxPause * 0.9)
         }
+        // The prefetch lingers a little after readahead ends; the profile never does.
+        #expect(!gate.mustHold(.profile))
+        Thread.sleep(forTimeInterval: TransferClass.prefetch.linger * 1.5)
         #expect(!gate.mustHold(.prefetch))
+    }
+
+    /// The background prefetch holds still for `linger` after the last transfer it yields to has
+    /// ended (a sequential reader's next request comes within it), then moves; readahead does not.
+    @Test func thePrefetchLingersAfterDemandEndsAndReadaheadDoesNot() {
+        let gate = DemandGate()
+        gate.demand {}
+        #expect(gate.mustHold(.prefetch))
+        #expect(!gate.mustHold(.readahead))
+        let start = monotonicNow()
+        gate.yield(.prefetch, urgent: { false })
+        let waited = monotonicNow() - start
+        #expect(waited >= TransferClass.prefetch.linger * 0.9)
+        #expect(waited < DemandGate.maxPause * 4)
+        #expect(!gate.mustHold(.prefetch))
+        // A reader that waits for the prefetch's bytes does not wait out the linger.
+        gate.demand {}
+        let urgentStart = monotonicNow()
+        gate.yield(.prefetch, urgent: { true })
+        #expect(monotonicNow() - urgentStart < TransferClass.prefetch.linger)
     }
 
     /// A transfer waiting to start, and one holding still, move again when the demand transfer on

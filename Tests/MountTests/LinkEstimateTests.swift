@@ -34,6 +34,7 @@ import Testing
         let link = LinkEstimate()
         link.seed(TransferSample(bytes: 0, seconds: 0.1))
         link.seed(TransferSample(bytes: 4096, seconds: 0))
+        link.seed(TransferSample(bytes: Int(LinkEstimate.minimumSeedBytes) - 1, seconds: 10))
         #expect(link.bytesPerSecond == nil)
     }
 

@@ -22,9 +22,15 @@ shape() {
     if ((mbit == 0)); then
         ip netns exec "$ns" tc qdisc del dev "$ns_if" root 2>/dev/null || true
     else
-        # burst: a few packets' worth at the rate (tbf needs at least rate/HZ); latency bounds the
-        # queue, as a real bottleneck's buffer does.
-        ip netns exec "$ns" tc qdisc replace dev "$ns_if" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
+        # burst: 8 ms at the rate, at least 32 KB and at most 256 KB (tbf needs at least rate/HZ,
+        # 4 ms at this kernel's HZ of 250, or it cannot reach the rate); latency bounds the queue,
+        # as a real bottleneck's buffer does. A fixed 256 KB let a small transfer after a pause
+        # (a 230 KB frame index, one frame) cross a 25 Mbit/s link at veth speed, 84 ms of the
+        # link for free, which no 25 Mbit/s link gives.
+        local burst=$(( mbit * 1000 ))   # bytes in 8 ms: mbit * 10^6 / 8 * 0.008
+        (( burst < 32768 )) && burst=32768
+        (( burst > 262144 )) && burst=262144
+        ip netns exec "$ns" tc qdisc replace dev "$ns_if" root tbf rate "${mbit}mbit" burst "$burst" latency 100ms
     fi
 }
 

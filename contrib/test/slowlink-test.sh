@@ -30,7 +30,10 @@
 # after its end: the status file is rewritten every second), the background prefetch moved less
 # than a quarter of what readers waited for (demand) - it backs off when readers arrive, although
 # it filled the link just before - as `imgfs status --json` bytesFetchedByClass says. (Measured:
-# 0.9 MB against 12 MB with demand first; 3.7 MB against 7.9 MB, 46%, with the gate off.)
+# 0.9 MB against 12 MB with demand first; 3.7 MB against 7.9 MB, 46%, with the gate off. Since
+# the kernel's readahead on a slow link is 128 KiB, the sequential reader's requests come one at a
+# time: 4.2-5.8 MB against 20-22 MB until the prefetch lingered 0.1 s after demand, 1.9-2.3 MB
+# against 21 MB with it.)
 # Prints "ok" and exits 0 when all hold. Needs root. Removes what it made, also on failure.
 set -euo pipefail
 imgfs=$1
@@ -71,6 +74,9 @@ registry_pid=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$net.2:5000/v2/" && break; sleep 0.1; done
 
 head -c $((448 << 20)) /dev/urandom > "$work/image/disk.img"
+# An 8 GiB disk (the rest holes): its frame index (448 KiB) is what a mount fetches first, and
+# what tells the daemon, before any read, that the link is slow.
+truncate -s 8G "$work/image/disk.img"
 ref=$net.2:5000/slowlink/test:1
 "$imgfs" push --quiet --plain-http "$work/image" "$ref" >/dev/null
 "$root/contrib/bench/shaped-link.sh" rate "$ns" 16

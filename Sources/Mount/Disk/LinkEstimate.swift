@@ -24,6 +24,8 @@ final class LinkEstimate: Sendable {
     /// says more about latency than about the link.
     static let minimumBytes = 512.0 * 1024
     static let latencyWeight = 0.2
+    /// The smallest transfer `seed` takes: a 1 GiB disk's frame index is 56 KiB.
+    static let minimumSeedBytes = 48 * 1024
 
     private struct State {
         var inFlight = 0
@@ -78,9 +80,11 @@ final class LinkEstimate: Sendable {
     }
 
     /// Takes `sample` as the estimate until the mount's own requests have measured enough. A
-    /// small transfer's duration is mostly round trip, so the seed errs low: toward a slow link.
+    /// small transfer's duration is mostly round trip, so the seed errs low (toward a slow link);
+    /// one below `minimumSeedBytes` is ignored, since it crosses a link within the burst its
+    /// shaper allows after a pause and says nothing about the rate.
     func seed(_ sample: TransferSample) {
-        guard let rate = sample.bytesPerSecond else { return }
+        guard sample.bytes >= Self.minimumSeedBytes, let rate = sample.bytesPerSecond else { return }
         state.withLock { state in
             state.seed = rate
             published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)

@@ -76,8 +76,7 @@ final class FuseSessionState: Sendable {
         clock_gettime(CLOCK_REALTIME, &now)
         self.mountTime = mountTime ?? Int64(now.tv_sec)
         readBuffers = ThreadLocalBuffer(capacity: options.maxRead)
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        spliceMinimum = options.spliceReplies ? 2 * page : Int.max
+        spliceMinimum = options.spliceReplies ? 2 * SplicePipe.page : Int.max
         zeroPages = options.spliceReplies ? ZeroPages(size: options.maxRead) : nil
         lookupCounts = Mutex([UInt64](repeating: 0, count: entries.count + 2))
     }

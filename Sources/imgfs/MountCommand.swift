@@ -91,8 +91,8 @@ struct MountCommand: ParsableCommand {
 
     /// The parent's fetch of the frame index, `BYTES:SECONDS`: the daemon's first figure for the
     /// link, before its own range requests measure it (the daemon finds the index in the store).
-    @Option(help: .hidden)
-    var linkSample: String?
+    @Option(name: .customLong("link-sample"), help: .hidden)
+    var linkSampleText: String?
 
     /// Run as the mount's descriptor holder (MountCommand+Holder.swift): what the background
     /// daemon is, and what a service manager runs in the foreground.
@@ -115,6 +115,10 @@ struct MountCommand: ParsableCommand {
             throw ValidationError("--read-timeout: \(readTimeout) must be more than 0 and at most 86400 seconds")
         }
         _ = try spanIndexChoice()
+        let linkSample = try linkSampleText.map { (text) throws -> TransferSample in
+            guard let sample = TransferSample(argument: text) else { throw ValidationError("--link-sample: expected BYTES:SECONDS, got '\(text)'") }
+            return sample
+        }
         do {
             // A server taking over a mount must not look at the mount point: nobody answers
             // for it until this process does. The holder passes it already resolved.
@@ -126,7 +130,7 @@ struct MountCommand: ParsableCommand {
             } else if foreground {
                 // A daemon's stderr is its log file (Daemon.spawnSelf); a foreground mount logs to stderr.
                 try serve(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate,
-                          logFile: readyFd == nil ? nil : logFile)
+                          logFile: readyFd == nil ? nil : logFile, linkSample: linkSample)
             } else {
                 try launch(reference: reference, mountpoint: mountpoint, cacheRoot: cacheRoot, rate: rate, limit: limit, logFile: logFile)
             }
@@ -194,7 +198,7 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The daemon (or a foreground mount): mount, report ready, serve until unmounted.
-    func serve(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, logFile: String?) throws {
+    func serve(reference: Reference, mountpoint: String, cacheRoot: String, rate: Int64?, logFile: String?, linkSample: TransferSample?) throws {
         let logger = registry.makeDaemonLogger(isDaemon: readyFd != nil)
         let pinned = try resolvedManifest.map { (text) throws -> Digest in
             do { return try Digest(parsing: text) } catch { throw ValidationError("--resolved-manifest: \(error)") }
@@ -212,6 +216,11 @@ struct MountCommand: ParsableCommand {
             stacked.stop()
             session.stop()
             throw error
+        }
+        // The parent's sample tells of the link when the mount was made; a serving process the
+        // holder starts again (after a crash, an upgrade) measures the link of its own time.
+        if let linkSample, attached.map({ $0.handover.restarts == 0 && $0.handover.upgrades == 0 }) ?? true {
+            session.seedLink(linkSample)
         }
         let fileSystem = ImageFileSystem(disk: stacked.disk, nvram: session.nvramBytes, vmConfig: session.vmConfigBytes, diskName: session.diskFileName,
                                          modificationTime: attached?.handover.mountTime, logger: logger)
@@ -279,10 +288,6 @@ struct MountCommand: ParsableCommand {
         configuration.prefetch = !noPrefetch
         configuration.prefetchRate = rate
         if let readTimeout { configuration.disk.setReadTimeout(readTimeout) }
-        if let linkSample {
-            guard let sample = TransferSample(argument: linkSample) else { throw ValidationError("--link-sample: expected BYTES:SECONDS, got '\(linkSample)'") }
-            configuration.linkSample = sample
-        }
         switch image {
         case .imgfs(var resolved):
             resolved.offline = resolved.offline || offline

@@ -12,7 +12,8 @@ struct StatusCommand: ParsableCommand {
         One line per mount: the image, its manifest digest, bytes cached of the disk, bytes \
         fetched from the network, frames fetched, the cache hit ratio of reads, frames readahead \
         fetched (and how many of them readers read), the link's throughput and latency as the \
-        mount's range requests measured them, frames that failed verification, range requests in flight, how often the serving process was \
+        mount's range requests measured them (before they have, `~` and the rate of the mount's \
+        fetch of the frame index), frames that failed verification, range requests in flight, how often the serving process was \
         restarted after it died and upgraded (`imgfs upgrade`), and its version. A mount whose \
         descriptor holder is gone is reported: it no longer survives its serving process. \
         --json prints the daemons' full status; --prometheus prints the metrics `imgfs metrics` \
@@ -113,11 +114,12 @@ struct StatusCommand: ParsableCommand {
         return "\(statistics.readaheadFrames) (\(hits) read)"
     }
 
-    /// The link's measured throughput and latency, e.g. "3.1MB/s 42ms".
+    /// The link's measured throughput and latency, e.g. "3.1MB/s 42ms"; "~3.1MB/s" while the
+    /// rate is the frame index's transfer's.
     func link(_ link: LinkSnapshot?) -> String {
         guard let link, let rate = link.bytesPerSecond else { return "-" }
         let latency = link.latencySeconds.map { " \(Int(($0 * 1000).rounded()))ms" } ?? ""
-        return formatBytes(Int64(rate)) + "/s" + latency
+        return (link.seeded == true ? "~" : "") + formatBytes(Int64(rate)) + "/s" + latency
     }
 
     /// One line on stderr per mount whose descriptor holder died: it keeps serving, but a crash

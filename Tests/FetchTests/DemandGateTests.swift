@@ -62,30 +62,40 @@ import Threading
             gate.yield(.prefetch, urgent: { false })
             #expect(monotonicNow() - start >= DemandGate.maxPause * 0.9)
         }
-        // The prefetch lingers a little after readahead ends; the profile never does.
-        #expect(!gate.mustHold(.profile))
+        // Once the prefetch's linger after the readahead is over, it moves again.
         Thread.sleep(forTimeInterval: TransferClass.prefetch.linger * 1.5)
         #expect(!gate.mustHold(.prefetch))
     }
 
-    /// The background prefetch holds still for `linger` after the last transfer it yields to has
-    /// ended (a sequential reader's next request comes within it), then moves; readahead does not.
-    @Test func thePrefetchLingersAfterDemandEndsAndReadaheadDoesNot() {
+    /// The rule itself, at given times: the prefetch holds for `linger` after a transfer it
+    /// yields to ended (readahead's or demand's), no longer; readahead and profile never linger.
+    @Test func onlyThePrefetchLingersAfterAMoreUrgentTransferEnds() {
+        let linger = TransferClass.prefetch.linger
+        #expect(linger > 0)
+        #expect(TransferClass.readahead.linger == 0 && TransferClass.profile.linger == 0)
+        for ended in [TransferClass.demand, .readahead, .profile] {
+            var state = DemandGate.State()
+            state.lastEnded[ended.rawValue] = 10
+            #expect(state.mustHold(.prefetch, now: 10 + linger / 2), "\(ended)")
+            #expect(!state.mustHold(.prefetch, now: 10 + linger * 1.01), "\(ended)")
+            #expect(!state.mustHold(.readahead, now: 10))
+            #expect(!state.mustHold(.profile, now: 10))
+        }
+    }
+
+    /// With real threads: a prefetch transfer that asks to move right after a demand transfer
+    /// ended waits out the linger (measured from before the demand transfer began, so a delayed
+    /// thread cannot make it look shorter), and one a reader waits for does not.
+    @Test func thePrefetchWaitsOutItsLingerUnlessAReaderWaitsForIt() {
         let gate = DemandGate()
-        gate.demand {}
-        #expect(gate.mustHold(.prefetch))
-        #expect(!gate.mustHold(.readahead))
         let start = monotonicNow()
+        gate.demand {}
         gate.yield(.prefetch, urgent: { false })
-        let waited = monotonicNow() - start
-        #expect(waited >= TransferClass.prefetch.linger * 0.9)
-        #expect(waited < DemandGate.maxPause * 4)
-        #expect(!gate.mustHold(.prefetch))
-        // A reader that waits for the prefetch's bytes does not wait out the linger.
+        #expect(monotonicNow() - start >= TransferClass.prefetch.linger)
         gate.demand {}
         let urgentStart = monotonicNow()
         gate.yield(.prefetch, urgent: { true })
-        #expect(monotonicNow() - urgentStart < TransferClass.prefetch.linger)
+        #expect(monotonicNow() - urgentStart < DemandGate.maxPause)
     }
 
     /// A transfer waiting to start, and one holding still, move again when the demand transfer on

@@ -78,7 +78,7 @@ import Testing
         let profile = Array(10..<20)
         let mount = try ProfiledSession(frames: 32, profile: profile, background: false)
         defer { mount.stop() }
-        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
+        #expect(mount.disk.kernelReadahead == FrameDisk.kernelDefaultReadahead)
         try mount.disk.bootReads(profile)
         #expect(mount.disk.kernelReadahead == nil)
 
@@ -87,24 +87,28 @@ import Testing
         #expect(plain.disk.kernelReadahead == nil)
     }
 
-    /// Without a profile, files opened get the kernel's default readahead while the link (here
-    /// as the frame index's transfer seeded it) cannot bring a mount-sized window's frames
-    /// within `kernelWindowBudget`, and the mount's on a fast link or once every frame is cached.
+    /// Without a profile, files opened get the kernel's default readahead while the link (first
+    /// as the frame index's transfer seeded it, then as the mount's own requests measure it)
+    /// cannot bring a mount-sized window's frames within `kernelWindowBudget`; the mount's on a
+    /// fast link, and once every frame is cached.
     @Test func aSlowLinkGetsTheKernelsDefaultReadaheadUntilEveryFrameIsCached() throws {
         let mount = try ProfiledSession(frames: 32, profile: [], background: false)
         defer { mount.stop() }
         let window = Double(FrameDisk.mountReadahead) / Double(TestImage.frameSize) * mount.disk.meanFrameBytes
         mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget * 4))
-        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
+        #expect(mount.disk.kernelReadahead == FrameDisk.kernelDefaultReadahead)
         mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget / 4))
         #expect(mount.disk.kernelReadahead == nil)
 
-        // Every range request now takes 0.2 s, so what the reads measure keeps the link slow.
-        mount.disk.statistics.link.seed(TransferSample(bytes: Int(window), seconds: FrameDisk.kernelWindowBudget * 4))
-        mount.registry.rangeDelay = 0.2
-        try mount.disk.bootReads(Array(0..<31))
-        #expect(mount.disk.kernelReadahead == FrameDisk.bootReadahead)
-        try mount.disk.bootReads([31])
+        // The seed says fast; every range request now takes 20 ms, and what the reads measure
+        // (a few MB/s, against a window of 4 MiB) replaces it. Read from the end backwards, so
+        // that no readahead fetches frame 0 before the last check.
+        mount.registry.rangeDelay = 0.02
+        try mount.disk.bootReads(Array((1..<32).reversed()))
+        #expect(mount.disk.statistics.link.snapshot.requests > 0)
+        #expect(!mount.session.cacheComplete)
+        #expect(mount.disk.kernelReadahead == FrameDisk.kernelDefaultReadahead, "the link measured slow, yet the seed's fast figure decided")
+        try mount.disk.bootReads([0])
         #expect(mount.session.cacheComplete)
         #expect(mount.disk.kernelReadahead == nil, "nothing is left to fetch: the link no longer matters")
     }
@@ -177,7 +181,7 @@ import Testing
         let recorder = ProfileRecorder(base: base, path: path, frameSize: 65536, holes: holes, logger: testLogger)
         recorder.start()
         // The recorded boot reads with the kernel's default readahead, whatever the base says.
-        #expect(recorder.kernelReadahead == FrameDisk.bootReadahead)
+        #expect(recorder.kernelReadahead == FrameDisk.kernelDefaultReadahead)
         for offset in [5 * 65536 + 10, 65536, 2 * 65536, 5 * 65536, 65536 - 1] {
             _ = try recorder.readAll(UInt64(offset), 2)
         }

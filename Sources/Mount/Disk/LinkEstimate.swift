@@ -24,7 +24,8 @@ final class LinkEstimate: Sendable {
     /// says more about latency than about the link.
     static let minimumBytes = 512.0 * 1024
     static let latencyWeight = 0.2
-    /// The smallest transfer `seed` takes: a 1 GiB disk's frame index is 56 KiB.
+    /// The smallest transfer `seed` takes: TCP's initial window (10 segments) and a shaper's
+    /// burst carry tens of KiB before a link's rate shows. A 1 GiB disk's frame index is 56 KiB.
     static let minimumSeedBytes = 48 * 1024
 
     private struct State {
@@ -66,26 +67,34 @@ final class LinkEstimate: Sendable {
             state.busySeconds = state.busySeconds * decay + busy
             state.bytes = state.bytes * decay + Double(bytes)
             state.requests += 1
+            // Measured once, the seed is gone for good: a later stall that decays the bytes
+            // below `minimumBytes` must not bring back a figure from before the mount.
+            if Self.measuredRate(state) != nil { state.seed = nil }
             published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)
-            if let rate = Self.rate(state), bytes > 0, !failed {
+            // Latency against the mount's own figure only: a seed that errs low would hide it.
+            if let rate = Self.measuredRate(state), bytes > 0, !failed {
                 let sample = max(0, seconds - Double(bytes) / rate)
                 state.latency = state.latency.map { $0 + Self.latencyWeight * (sample - $0) } ?? sample
             }
         }
     }
 
-    private static func rate(_ state: State) -> Double? {
-        guard state.bytes >= minimumBytes, state.busySeconds > 0 else { return state.seed }
+    private static func rate(_ state: State) -> Double? { measuredRate(state) ?? state.seed }
+
+    private static func measuredRate(_ state: State) -> Double? {
+        guard state.bytes >= minimumBytes, state.busySeconds > 0 else { return nil }
         return state.bytes / state.busySeconds
     }
 
     /// Takes `sample` as the estimate until the mount's own requests have measured enough. A
-    /// small transfer's duration is mostly round trip, so the seed errs low (toward a slow link);
-    /// one below `minimumSeedBytes` is ignored, since it crosses a link within the burst its
-    /// shaper allows after a pause and says nothing about the rate.
+    /// small transfer's duration is mostly round trips (the connection, TCP's slow start), so the
+    /// seed errs low, toward a slow link; one below `minimumSeedBytes` is ignored: it is over
+    /// within the first round trips, or within the burst a link's shaper allows after a pause,
+    /// and says nothing about the rate.
     func seed(_ sample: TransferSample) {
         guard sample.bytes >= Self.minimumSeedBytes, let rate = sample.bytesPerSecond else { return }
         state.withLock { state in
+            guard Self.measuredRate(state) == nil else { return }
             state.seed = rate
             published.store(Self.rate(state)?.bitPattern ?? 0, ordering: .relaxed)
         }
@@ -98,7 +107,10 @@ final class LinkEstimate: Sendable {
     }
 
     var snapshot: LinkSnapshot {
-        state.withLock { LinkSnapshot(bytesPerSecond: Self.rate($0), latencySeconds: $0.latency, requests: $0.requests) }
+        state.withLock { state in
+            let seeded = Self.measuredRate(state) == nil && state.seed != nil
+            return LinkSnapshot(bytesPerSecond: Self.rate(state), latencySeconds: state.latency, requests: state.requests, seeded: seeded ? true : nil)
+        }
     }
 }
 
@@ -109,6 +121,8 @@ public struct LinkSnapshot: Sendable, Codable, Equatable {
     public var latencySeconds: Double?
     /// Range requests measured (answered or failed).
     public var requests: Int64
+    /// True while `bytesPerSecond` is the seed's (the frame index's transfer), not yet measured.
+    public var seeded: Bool? = nil
 }
 
 /// One finished transfer: how many bytes took how long. What a mount measured before its own

@@ -42,7 +42,7 @@ extension FrameDisk: VirtualDisk {
 
     /// The mount's kernel readahead (nil), except where its large windows would put frames
     /// nobody reads on the link ahead of frames a reader waits for; there, the kernel's own
-    /// default (`bootReadahead`), and this disk's readahead, which sizes itself to the link,
+    /// default (`kernelDefaultReadahead`), and this disk's readahead, which sizes itself to the link,
     /// fetches ahead of sequential readers. The windows the kernel grows over a hypervisor's
     /// reads added a quarter more bytes to a Debian boot, carried before the ones the guest
     /// waited for (BENCHMARKS.md, issue 20). So the default:
@@ -52,12 +52,12 @@ extension FrameDisk: VirtualDisk {
     ///   `kernelWindowBudget` (`linkCarriesKernelWindow`).
     /// Files opened later (after the boot, once the link has proved fast) get the mount's.
     public var kernelReadahead: Int? {
-        guard activity.hasReadProfile, linkCarriesKernelWindow else { return Self.bootReadahead }
+        guard activity.hasReadProfile, linkCarriesKernelWindow else { return Self.kernelDefaultReadahead }
         return nil
     }
 
     /// The kernel's default readahead.
-    static let bootReadahead = 128 << 10
+    static let kernelDefaultReadahead = 128 << 10
     /// The kernel readahead a mount asks for (`FuseMountOptions.maxReadahead`).
     static let mountReadahead = FuseMountOptions().maxReadahead
     /// Seconds of link one kernel readahead window may take: a reader's next miss waits that

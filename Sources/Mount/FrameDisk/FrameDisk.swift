@@ -236,9 +236,10 @@ public final class FrameDisk: Sendable {
     }
 
     /// The most frames readahead keeps ahead of a reader: what the link carries in
-    /// `readaheadHorizon` seconds, at least one frame. Unlimited until the link was measured, and
-    /// on a link fast enough to carry the whole window in that time (loopback, a LAN), where
-    /// whole-disk reads need all of it.
+    /// `readaheadHorizon` seconds, at least one frame (before the mount's requests have measured
+    /// the link, at the rate of its fetch of the frame index, `LinkEstimate.seed`). Unlimited
+    /// with neither, and on a link fast enough to carry the whole window in that time (loopback,
+    /// a LAN), where whole-disk reads need all of it.
     var readaheadLimit: Int {
         StreamDetector.limit(bytesPerSecond: statistics.link.bytesPerSecond, horizon: options.readaheadHorizon,
                              frameBytes: meanFrameBytes, maxWindow: options.readaheadMaxFrames)

@@ -1,3 +1,4 @@
+import Fetch
 import Glibc
 import ImgfsFormat
 import Logging
@@ -164,11 +165,15 @@ extension Prefetcher {
                 || !activity.hasStarted && now - start < startHold
             let reading = (activity.secondsSinceLastRead(now: now) ?? .infinity) < quietSeconds
             let readerWaiting = statistics.demandRequestsInFlight.load(ordering: .relaxed) > 0
+            // The link's gate would hold the batch for the rest of its linger (`TransferClass.linger`)
+            // after such a request, with the batch's request already counted as busy link time:
+            // wait it out here, where waiting measures nothing.
+            let lingering = statistics.foregroundIdleSeconds(now: now) < TransferClass.prefetch.linger
             // While readers are active: only on an idle link, within the idle share's time, and
             // within `readingByteShare` of the readers' bytes.
             let busy = reading && (statistics.requestsInFlight.load(ordering: .relaxed) > 0 || share.credit < 0
                 || Double(share.bytesWhileReading) > readingByteShare * Double(statistics.foregroundBytes))
-            if !booting, !busy, !readerWaiting { return reading }
+            if !booting, !busy, !readerWaiting, !lingering { return reading }
             _ = thread.pause(0.02)
         }
         return false

@@ -41,7 +41,7 @@ public final class ProfileRecorder: VirtualDisk, Sendable {
     /// A recorded boot reads with the kernel's default readahead, so that the profile holds the
     /// frames the guest reads, not the neighbours the mount's 4 MiB windows would add to them
     /// (`FrameDisk.kernelReadahead`).
-    public var kernelReadahead: Int? { FrameDisk.bootReadahead }
+    public var kernelReadahead: Int? { FrameDisk.kernelDefaultReadahead }
     public var size: UInt64 { base.size }
     public var isWritable: Bool { base.isWritable }
 

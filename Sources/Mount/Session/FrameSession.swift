@@ -10,9 +10,6 @@ public struct MountConfiguration: Sendable {
     /// Prefetch bandwidth bound, compressed bytes per second; nil for none.
     public var prefetchRate: Int64?
     public var disk = DiskOptions()
-    /// A transfer the command that resolved the image measured (its fetch of the frame index),
-    /// for a mount whose own resolution found everything in the store: the daemon's.
-    public var linkSample: TransferSample?
 
     public init(cacheRoot: String) { self.cacheRoot = cacheRoot }
 }
@@ -50,7 +47,7 @@ public final class FrameSession: Sendable {
         self.logger = logger
         self.disk = FrameDisk(index: index, cache: cache, source: source, shared: shared?.count == 0 ? nil : shared,
                              options: configuration.disk, logger: logger)
-        if let sample = resolved.indexTransfer ?? configuration.linkSample { disk.statistics.link.seed(sample) }
+        if let sample = resolved.indexTransfer { disk.statistics.link.seed(sample) }
         // The profile is fetched even with background prefetch off: it is what the VM reads next.
         self.prefetcher = configuration.prefetch || !resolved.bootProfile.isEmpty
             ? Prefetcher(disk: disk, profile: resolved.bootProfile, background: configuration.prefetch,

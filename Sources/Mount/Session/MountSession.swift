@@ -16,6 +16,9 @@ public protocol MountSession: AnyObject, Sendable {
     /// What the link carried when the image was resolved (the frame index's transfer), for the
     /// daemon's first choice of readahead; nil when the index came from the store.
     var linkSample: TransferSample? { get }
+    /// Takes a sample another process measured (the parent's `linkSample`) as the link's first
+    /// figure (`LinkEstimate.seed`).
+    func seedLink(_ sample: TransferSample)
     func start()
     func stop()
     func status(pid: Int32, mountpoint: String, reference: String?, logFile: String?, startedAt: Double, now: Double) -> MountStatus
@@ -28,7 +31,8 @@ extension FrameSession: MountSession {
     public var diskFileName: String { resolved.diskFormat.fileName }
     public var manifestDigest: Digest { resolved.manifestDigest }
     public var isOffline: Bool { resolved.offline }
-    public var linkSample: TransferSample? { resolved.indexTransfer ?? configuration.linkSample }
+    public var linkSample: TransferSample? { resolved.indexTransfer }
+    public func seedLink(_ sample: TransferSample) { disk.statistics.link.seed(sample) }
 }
 
 extension ImageFileSystem {
@@ -62,6 +66,7 @@ public final class LayerSession: MountSession {
     public var isOffline: Bool { resolved.offline }
     /// Whole layers are fetched from the first read; no readahead choice depends on the link.
     public var linkSample: TransferSample? { nil }
+    public func seedLink(_ sample: TransferSample) {}
 
     public func start() {
         disk.start()

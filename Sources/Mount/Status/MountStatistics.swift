@@ -55,7 +55,8 @@ public final class MountStatistics: Sendable {
     /// Frames readahead fetched that a reader then read, and those no reader has read (yet).
     let readaheadHits = Atomic<Int64>(0)
     let readaheadUnread = Atomic<Int64>(0)
-    /// Throughput and latency of the link to the registry, from this disk's range requests.
+    /// Throughput and latency of the link to the registry, from this disk's range requests (until
+    /// they have measured enough, the frame index's transfer: `LinkEstimate.seed`).
     let link = LinkEstimate()
     /// Bytes of disk.img returned to readers (through `read` or spliced from the cache).
     let bytesServed = Atomic<Int64>(0)
@@ -109,6 +110,10 @@ public final class MountStatistics: Sendable {
     /// Seconds since the mount started during which at least one range request other than the
     /// background prefetch's was in flight, as of `now`.
     func foregroundBusySeconds(now: Double) -> Double { foregroundLink.withLock { $0.busySeconds(now: now) } }
+
+    /// Seconds since the last request of every class but the background prefetch ended; 0 while
+    /// one is in flight.
+    func foregroundIdleSeconds(now: Double) -> Double { foregroundLink.withLock { $0.secondsIdle(now: now) } }
 
     /// Compressed bytes fetched by every class but the background prefetch.
     var foregroundBytes: Int64 {
@@ -185,7 +190,8 @@ public final class MountStatistics: Sendable {
         /// so far, and all of it once the mount is idle).
         public var readaheadHits: Int64?
         public var readaheadUnread: Int64?
-        /// The link to the registry as this disk's range requests measured it.
+        /// The link to the registry as this disk's range requests measured it (or as the frame
+        /// index's transfer seeded it, `seeded`).
         public var link: LinkSnapshot?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
@@ -253,6 +259,8 @@ struct BusyClock: Sendable {
     var running = 0
     var since = 0.0
     var accumulated = 0.0
+    /// When `running` last fell to zero.
+    var lastEnded = -Double.infinity
 
     mutating func started(now: Double) {
         if running == 0 { since = now }
@@ -261,8 +269,14 @@ struct BusyClock: Sendable {
 
     mutating func finished(now: Double) {
         running -= 1
-        if running == 0 { accumulated += now - since }
+        if running == 0 {
+            accumulated += now - since
+            lastEnded = now
+        }
     }
 
     func busySeconds(now: Double) -> Double { accumulated + (running > 0 ? now - since : 0) }
+
+    /// Seconds since the last activity ended; 0 while one runs.
+    func secondsIdle(now: Double) -> Double { running > 0 ? 0 : now - lastEnded }
 }

@@ -7,7 +7,26 @@ public struct DiskGeometry: Hashable, Sendable {
 
     public static let minimumFrameSize = 64 * 1024
     public static let maximumFrameSize = 64 * 1024 * 1024
-    public static let defaultFrameSize = 1024 * 1024
+    /// The frame size `imgfs push` starts from when not told one (`defaultFrameSize(diskSize:)`).
+    public static let defaultFrameSize = 256 * 1024
+    /// The frame index a default frame size keeps within: a mount fetches the whole index before
+    /// its first read, 56 bytes a frame of logical disk, holes included.
+    public static let defaultIndexBudget = 4 * 1024 * 1024
+
+    /// The frame size `imgfs push` uses when not told one: 256 KiB, doubled up to 1 MiB while
+    /// the frame index would pass `defaultIndexBudget` (256 KiB up to 18 GiB of disk, 512 KiB up
+    /// to 37 GiB, then 1 MiB). A boot reads scattered pieces of its disk and every frame it
+    /// touches moves whole: a Debian 12 boot's touched frames come to 20.8 MB compressed at
+    /// 256 KiB and 37.0 MB at 1 MiB, for an image 0.3% larger; but the index a mount fetches
+    /// first grows with the logical disk, so large disks keep larger frames (docs/FORMAT.md,
+    /// BENCHMARKS.md "Slow link: frame size"). `ImagePlan` may still raise it for huge disks.
+    public static func defaultFrameSize(diskSize: UInt64) -> Int {
+        var frame = defaultFrameSize
+        while frame < 1024 * 1024, (diskSize / UInt64(frame)) * UInt64(FrameIndex.frameRecordSize) > UInt64(defaultIndexBudget) {
+            frame *= 2
+        }
+        return frame
+    }
 
     public init(diskSize: UInt64, frameSize: Int) throws(FormatError) {
         guard frameSize >= Self.minimumFrameSize, frameSize <= Self.maximumFrameSize, frameSize & (frameSize - 1) == 0 else {

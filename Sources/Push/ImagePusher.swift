@@ -69,7 +69,9 @@ public final class ImagePusher: Sendable {
         // Before reading the disk: an image readers would reject is refused (or re-cut) here.
         let plan: ImagePlan
         do {
-            plan = try ImagePlan(diskSize: disk.size, frameSize: options.frameSize, chunkSize: options.chunkSize, layout: layout,
+            // Unless told otherwise, the frame size follows the disk's size (DiskGeometry.defaultFrameSize(diskSize:)).
+            let frameSize = options.frameSizeIsAutomatic && base == nil ? DiskGeometry.defaultFrameSize(diskSize: disk.size) : options.frameSize
+            plan = try ImagePlan(diskSize: disk.size, frameSize: frameSize, chunkSize: options.chunkSize, layout: layout,
                                  adjustFrameSize: options.frameSizeIsAutomatic && base == nil,
                                  adjustChunkSize: options.chunkSizeIsAutomatic && base == nil)
         } catch { throw .format(error) }

@@ -9,7 +9,7 @@ struct LayoutOptionGroup: ParsableArguments {
     @Option(help: ArgumentHelp("Uncompressed bytes per chunk layer (suffixes K, M, G; default 512M, raised for disks whose manifest would pass the 4 MiB readers accept).", valueName: "size"))
     var chunkSize: String?
 
-    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M (default 1M, raised for disks whose frame index would pass the 256 MiB readers accept).", valueName: "size"))
+    @Option(help: ArgumentHelp("Uncompressed bytes per frame, the unit of lazy fetching: a power of two from 64K to 64M (default 256K; 512K for disks over 18 GiB and 1M over 37 GiB, so that the frame index a mount fetches first stays within 4 MiB; raised further for disks whose index would pass the 256 MiB readers accept).", valueName: "size"))
     var frameSize: String?
 
     @Option(help: "Compression level, 1 (fastest) to 12 (smallest).")

@@ -52,6 +52,21 @@ import Verity
         }
     }
 
+    /// The default frame size is small where its index is cheap and 1 MiB once the index a mount
+    /// fetches first would pass 4 MiB at 512 KiB (issue 20, BENCHMARKS.md "Slow link: frame size").
+    @Test func theDefaultFrameSizeGrowsWithTheDiskUntil1MiB() throws {
+        let expected: [(UInt64, Int)] = [(0, 256 << 10), (1000, 256 << 10), (4 * Self.gib, 256 << 10), (18 * Self.gib, 256 << 10),
+                                         (19 * Self.gib, 512 << 10), (36 * Self.gib, 512 << 10), (37 * Self.gib, 1 << 20),
+                                         (300 * Self.gib, 1 << 20), (FormatLimits.maximumDiskSize, 1 << 20)]
+        for (size, frame) in expected {
+            #expect(DiskGeometry.defaultFrameSize(diskSize: size) == frame, "disk of \(size) bytes")
+            if frame < 1 << 20 {
+                let index = ImagePlan.largestIndexSize(try DiskGeometry(diskSize: size, frameSize: frame), chunkSize: 512 << 20, layout: .multiLayer)
+                #expect(index <= Int64(DiskGeometry.defaultIndexBudget) + 64 + 40 * 64, "disk of \(size) bytes")
+            }
+        }
+    }
+
     @Test func aChunkSmallerThanARaisedFrameIsAnErrorWhenTheUserChoseIt() {
         #expect(throws: FormatError.self) {
             _ = try ImagePlan(diskSize: 300 * Self.gib, frameSize: 64 << 10, chunkSize: 64 << 10, layout: .multiLayer,

@@ -17,7 +17,8 @@ public struct DiskOptions: Sendable {
     public var failureMemory: Double = 5
     /// The largest range request; adjacent missing frames are coalesced up to this size.
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
-    /// Readahead window, in frames, once reads look sequential.
+    /// Readahead window once reads look sequential, in 1 MiB frames' worth (64 MiB): smaller
+    /// frames get proportionally more frames, so the window's bytes do not shrink with them.
     public var readaheadMaxFrames = 64
     /// Readahead keeps at most what the link carries in this many seconds ahead of a reader
     /// (as measured, `LinkEstimate`): on a slow link more would only queue in front of the

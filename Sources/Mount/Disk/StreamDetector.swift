@@ -44,17 +44,24 @@ final class StreamDetector: Sendable {
     }
 
     static let maxStreams = 16
-    static let slack = 8
-    /// How far behind the furthest frame a frame is judged: the kernel's readahead (4 MiB, a few
-    /// frames) is in flight at once, and FUSE threads may deliver it in any order.
-    static let settle = 4
+    /// How far from a stream a read may start and still belong to it: 8 MiB of disk.
+    let slack: Int
+    /// How far behind the furthest frame a frame is judged: the kernel's readahead (4 MiB) is in
+    /// flight at once, and FUSE threads may deliver it in any order.
+    let settle: Int
     let frameCount: Int
     let maxWindow: Int
     private let state = Mutex<(streams: [Stream], clock: UInt64)>(([], 0))
 
-    init(frameCount: Int, maxWindow: Int) {
+    /// - Parameter framesPerMiB: frames in a MiB of disk (4 for 256 KiB frames): the distances
+    ///   that the kernel's requests set (its readahead, FUSE's reordering) are bytes, not frames.
+    init(frameCount: Int, maxWindow: Int, framesPerMiB: Int = 1) {
         self.frameCount = frameCount
         self.maxWindow = maxWindow
+        let scale = max(1, framesPerMiB)
+        self.slack = 8 * scale
+        // Judged frames must stay within the 64 frames a stream remembers (`Stream.read`).
+        self.settle = min(32, 4 * scale)
     }
 
     /// Frames of `frameBytes` (compressed) that a link of `bytesPerSecond` carries in `horizon`
@@ -73,8 +80,8 @@ final class StreamDetector: Sendable {
             state.clock += 1
             let last = frames.upperBound - 1
             guard let i = state.streams.firstIndex(where: { stream in
-                frames.lowerBound >= stream.lastFrame - Self.slack
-                    && frames.lowerBound <= max(stream.lastFrame + Self.slack, stream.scheduledUntil - 1)
+                frames.lowerBound >= stream.lastFrame - slack
+                    && frames.lowerBound <= max(stream.lastFrame + slack, stream.scheduledUntil - 1)
             }) else {
                 var stream = Stream(lastFrame: last, window: 0, scheduledUntil: frames.upperBound,
                                     judgedUntil: frames.lowerBound, read: 0, lastUse: state.clock)
@@ -103,7 +110,7 @@ final class StreamDetector: Sendable {
                 stream.window = 0
                 stream.judgedUntil = last - 64
             }
-            while stream.judgedUntil <= last - Self.settle {
+            while stream.judgedUntil <= last - settle {
                 if stream.wasRead(stream.judgedUntil) {
                     stream.run += 1
                     // One frame read is any read; two in a row begin a sequential run.

@@ -40,6 +40,9 @@ public final class FrameDisk: Sendable {
     /// The mean compressed size of a data frame: what one frame of readahead costs the link.
     let meanFrameBytes: Double
     let readaheadLedger = ReadaheadLedger()
+    /// Frames per readahead job (8 MiB of disk): a reader who catches up with readahead waits for
+    /// one such batch, not for the whole window.
+    let readaheadBatchFrames: Int
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)
     /// Frames whose fetch failed on every attempt, until when a demand read of them fails at once
@@ -63,7 +66,12 @@ public final class FrameDisk: Sendable {
         self.options = options
         self.logger = logger
         self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
-        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames))
+        // Readahead counts in 1 MiB frames' worth: a range request costs mostly per request on a
+        // fast link, so smaller frames get proportionally more of them (issue 20).
+        let framesPerMiB = max(1, (1 << 20) / index.geometry.frameSize)
+        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames * framesPerMiB),
+                                      framesPerMiB: framesPerMiB)
+        self.readaheadBatchFrames = 8 * framesPerMiB
         let located = dataFrames.compactMap { index.frames[$0].location?.compressedLength }.filter { $0 > 0 }
         self.meanFrameBytes = located.isEmpty ? Double(index.geometry.frameSize)
             : located.reduce(0.0) { $0 + Double($1) } / Double(located.count)
@@ -216,13 +224,11 @@ public final class FrameDisk: Sendable {
         guard options.readaheadThreads > 0,
               let ahead = streams.note(dataRank(of: frames.lowerBound)..<dataRank(of: frames.upperBound),
                                        limit: readaheadLimit) else { return }
-        // Batches of a few frames, so that a reader who catches up with readahead waits for one
-        // small batch, not for the whole window.
         var batch: [Int] = []
         // Missing frames are fetched, and cached ones this daemon has not checked yet are checked.
         for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) {
             batch.append(frame)
-            if batch.count == 8 {
+            if batch.count == readaheadBatchFrames {
                 offerReadahead(batch)
                 batch = []
             }
@@ -242,7 +248,7 @@ public final class FrameDisk: Sendable {
     /// a LAN), where whole-disk reads need all of it.
     var readaheadLimit: Int {
         StreamDetector.limit(bytesPerSecond: statistics.link.bytesPerSecond, horizon: options.readaheadHorizon,
-                             frameBytes: meanFrameBytes, maxWindow: options.readaheadMaxFrames)
+                             frameBytes: meanFrameBytes, maxWindow: streams.maxWindow)
     }
 
     /// Counts frames of a read that readahead fetched for it.

@@ -260,6 +260,8 @@ import Verity
         let directory = TemporaryDirectory()
         var options = DiskOptions()
         options.readaheadThreads = 1
+        // The test's 64 KiB frames stand for 1 MiB ones: a readahead unit each.
+        options.readaheadUnitBytes = frameSize
         let session = try openSession(registry, root: directory.path, options: options)
         defer { session.stop() }
         session.start()

@@ -46,23 +46,23 @@ import TestSupport
 
     /// 256 KiB frames: the kernel's 4 MiB of readahead is 16 frames, sent as 1 MiB requests that
     /// FUSE threads may deliver last first. The distances that judge a stream are counted in
-    /// bytes (`framesPerMiB`), so such a reader is one stream whose window opens fully; counted
+    /// bytes (`framesPerUnit`), so such a reader is one stream whose window opens fully; counted
     /// in frames, as for 1 MiB frames, the same reads look scattered.
     @Test func smallFramesKeepTheKernelsReorderedWindowOneStream() {
         var trace: [Range<Int>] = []
         for window in stride(from: 0, to: 1600, by: 16) {
             for request in stride(from: 12, through: 0, by: -4) { trace.append(window + request..<window + request + 4) }
         }
-        func furthestAhead(framesPerMiB: Int) -> Int {
-            let detector = StreamDetector(frameCount: 10_000, maxWindow: 128, framesPerMiB: framesPerMiB)
+        func furthestAhead(framesPerUnit: Int) -> Int {
+            let detector = StreamDetector(frameCount: 10_000, maxWindow: 128, framesPerUnit: framesPerUnit)
             var furthest = 0
             for read in trace {
                 if let ahead = detector.note(read) { furthest = max(furthest, ahead.upperBound - read.upperBound) }
             }
             return furthest
         }
-        #expect(furthestAhead(framesPerMiB: 4) >= 112)
-        #expect(furthestAhead(framesPerMiB: 1) < 16)
+        #expect(furthestAhead(framesPerUnit: 4) >= 112)
+        #expect(furthestAhead(framesPerUnit: 1) < 16)
     }
 
     /// A boot: reads of scattered frames, many a few frames apart (so within a stream's reach),

@@ -17,9 +17,13 @@ public struct DiskOptions: Sendable {
     public var failureMemory: Double = 5
     /// The largest range request; adjacent missing frames are coalesced up to this size.
     public var maxRequestBytes: Int64 = 16 * 1024 * 1024
-    /// Readahead window once reads look sequential, in 1 MiB frames' worth (64 MiB): smaller
-    /// frames get proportionally more frames, so the window's bytes do not shrink with them.
+    /// Readahead window once reads look sequential, in units of `readaheadUnitBytes` (64 MiB).
     public var readaheadMaxFrames = 64
+    /// What readahead counts as one frame when frames are smaller: in its window, its jobs and
+    /// the distances that tell a sequential stream (`StreamDetector`). The kernel's requests, which
+    /// set those distances, come in bytes, and a range request on a fast link costs mostly per
+    /// request, so 256 KiB frames get four times as many as 1 MiB ones (issue 20).
+    public var readaheadUnitBytes = 1 << 20
     /// Readahead keeps at most what the link carries in this many seconds ahead of a reader
     /// (as measured, `LinkEstimate`): on a slow link more would only queue in front of the
     /// reader's next miss.

@@ -44,7 +44,7 @@ final class StreamDetector: Sendable {
     }
 
     static let maxStreams = 16
-    /// How far from a stream a read may start and still belong to it: 8 MiB of disk.
+    /// How far from a stream a read may start and still belong to it: 8 units (8 MiB of disk).
     let slack: Int
     /// How far behind the furthest frame a frame is judged: the kernel's readahead (4 MiB) is in
     /// flight at once, and FUSE threads may deliver it in any order.
@@ -53,12 +53,12 @@ final class StreamDetector: Sendable {
     let maxWindow: Int
     private let state = Mutex<(streams: [Stream], clock: UInt64)>(([], 0))
 
-    /// - Parameter framesPerMiB: frames in a MiB of disk (4 for 256 KiB frames): the distances
-    ///   that the kernel's requests set (its readahead, FUSE's reordering) are bytes, not frames.
-    init(frameCount: Int, maxWindow: Int, framesPerMiB: Int = 1) {
+    /// - Parameter framesPerUnit: frames in a unit of 1 MiB of disk (4 for 256 KiB frames): the
+    ///   distances that the kernel's requests set (its readahead, FUSE's reordering) are bytes.
+    init(frameCount: Int, maxWindow: Int, framesPerUnit: Int = 1) {
         self.frameCount = frameCount
         self.maxWindow = maxWindow
-        let scale = max(1, framesPerMiB)
+        let scale = max(1, framesPerUnit)
         self.slack = 8 * scale
         // Judged frames must stay within the 64 frames a stream remembers (`Stream.read`).
         self.settle = min(32, 4 * scale)

@@ -40,7 +40,7 @@ public final class FrameDisk: Sendable {
     /// The mean compressed size of a data frame: what one frame of readahead costs the link.
     let meanFrameBytes: Double
     let readaheadLedger = ReadaheadLedger()
-    /// Frames per readahead job (8 MiB of disk): a reader who catches up with readahead waits for
+    /// Frames per readahead job (8 units, `DiskOptions.readaheadUnitBytes`): a reader who catches up with readahead waits for
     /// one such batch, not for the whole window.
     let readaheadBatchFrames: Int
     let readaheadThreads = Mutex<[WorkerThread]>([])
@@ -66,12 +66,10 @@ public final class FrameDisk: Sendable {
         self.options = options
         self.logger = logger
         self.dataFrames = index.frames.indices.filter { !index.frames[$0].isHole }
-        // Readahead counts in 1 MiB frames' worth: a range request costs mostly per request on a
-        // fast link, so smaller frames get proportionally more of them (issue 20).
-        let framesPerMiB = max(1, (1 << 20) / index.geometry.frameSize)
-        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames * framesPerMiB),
-                                      framesPerMiB: framesPerMiB)
-        self.readaheadBatchFrames = 8 * framesPerMiB
+        let framesPerUnit = max(1, options.readaheadUnitBytes / index.geometry.frameSize)
+        self.streams = StreamDetector(frameCount: dataFrames.count, maxWindow: max(1, options.readaheadMaxFrames * framesPerUnit),
+                                      framesPerUnit: framesPerUnit)
+        self.readaheadBatchFrames = 8 * framesPerUnit
         let located = dataFrames.compactMap { index.frames[$0].location?.compressedLength }.filter { $0 > 0 }
         self.meanFrameBytes = located.isEmpty ? Double(index.geometry.frameSize)
             : located.reduce(0.0) { $0 + Double($1) } / Double(located.count)

@@ -40,8 +40,8 @@ public final class FrameDisk: Sendable {
     /// The mean compressed size of a data frame: what one frame of readahead costs the link.
     let meanFrameBytes: Double
     let readaheadLedger = ReadaheadLedger()
-    /// Frames per readahead job (8 units, `DiskOptions.readaheadUnitBytes`): a reader who catches up with readahead waits for
-    /// one such batch, not for the whole window.
+    /// Frames per readahead job (8 units, `DiskOptions.readaheadUnitBytes`): a reader who
+    /// catches up with readahead waits for one such batch, not for the whole window.
     let readaheadBatchFrames: Int
     let readaheadThreads = Mutex<[WorkerThread]>([])
     let verifierThread = Mutex<WorkerThread?>(nil)

@@ -65,6 +65,27 @@ import TestSupport
         #expect(furthestAhead(framesPerUnit: 1) < 16)
     }
 
+    /// The window opens as fast in bytes at 256 KiB frames as at 1 MiB ones: the same 24 MiB
+    /// read in 1 MiB requests end with the same bytes scheduled ahead (doubling per frame, the
+    /// 256 KiB window would be sixteen times further ahead after a few MiB).
+    @Test func theWindowOpensPerUnitNotPerFrame() {
+        func bytesAhead(framesPerUnit: Int, after mebibytes: Int) -> Int {
+            let detector = StreamDetector(frameCount: 10_000, maxWindow: 64 * framesPerUnit, framesPerUnit: framesPerUnit)
+            var scheduled = 0
+            for mib in 0..<mebibytes {
+                let read = mib * framesPerUnit..<(mib + 1) * framesPerUnit
+                if let ahead = detector.note(read) { scheduled = ahead.upperBound }
+            }
+            return (scheduled - mebibytes * framesPerUnit) * (1024 / framesPerUnit)  // KiB
+        }
+        for mebibytes in [8, 12, 16, 24] {
+            let large = bytesAhead(framesPerUnit: 1, after: mebibytes)
+            let small = bytesAhead(framesPerUnit: 4, after: mebibytes)
+            #expect(small <= 2 * max(large, 1024), "after \(mebibytes) MiB: \(small) KiB ahead at 256 KiB, \(large) KiB at 1 MiB")
+            #expect(small * 2 >= large, "after \(mebibytes) MiB: \(small) KiB ahead at 256 KiB, \(large) KiB at 1 MiB")
+        }
+    }
+
     /// A boot: reads of scattered frames, many a few frames apart (so within a stream's reach),
     /// now and then two adjacent ones. Readahead stays at a frame or two now and then.
     @Test func aScatteredBootLikeTraceReadsAlmostNothingAhead() {

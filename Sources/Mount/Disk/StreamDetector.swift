@@ -13,9 +13,9 @@ import Synchronization
 /// Belonging to a stream is not yet being sequential: a booting VM reads scattered files a few
 /// frames apart. So the window starts at zero and is sized by what the reader did with the frames
 /// it passed: each frame is judged once, when the stream's furthest frame is `settle` frames past
-/// it (late requests have arrived by then). A frame that was read right after one that was read
-/// doubles the window (from 1, up to `maxWindow`); one that was skipped, whether readahead
-/// fetched it (waste) or not, halves it.
+/// it (late requests have arrived by then). Each unit of frames (1 MiB of disk) read right after
+/// one that was read doubles the window (from one unit, up to `maxWindow`); a frame that was
+/// skipped, whether readahead fetched it (waste) or not, halves it.
 /// `dd` or `cp` thus reach the full window within a few frames and keep it, while a boot's
 /// scattered reads, which skip more frames than they read, keep it at zero or one.
 ///
@@ -49,6 +49,9 @@ final class StreamDetector: Sendable {
     /// How far behind the furthest frame a frame is judged: the kernel's readahead (4 MiB) is in
     /// flight at once, and FUSE threads may deliver it in any order.
     let settle: Int
+    /// Frames in a readahead unit (1 MiB of disk): the window opens at one unit and doubles once
+    /// per unit read in a row, so that it opens as fast in bytes whatever the frame size.
+    let unit: Int
     let frameCount: Int
     let maxWindow: Int
     private let state = Mutex<(streams: [Stream], clock: UInt64)>(([], 0))
@@ -58,10 +61,10 @@ final class StreamDetector: Sendable {
     init(frameCount: Int, maxWindow: Int, framesPerUnit: Int = 1) {
         self.frameCount = frameCount
         self.maxWindow = maxWindow
-        let scale = max(1, framesPerUnit)
-        self.slack = 8 * scale
+        unit = max(1, framesPerUnit)
+        slack = 8 * unit
         // Judged frames must stay within the 64 frames a stream remembers (`Stream.read`).
-        self.settle = min(32, 4 * scale)
+        settle = min(32, 4 * unit)
     }
 
     /// Frames of `frameBytes` (compressed) that a link of `bytesPerSecond` carries in `horizon`
@@ -113,8 +116,10 @@ final class StreamDetector: Sendable {
             while stream.judgedUntil <= last - settle {
                 if stream.wasRead(stream.judgedUntil) {
                     stream.run += 1
-                    // One frame read is any read; two in a row begin a sequential run.
-                    if stream.run >= 2 { stream.window = stream.window == 0 ? 1 : min(maxWindow, stream.window * 2) }
+                    // One unit read is any read; two in a row begin a sequential run.
+                    if stream.run >= 2 * unit, stream.run % unit == 0 {
+                        stream.window = stream.window == 0 ? min(maxWindow, unit) : min(maxWindow, stream.window * 2)
+                    }
                 } else {
                     stream.run = 0
                     stream.window /= 2

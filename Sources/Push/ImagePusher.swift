@@ -70,9 +70,10 @@ public final class ImagePusher: Sendable {
         let plan: ImagePlan
         do {
             // Unless told otherwise, the frame size follows the disk's size (DiskGeometry.defaultFrameSize(diskSize:)).
-            let frameSize = options.frameSizeIsAutomatic && base == nil ? DiskGeometry.defaultFrameSize(diskSize: disk.size) : options.frameSize
+            let automaticFrameSize = options.frameSizeIsAutomatic && base == nil
+            let frameSize = automaticFrameSize ? DiskGeometry.defaultFrameSize(diskSize: disk.size) : options.frameSize
             plan = try ImagePlan(diskSize: disk.size, frameSize: frameSize, chunkSize: options.chunkSize, layout: layout,
-                                 adjustFrameSize: options.frameSizeIsAutomatic && base == nil,
+                                 adjustFrameSize: automaticFrameSize,
                                  adjustChunkSize: options.chunkSizeIsAutomatic && base == nil)
         } catch { throw .format(error) }
         for adjustment in plan.adjustments { logger.warning("push: \(adjustment)") }

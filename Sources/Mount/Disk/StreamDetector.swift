@@ -16,7 +16,7 @@ import Synchronization
 /// it (late requests have arrived by then). Each unit of frames (1 MiB of disk) read right after
 /// one that was read doubles the window (from one unit, up to `maxWindow`); a frame that was
 /// skipped, whether readahead fetched it (waste) or not, halves it.
-/// `dd` or `cp` thus reach the full window within a few frames and keep it, while a boot's
+/// `dd` or `cp` thus reach the full window within a few units and keep it, while a boot's
 /// scattered reads, which skip more frames than they read, keep it at zero or one.
 ///
 /// What is handed out is further capped by `limit` (frames), which the caller derives from what

@@ -11,6 +11,8 @@ public struct PushResult: Sendable, Codable {
     public var reference: String
     public var manifestDigest: Digest
     public var diskSize: UInt64
+    /// Uncompressed bytes per frame: the size asked for, or the one push chose for the disk.
+    public var frameSize: Int
     public var frames: Int
     public var zeroFrames: Int
     public var chunkLayers: Int
@@ -163,7 +165,7 @@ public final class ImagePusher: Sendable {
         }
         return PushResult(
             reference: "\(repository):\(tag)", manifestDigest: manifestDigest, diskSize: geometry.diskSize,
-            frames: geometry.frameCount, zeroFrames: encoded.index.frames.filter(\.isHole).count,
+            frameSize: Int(geometry.frameSize), frames: geometry.frameCount, zeroFrames: encoded.index.frames.filter(\.isHole).count,
             chunkLayers: encoded.chunks.count, fsverityDigest: encoded.fsverity,
             blobsUploaded: progress.blobsUploaded.load(ordering: .relaxed),
             blobsSkipped: progress.blobsSkipped.load(ordering: .relaxed),

@@ -11,6 +11,9 @@ import Testing
         var blobsSkipped: Int
         var chunkLayers: Int
         var fsverityDigest: String
+        var diskSize: UInt64
+        var frameSize: Int
+        var frames: Int
     }
 
     struct ManifestJSON: Decodable {
@@ -51,6 +54,9 @@ import Testing
         let chunks = manifest.layers.filter { $0.mediaType == "application/vnd.imgfs.disk.chunk.v1+gzip" }
         #expect(chunks.count == summary.chunkLayers)
         #expect(chunks.count > 1, "an 8 GiB corpus with 512 MiB chunks has several chunk layers")
+        // The summary names the frame size push chose, as the manifest does.
+        #expect(manifest.annotations?["dev.imgfs.disk.frame-size"] == String(summary.frameSize))
+        #expect(summary.frames == Int((summary.diskSize + UInt64(summary.frameSize) - 1) / UInt64(summary.frameSize)))
 
         let scratch = try TestEnvironment.scratchDirectory("reassemble")
         defer { TestEnvironment.remove(scratch) }

@@ -90,8 +90,8 @@ log "pushed the written disk as $ref2 in $(( $(date +%s) - t0 )) s: blobsUploade
 # The changed chunk layers and the index; the config blob, if the registry lacks it, too.
 ((uploaded >= changed + 1 && uploaded <= changed + 2)) || die "the push uploaded $uploaded blobs for $changed changed chunk layers"
 # Frames of unchanged chunks are hashed, not compressed: at most the changed chunks' frames are.
-# The frame size push chose for the base (a power of two; frames = ceil(diskSize / frameSize)).
-frame_size=$(python3 -c 'import json, math, sys; s = json.load(open(sys.argv[1])); print(1 << math.ceil(math.log2(s["diskSize"] / s["frames"])))' "$work/push1.json")
+# The frame size push chose for the base.
+frame_size=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["frameSize"])' "$work/push1.json")
 frames_per_chunk=$(( $(numfmt --from=iec "$chunk_size") / frame_size ))
 ((compressed >= 1 && compressed <= changed * frames_per_chunk)) \
     || die "the push compressed $compressed frames for $changed changed chunks of $frames_per_chunk frames"

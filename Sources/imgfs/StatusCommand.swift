@@ -102,8 +102,13 @@ struct StatusCommand: ParsableCommand {
         // What the link carried for whom: readers' bytes against those fetched ahead of them.
         for s in statuses {
             guard let b = s.statistics.bytesFetchedByClass else { continue }
-            print("\(s.mountpoint): fetched \(formatBytes(b.demand)) for readers, \(formatBytes(b.readahead)) readahead, "
-                  + "\(formatBytes(b.profile)) boot profile, \(formatBytes(b.prefetch)) background prefetch")
+            var line = "\(s.mountpoint): fetched \(formatBytes(b.demand)) for readers, \(formatBytes(b.readahead)) readahead, "
+                + "\(formatBytes(b.profile)) boot profile, \(formatBytes(b.prefetch)) background prefetch"
+            if let w = s.statistics.bytesFetchedWhileReadersWaited {
+                line += "; while readers waited: \(formatBytes(w.readahead)) readahead, \(formatBytes(w.profile)) boot profile, "
+                    + "\(formatBytes(w.prefetch)) background prefetch"
+            }
+            print(line)
         }
         reportLostHolders(statuses)
     }

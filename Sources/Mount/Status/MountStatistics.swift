@@ -38,18 +38,14 @@ public final class MountStatistics: Sendable {
     let prefetchedFrames = Atomic<Int64>(0)
     /// Compressed frame bytes received, by why they were fetched (`FetchClass`): what demand-first
     /// scheduling is judged by on a slow link.
-    let demandBytes = Atomic<Int64>(0)
-    let readaheadBytes = Atomic<Int64>(0)
-    let profileBytes = Atomic<Int64>(0)
-    let prefetchBytes = Atomic<Int64>(0)
+    let bytesByClass = ClassByteCounters()
+    /// Of those, the bytes that arrived while a reader's request was in flight: what the classes
+    /// that should hold still for readers (`TransferClass.yields(to:)`) took of the link anyway.
+    let bytesWhileReadersWaited = ClassByteCounters()
 
     func countBytes(_ count: Int, for fetchClass: FetchClass) {
-        switch fetchClass {
-        case .demand: demandBytes.add(Int64(count), ordering: .relaxed)
-        case .readahead: readaheadBytes.add(Int64(count), ordering: .relaxed)
-        case .profile: profileBytes.add(Int64(count), ordering: .relaxed)
-        case .prefetch: prefetchBytes.add(Int64(count), ordering: .relaxed)
-        }
+        bytesByClass.add(count, for: fetchClass)
+        if demandRequestsInFlight.load(ordering: .relaxed) > 0 { bytesWhileReadersWaited.add(count, for: fetchClass) }
     }
     let foregroundLink = Mutex(BusyClock())
     /// Frames readahead fetched that a reader then read, and those no reader has read (yet).
@@ -117,7 +113,8 @@ public final class MountStatistics: Sendable {
 
     /// Compressed bytes fetched by every class but the background prefetch.
     var foregroundBytes: Int64 {
-        demandBytes.load(ordering: .relaxed) + readaheadBytes.load(ordering: .relaxed) + profileBytes.load(ordering: .relaxed)
+        let bytes = bytesByClass.snapshot
+        return bytes.demand + bytes.readahead + bytes.profile
     }
 
     /// Counts a range request starting; returns after recording the new peak.
@@ -150,9 +147,8 @@ public final class MountStatistics: Sendable {
 
             bytesServed: bytesServed.load(ordering: .relaxed),
             fetchSeconds: fetchLatency.withLock { $0 },
-            bytesFetchedByClass: BytesByClass(
-                demand: demandBytes.load(ordering: .relaxed), readahead: readaheadBytes.load(ordering: .relaxed),
-                profile: profileBytes.load(ordering: .relaxed), prefetch: prefetchBytes.load(ordering: .relaxed)),
+            bytesFetchedByClass: bytesByClass.snapshot,
+            bytesFetchedWhileReadersWaited: bytesWhileReadersWaited.snapshot,
             framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed),
             readaheadHits: readaheadHits.load(ordering: .relaxed),
             readaheadUnread: readaheadUnread.load(ordering: .relaxed),
@@ -180,6 +176,9 @@ public final class MountStatistics: Sendable {
         public var bytesServed: Int64?
         public var fetchSeconds: LatencyHistogram?
         public var bytesFetchedByClass: BytesByClass?
+        /// Of `bytesFetchedByClass`, those received while a reader's request was in flight: for
+        /// every class but demand, how much of the link it took while readers waited.
+        public var bytesFetchedWhileReadersWaited: BytesByClass?
         /// Registry requests sent again (transport errors, 429 and 5xx); set by the status
         /// reporter from the registry client, which the disk does not know.
         public var retries: Int64?

@@ -96,6 +96,11 @@ public enum PrometheusExposition {
             guard let b = status.statistics.bytesFetchedByClass else { return [] }
             return FetchClass.allCases.map { Sample(labels: [("class", $0.name)], value: String(b[$0])) }
         },
+        Family(name: "imgfs_fetched_class_bytes_while_readers_waited_total", type: "counter",
+               help: "Of imgfs_fetched_class_bytes_total, the bytes received while a reader's request was in flight.") { status in
+            guard let b = status.statistics.bytesFetchedWhileReadersWaited else { return [] }
+            return FetchClass.allCases.map { Sample(labels: [("class", $0.name)], value: String(b[$0])) }
+        },
         .gauge("imgfs_fetches_in_flight", "Range requests being sent or received now.") { String($0.statistics.requestsInFlight) },
         Family(name: "imgfs_fetch_duration_seconds", type: "histogram",
                help: "Time from sending a range request to holding all its bytes.") { status in

@@ -108,6 +108,7 @@ struct StatusCommand: ParsableCommand {
                 line += "; while readers waited: \(formatBytes(w.readahead)) readahead, \(formatBytes(w.profile)) boot profile, "
                     + "\(formatBytes(w.prefetch)) background prefetch"
             }
+            if let waited = s.statistics.readWaitSeconds { line += "; reads waited \(oneDecimal(waited)) s for the link" }
             print(line)
         }
         reportLostHolders(statuses)

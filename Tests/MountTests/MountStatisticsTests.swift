@@ -22,4 +22,12 @@ import Testing
         #expect(snapshot.bytesFetchedWhileReadersWaited == BytesByClass(demand: 40, readahead: 0, profile: 0, prefetch: 7))
         #expect(statistics.foregroundBytes == 53)
     }
+
+    @Test func readWaitsAddUp() {
+        let statistics = MountStatistics()
+        #expect(statistics.snapshot().readWaitSeconds == 0)
+        statistics.countReadWait(seconds: 0.25)
+        statistics.countReadWait(seconds: 1.5)
+        #expect(statistics.snapshot().readWaitSeconds == 1.75)
+    }
 }

@@ -149,7 +149,12 @@ public final class FrameDisk: Sendable {
         statistics.cacheMisses.add(Int64(missing.count), ordering: .relaxed)
 
         do throws(MountError) {
-            let fetched = missing.isEmpty ? [:] : try obtain(missing, purpose: .demand)
+            var fetched: [Int: VerifiedFrame] = [:]
+            if !missing.isEmpty {
+                let started = monotonicNow()
+                defer { statistics.countReadWait(seconds: monotonicNow() - started) }
+                fetched = try obtain(missing, purpose: .demand)
+            }
             var done = 0
             var position = offset
             for frame in frames {

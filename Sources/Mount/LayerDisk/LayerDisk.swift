@@ -161,6 +161,8 @@ public final class LayerDisk: VirtualDisk {
         }
         guard !isStopping else { throw .stopped }
         statistics.cacheMisses.add(1, ordering: .relaxed)
+        let started = monotonicNow()
+        defer { statistics.countReadWait(seconds: monotonicNow() - started) }
         let file = try fetchThroughWorkers(segment, key: key, demand: true, timeout: deadline - monotonicNow())
         // A flight of another segment with this key verified another length claim: this one's is false.
         guard file.length == segment.length else {

@@ -14,6 +14,13 @@ public final class MountStatistics: Sendable {
     let cacheHits = Atomic<Int64>(0)
     /// Frames a read had to wait for (fetched, or copied from another image's cache entry).
     let cacheMisses = Atomic<Int64>(0)
+    /// Microseconds reads spent waiting for frames they missed (a fetch of their own, or one under
+    /// way for readahead or a prefetch): what a boot from this mount lost to the link.
+    let readWaitMicroseconds = Atomic<Int64>(0)
+
+    func countReadWait(seconds: Double) {
+        readWaitMicroseconds.add(Int64(seconds * 1e6), ordering: .relaxed)
+    }
     /// Frames copied from another image's cache entry instead of fetched.
     let sharedFrames = Atomic<Int64>(0)
     /// Frames another mount of the same image on this host fetched into the shared cache entry,
@@ -152,7 +159,8 @@ public final class MountStatistics: Sendable {
             framesFromOtherMounts: framesFromOtherMounts.load(ordering: .relaxed),
             readaheadHits: readaheadHits.load(ordering: .relaxed),
             readaheadUnread: readaheadUnread.load(ordering: .relaxed),
-            link: link.snapshot)
+            link: link.snapshot,
+            readWaitSeconds: Double(readWaitMicroseconds.load(ordering: .relaxed)) / 1e6)
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -192,6 +200,9 @@ public final class MountStatistics: Sendable {
         /// The link to the registry as this disk's range requests measured it (or as the frame
         /// index's transfer seeded it, `seeded`).
         public var link: LinkSnapshot?
+        /// Seconds reads spent waiting for frames they missed, summed over reads (two reads
+        /// waiting at once count twice).
+        public var readWaitSeconds: Double?
 
         /// Hits over all frame lookups by readers; 1 when nothing was read yet.
         public var hitRatio: Double {

@@ -62,6 +62,10 @@ public enum PrometheusExposition {
         .counter("imgfs_range_requests_total", "Range requests answered by the registry.") { $0.statistics.rangeRequests },
         .counter("imgfs_frame_hits_total", "Frames read from the cache (or holes) without waiting for the network.") { $0.statistics.cacheHits },
         .counter("imgfs_frame_misses_total", "Frames a read had to wait for.") { $0.statistics.cacheMisses },
+        Family(name: "imgfs_read_wait_seconds_total", type: "counter",
+               help: "Seconds reads of disk.img spent waiting for frames they missed, summed over reads.") { status in
+            status.statistics.readWaitSeconds.map { [Sample(value: format($0))] } ?? []
+        },
         .counter("imgfs_shared_frames_total", "Frames copied from another image's cache entry instead of fetched.") { $0.statistics.sharedFrames },
         .counter("imgfs_other_mount_frames_total",
                  "Frames another mount of the image on this host fetched into the shared cache entry, read from it instead of fetched.") {

@@ -17,10 +17,6 @@ public final class MountStatistics: Sendable {
     /// Microseconds reads spent waiting for frames they missed (a fetch of their own, or one under
     /// way for readahead or a prefetch): what a boot from this mount lost to the link.
     let readWaitMicroseconds = Atomic<Int64>(0)
-
-    func countReadWait(seconds: Double) {
-        readWaitMicroseconds.add(Int64(seconds * 1e6), ordering: .relaxed)
-    }
     /// Frames copied from another image's cache entry instead of fetched.
     let sharedFrames = Atomic<Int64>(0)
     /// Frames another mount of the same image on this host fetched into the shared cache entry,
@@ -54,6 +50,11 @@ public final class MountStatistics: Sendable {
         bytesByClass.add(count, for: fetchClass)
         if demandRequestsInFlight.load(ordering: .relaxed) > 0 { bytesWhileReadersWaited.add(count, for: fetchClass) }
     }
+
+    func countReadWait(seconds: Double) {
+        readWaitMicroseconds.add(Int64(seconds * 1e6), ordering: .relaxed)
+    }
+
     let foregroundLink = Mutex(BusyClock())
     /// Frames readahead fetched that a reader then read, and those no reader has read (yet).
     let readaheadHits = Atomic<Int64>(0)

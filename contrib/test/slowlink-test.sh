@@ -85,14 +85,6 @@ ref=$net.2:5000/slowlink/test:1
 
 "$imgfs" mount --plain-http --cache-dir "$work/cache" --log-file "$work/mount.log" "$ref" "$mnt" >/dev/null
 
-# demand readahead profile prefetch, compressed bytes so far.
-by_class() {
-    "$imgfs" status --json "$mnt" | python3 -c '
-import json, sys
-s = json.load(sys.stdin); s = s[0] if isinstance(s, list) else s
-b = s["statistics"]["bytesFetchedByClass"]
-print(b["demand"], b["readahead"], b["profile"], b["prefetch"])'
-}
 # The status file is rewritten every second: a reading taken 1.1 s after an event includes it.
 settle() { sleep 1.1; }
 
@@ -171,7 +163,7 @@ for round in range(4):
     # Readers are quiet now, so nothing counts as fetched while they waited until the reads below
     # start; a reading taken 1.1 s after they end holds all of theirs (the status file is
     # rewritten every second).
-    before = statistics()
+    reads_before = statistics()
     reader.start()
     time.sleep(0.3)
     start = time.monotonic()
@@ -182,10 +174,10 @@ for round in range(4):
         sys.exit(f"round {round}: a demand read at {far} MiB took {took:.2f} s (bound {bound} s)")
     reader.join()
     time.sleep(1.1)
-    after = statistics()
-    demand += after["bytesFetchedByClass"]["demand"] - before["bytesFetchedByClass"]["demand"]
-    readahead += after["bytesFetchedByClass"]["readahead"] - before["bytesFetchedByClass"]["readahead"]
-    prefetch += after["bytesFetchedWhileReadersWaited"]["prefetch"] - before["bytesFetchedWhileReadersWaited"]["prefetch"]
+    reads_after = statistics()
+    demand += reads_after["bytesFetchedByClass"]["demand"] - reads_before["bytesFetchedByClass"]["demand"]
+    readahead += reads_after["bytesFetchedByClass"]["readahead"] - reads_before["bytesFetchedByClass"]["readahead"]
+    prefetch += reads_after["bytesFetchedWhileReadersWaited"]["prefetch"] - reads_before["bytesFetchedWhileReadersWaited"]["prefetch"]
 print(f"during the reads: demand {demand} bytes, readahead {readahead} bytes; prefetch while readers waited {prefetch} bytes", file=sys.stderr)
 if demand < 2 << 20:
     sys.exit(f"the reads fetched only {demand} demand bytes")

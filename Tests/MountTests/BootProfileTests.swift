@@ -109,6 +109,8 @@ import Testing
         #expect(!mount.session.cacheComplete)
         #expect(mount.disk.kernelReadahead == FrameDisk.kernelDefaultReadahead, "the link measured slow, yet the seed's fast figure decided")
         try mount.disk.bootReads([0])
+        // Its read was answered from memory; the cache writer stores it just after.
+        waitUntil { mount.session.cacheComplete }
         #expect(mount.session.cacheComplete)
         #expect(mount.disk.kernelReadahead == nil, "nothing is left to fetch: the link no longer matters")
     }

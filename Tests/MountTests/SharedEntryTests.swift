@@ -11,7 +11,10 @@ import Threading
 @Suite struct SharedEntryTests {
     let frameSize = TestImage.frameSize
 
-    @Test func twoMountsReadingAtOnceFetchEachFrameOnce() throws {
+    /// Started, each mount's cache writer stores its frames (`CacheWriter`) after the reads that
+    /// fetched them returned, and a frame's claim is held until then: released earlier, the other
+    /// mount would find it neither claimed nor stored and fetch it again.
+    @Test(arguments: [false, true]) func twoMountsReadingAtOnceFetchEachFrameOnce(started: Bool) throws {
         let image = try TestImage.make(frames: 64, holes: [5, 40])
         let registry = FakeRegistry()
         registry.add(image, tag: "v1")
@@ -21,6 +24,7 @@ import Threading
         options.readaheadThreads = 2
         let sessions = try (0..<2).map { _ in try openSession(registry, root: directory.path, options: options) }
         defer { for session in sessions { session.stop() } }
+        if started { for session in sessions { session.start() } }
 
         // Each mount read by two threads, frame by frame, one from each end.
         let failures = Mutex<[String]>([])

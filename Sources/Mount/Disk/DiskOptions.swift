@@ -30,6 +30,9 @@ public struct DiskOptions: Sendable {
     public var readaheadHorizon: Double = 1
     /// Threads fetching readahead in the background (0 disables readahead).
     public var readaheadThreads = 4
+    /// Fetched frames waiting for the cache writer at most (`CacheWriter`), in bytes: the link
+    /// may outrun the disk by this much before fetching threads wait for it.
+    public var pendingWriteBytes = 64 * 1024 * 1024
     /// Threads fetching whole layers; each streams one layer at a time.
     public var layerFetchThreads = 2
     /// Range request size while streaming a layer: bounds the memory a fetch holds.

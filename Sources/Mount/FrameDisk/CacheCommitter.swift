@@ -5,8 +5,9 @@ import Threading
 /// Makes the frames a ``FrameDisk`` stages in its ``FrameCache`` durable, in the background, with
 /// one group commit (two `fdatasync`s) at most every `interval` seconds.
 ///
-/// Readers never wait for the device this way: they wait for the `pwrite` of their frame, and a
-/// busy cold read commits tens of frames per sync instead of syncing after every range request.
+/// Readers never wait for the device this way (nor for the `pwrite` of their frame, which the
+/// `CacheWriter` does), and a busy cold read commits tens of frames per sync instead of syncing
+/// after every range request.
 /// What a crash can lose is bounded by `interval`: those frames are fetched again, and none of
 /// them is trusted without its bit (see `FrameCache.commitStaged`).
 final class CacheCommitter: Sendable {

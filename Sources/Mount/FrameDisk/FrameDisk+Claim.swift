@@ -61,10 +61,10 @@ extension FrameDisk {
     private func fetchReleasingClaims(_ flights: [FrameFlight], purpose: Purpose, deadline: Double,
                                       complete: (FrameFlight, Result<VerifiedFrame, MountError>) -> Void) {
         guard !flights.isEmpty else { return }
-        // `fetch` completes a frame after staging its verified bytes, so the claim is released
-        // once they are in the data file; a failure releases it too.
+        // A fetched frame's claim is released by the cache writer once its bytes are in the data
+        // file (`CacheWriter`), so the other processes find it stored; a failure releases it here.
         fetch(flights, purpose: purpose, deadline: deadline) { flight, result in
-            cache.releaseClaim(flight.key)
+            if case .failure = result { cache.releaseClaim(flight.key) }
             complete(flight, result)
         }
     }

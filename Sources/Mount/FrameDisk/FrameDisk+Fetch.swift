@@ -23,7 +23,7 @@ extension FrameDisk {
         if let frame = frames.first, now >= deadline { throw .timedOut(frame: frame, seconds: options.readTimeout) }
         if purpose == .demand, let failed = recentFailure(among: frames, now: now) { throw failed }
         // Background work never waits for someone else's fetch: it would only duplicate it.
-        let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { cache.contains($0) }
+        let (owned, waiting) = flights.claim(frames, joining: purpose == .demand) { isStored($0) }
         var results: [Int: VerifiedFrame] = [:]
         var failure: MountError?
         if !owned.isEmpty {
@@ -125,13 +125,9 @@ extension FrameDisk {
         }
     }
 
-    /// Writes a verified frame to the cache; the committer makes it durable. A cache that cannot
-    /// be written (disk full) costs refetches later, not this read: the frame is still served
-    /// from memory.
+    /// Hands a verified frame to the cache writer; the committer then makes it durable.
     func stage(_ frame: VerifiedFrame) {
-        do { try cache.stage(frame) } catch {
-            logger.warning("could not store a frame in the cache", metadata: ["frame": "\(frame.index)", "error": "\(error)"])
-        }
+        writer.enqueue(frame)
     }
 
     /// One range request, decoded while its body arrives (`RangeRequest.Decoding`): `deliver`

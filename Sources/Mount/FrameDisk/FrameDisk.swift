@@ -11,7 +11,8 @@ import Verity
 ///
 /// A read of `[offset, offset + size)`:
 /// 1. holes are served as zeros, never fetched;
-/// 2. frames whose bit is set in the `FrameCache` are read from it;
+/// 2. frames whose bit is set in the `FrameCache` are read from it, and fetched frames the
+///    `CacheWriter` has not written yet from memory;
 /// 3. the rest are claimed in the single-flight table (`SingleFlight`); frames another reader is fetching
 ///    are waited for; owned frames are copied from another image's cache entry if one has the same
 ///    digest, else fetched in coalesced range requests, each member decompressed to its exact size
@@ -50,6 +51,8 @@ public final class FrameDisk: Sendable {
     /// registry that stalls mid-body would hold each of those retries for another full timeout.
     let recentFailures = Mutex<[Int: (until: Double, error: MountError)]>([:])
     let committer: CacheCommitter
+    /// Writes fetched frames into the cache off the fetching threads; until then they are pending.
+    let writer: CacheWriter
     let activity = ReadActivity()
     let stopping = Atomic<Bool>(false)
 
@@ -77,11 +80,13 @@ public final class FrameDisk: Sendable {
         // rather than queued, since the reader will have asked for those frames itself by then.
         self.readaheadJobs = BoundedQueue(capacity: 8)
         self.committer = CacheCommitter(cache: cache, logger: logger)
+        self.writer = CacheWriter(cache: cache, capacity: options.pendingWriteBytes / index.geometry.frameSize, logger: logger)
     }
 
     /// Starts the cache's background commits, the cached-frame checker and the readahead threads.
     public func start() {
         committer.start()
+        writer.start()
         startVerifier()
         guard options.readaheadThreads > 0 else { return }
         let threads = (0..<options.readaheadThreads).map { i in
@@ -116,6 +121,7 @@ public final class FrameDisk: Sendable {
             thread?.join()
             thread = nil
         }
+        writer.stop()
         committer.stop()
     }
 
@@ -144,7 +150,7 @@ public final class FrameDisk: Sendable {
         // that fails is dropped from the cache and so joins the missing frames below.
         for frame in cache.unverified(in: frames) where !index.frames[frame].isHole { checkCached(frame) }
         var missing: [Int] = []
-        for frame in frames where !index.frames[frame].isHole && !cache.contains(frame) { missing.append(frame) }
+        for frame in frames where !index.frames[frame].isHole && !isStored(frame) { missing.append(frame) }
         statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
         statistics.cacheMisses.add(Int64(missing.count), ordering: .relaxed)
 
@@ -163,7 +169,7 @@ public final class FrameDisk: Sendable {
                 let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
                 if index.frames[frame].isHole {
                     destination.initializeMemory(as: UInt8.self, repeating: 0)
-                } else if let verified = fetched[frame] {
+                } else if let verified = fetched[frame] ?? writer.pending(frame) {
                     verified.bytes.withUnsafeBytes { source in
                         destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<within + count]))
                     }
@@ -199,6 +205,10 @@ public final class FrameDisk: Sendable {
         }
     }
 
+    /// Whether frame `frame`'s verified bytes are here without a fetch: in the cache, or fetched
+    /// and waiting for the cache writer.
+    func isStored(_ frame: Int) -> Bool { writer.isPending(frame) || cache.contains(frame) }
+
     /// Makes `frames` present (fetching those that are missing) without reading them; for the
     /// profile and background prefetch. Does not wait for frames other threads are fetching.
     func prefetch(_ frames: [Int], purpose: Purpose) throws(MountError) {
@@ -229,7 +239,7 @@ public final class FrameDisk: Sendable {
                                        limit: readaheadLimit) else { return }
         var batch: [Int] = []
         // Missing frames are fetched, and cached ones this daemon has not checked yet are checked.
-        for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) {
+        for frame in ahead.map({ dataFrames[$0] }) where !cache.isVerified(frame) && !writer.isPending(frame) {
             batch.append(frame)
             if batch.count == readaheadBatchFrames {
                 offerReadahead(batch)

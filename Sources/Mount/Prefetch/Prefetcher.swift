@@ -117,7 +117,7 @@ public final class Prefetcher: Sendable {
             while frame < index.frames.count, batch.count < 64, bytes < budget {
                 defer { frame += 1 }
                 guard let location = index.frames[frame].location, !index.frames[frame].isHole,
-                      !disk.cache.contains(frame), !disk.flights.isRunning(frame) else { continue }
+                      !disk.isStored(frame), !disk.flights.isRunning(frame) else { continue }
                 batch.append(frame)
                 bytes += Int64(location.compressedLength)
             }

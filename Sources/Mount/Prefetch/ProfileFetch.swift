@@ -53,7 +53,7 @@ struct ProfileFetch {
                 let i = next.add(1, ordering: .relaxed).oldValue
                 guard i < batches.count else { return }
                 // Frames already cached, or being fetched for a reader, are skipped inside.
-                let reached = batches[i].filter { disk.cache.contains($0) || disk.flights.isRunning($0) }.count
+                let reached = batches[i].filter { disk.isStored($0) || disk.flights.isRunning($0) }.count
                 if reached > 0 { behind.add(reached, ordering: .relaxed) }
                 do { try disk.prefetch(batches[i], purpose: .profile) } catch {
                     // A reader that wants these frames fetches them itself and sees the error.

@@ -16,9 +16,10 @@ extension FrameCache {
     /// Writes a verified frame into the data file and makes it servable by this process at once;
     /// it becomes durable (its bit reaches the bitmap file) at the next `commitStaged`.
     ///
-    /// This is what keeps `fdatasync` off the read path: a reader waits for the `pwrite` of its
-    /// frame, not for the device. Until the commit, a crash loses the frame (it is fetched again)
-    /// and never leaves a bit over bytes that did not reach the disk.
+    /// This is what keeps `fdatasync` off the read path: the caller waits for the `pwrite` of the
+    /// frame, not for the device (and a mount's readers do not wait for that either: its cache
+    /// writer stages their frames). Until the commit, a crash loses the frame (it is fetched
+    /// again) and never leaves a bit over bytes that did not reach the disk.
     public func stage(_ frame: VerifiedFrame) throws(CacheError) {
         try checkFrame(frame.index)
         let length = geometry.length(ofFrame: frame.index)

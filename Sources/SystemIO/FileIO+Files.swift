@@ -118,13 +118,4 @@ extension FileIO {
             fallocate(fd, fallocPunchHole | fallocKeepSize, off_t(offset), off_t(length))
         }
     }
-
-    /// Allocates `[offset, offset + length)` of `fd` (unwritten extents that read as zeros).
-    public static func allocate(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws(IOError) {
-        guard length > 0 else { return }
-        guard let fallocate = glibcFallocate else {
-            throw IOError(operation: "fallocate", path: path, offset: offset, errno: ENOSYS)
-        }
-        _ = try retryingEINTR("fallocate", path: path, offset: offset) { fallocate(fd, 0, off_t(offset), off_t(length)) }
-    }
 }

@@ -77,6 +77,62 @@ import Threading
         #expect(writer.pending(3) == nil && writer.pending(5) == nil)
     }
 
+    /// While its write is held, a frame is pending with its own bytes and its claim stays held
+    /// (another mount of the image sees it claimed, so it waits rather than fetching); once
+    /// written, it is cached and the claim is free.
+    @Test func aFramesClaimIsHeldUntilItIsWritten() throws {
+        let image = try TestImage.make(frames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let mine = try openSession(registry, root: directory.path)
+        let other = try openSession(registry, root: directory.path)
+        defer { mine.stop(); other.stop() }
+        let cache = mine.disk.cache
+        let gate = Monitor(false)
+        let writer = CacheWriter(cache: cache, capacity: 2, logger: testLogger) { frame in
+            gate.wait(until: { $0 }) { _ in }
+            try cache.stage(frame)
+        }
+        writer.start()
+        guard case .owned = try cache.claim(3, waitUntil: nil) else { Issue.record("frame 3 not claimable"); return }
+        writer.enqueue(try verified(image, 3))
+        #expect(writer.pending(3)?.bytes == Array(image.frame(3)))
+        #expect(!cache.contains(3))
+        #expect(try other.disk.cache.isClaimedByAnotherProcess(3), "the claim is held while the write is")
+        gate.update { $0 = true }
+        writer.stop()
+        #expect(writer.pending(3) == nil)
+        #expect(cache.contains(3))
+        #expect(try !other.disk.cache.isClaimedByAnotherProcess(3))
+    }
+
+    /// A write that fails (a full disk) leaves the frame neither pending nor cached, so it is
+    /// fetched again, and frees its claim, so that the next fetch, here or in another mount,
+    /// can take it.
+    @Test func aFailedWriteFreesTheFrameForAnotherFetch() throws {
+        let image = try TestImage.make(frames: 8)
+        let registry = FakeRegistry()
+        registry.add(image, tag: "v1")
+        let directory = TemporaryDirectory()
+        let mine = try openSession(registry, root: directory.path)
+        let other = try openSession(registry, root: directory.path)
+        defer { mine.stop(); other.stop() }
+        let cache = mine.disk.cache
+        let writer = CacheWriter(cache: cache, capacity: 2, logger: testLogger) { frame in
+            throw CacheError.frameNotPresent(frame: frame.index, path: "a full disk")
+        }
+        writer.start()
+        guard case .owned = try cache.claim(4, waitUntil: nil) else { Issue.record("frame 4 not claimable"); return }
+        writer.enqueue(try verified(image, 4))
+        writer.stop()
+        #expect(writer.pending(4) == nil)
+        #expect(!cache.contains(4))
+        #expect(try !other.disk.cache.isClaimedByAnotherProcess(4))
+        guard case .owned = try other.disk.cache.claim(4, waitUntil: nil) else { Issue.record("frame 4 not claimable elsewhere"); return }
+        other.disk.cache.releaseClaim(4)
+    }
+
     /// A started disk answers reads from fetched bytes while the writer stores them: every frame is
     /// fetched once, whether a later read finds it pending or written, and all of it is in the
     /// cache after the disk stops.

@@ -20,11 +20,15 @@ import Threading
 /// is claimed across processes (`FrameCache.claim`) until it is in the data file, so another
 /// mount of the image waits for it instead of fetching it too.
 ///
-/// Bounded: `enqueue` waits while `capacity` frames are pending, so memory stays within
-/// `capacity` frames however far the link outruns the disk.
+/// Bounded: `enqueue` waits while `capacity` frames are queued, so pending frames number at most
+/// `capacity`, plus the one being written, plus one for each thread waiting for room, however far
+/// the link outruns the disk. A frame a reader waits for does not wait for room: it is written on
+/// the reader's thread instead, as before there was a writer, rather than behind the queue.
 final class CacheWriter: Sendable {
     let cache: FrameCache
     let logger: Logger
+    /// `cache.stage`, except in tests, which stand in a disk that fails or holds writes.
+    private let store: @Sendable (VerifiedFrame) throws -> Void
     private let queue: BoundedQueue<VerifiedFrame>
     private let pendingFrames = Mutex<[Int: VerifiedFrame]>([:])
     /// `pendingFrames.count`, for the read path's check of frames nothing is pending for.
@@ -33,9 +37,11 @@ final class CacheWriter: Sendable {
     /// Between `start` and `stop`; otherwise frames are written on the caller's thread.
     private let running = Atomic<Bool>(false)
 
-    init(cache: FrameCache, capacity: Int, logger: Logger) {
+    init(cache: FrameCache, capacity: Int, logger: Logger,
+         store: (@Sendable (VerifiedFrame) throws -> Void)? = nil) {
         self.cache = cache
         self.logger = logger
+        self.store = store ?? { [cache] frame in try cache.stage(frame) }
         self.queue = BoundedQueue(capacity: max(1, capacity))
     }
 
@@ -55,19 +61,21 @@ final class CacheWriter: Sendable {
             defer { worker = nil }
             return worker
         }
+        // The thread empties the closed queue before it ends; a producer whose push comes after
+        // the close writes its frame itself.
         worker?.join()
-        // Queued while the thread was never started or had just stopped: written all the same.
-        while let frame = queue.pop() { write(frame) }
     }
 
-    /// Queues a verified frame for the data file, waiting while the queue is full; the frame's
-    /// cross-process claim, if this process holds it, is released once it is written. Without a
-    /// writer thread (stopped, or never started) the frame is written on the caller's thread.
-    func enqueue(_ frame: VerifiedFrame) {
+    /// Queues a verified frame for the data file; the frame's cross-process claim, if this process
+    /// holds it, is released once it is written. A full queue makes the caller wait for room,
+    /// unless `waitForRoom` is false (a reader waits for this frame): then the caller writes it.
+    /// Without a writer thread (stopped, or never started) the frame is written by the caller.
+    func enqueue(_ frame: VerifiedFrame, waitForRoom: Bool = true) {
         guard running.load(ordering: .acquiring) else { return write(frame) }
         let isNew = pendingFrames.withLock { pending in pending.updateValue(frame, forKey: frame.index) == nil }
         if isNew { pendingCount.add(1, ordering: .releasing) }
-        if !queue.push(frame) { write(frame) }
+        let queued = waitForRoom ? queue.push(frame) : queue.offer(frame)
+        if !queued { write(frame) }
     }
 
     /// The verified bytes of frame `index` if its write is still pending.
@@ -79,15 +87,18 @@ final class CacheWriter: Sendable {
     func isPending(_ index: Int) -> Bool { pending(index) != nil }
 
     private func write(_ frame: VerifiedFrame) {
-        do { try cache.stage(frame) } catch {
-            // A cache that cannot be written (disk full) costs refetches later, not this read:
-            // the frame was served from memory already.
+        do { try store(frame) } catch {
+            // A cache that cannot be written (disk full) costs refetches later: a reader that
+            // found the frame pending has its bytes already (`FrameDisk.read`), a later one
+            // finds it neither pending nor cached and fetches it again.
             logger.warning("could not store a frame in the cache", metadata: ["frame": "\(frame.index)", "error": "\(error)"])
         }
+        // The claim goes before the frame stops being pending: released later, it could be the
+        // claim of this process's next fetch of a frame whose write failed.
+        cache.releaseClaim(frame.index)
         // Resident (or failed) before it stops being pending: a reader that misses it here finds
-        // it in the cache's bitmap, never neither.
+        // it in the cache's bitmap, or fetches it if its write failed.
         let removed = pendingFrames.withLock { $0.removeValue(forKey: frame.index) != nil }
         if removed { pendingCount.subtract(1, ordering: .releasing) }
-        cache.releaseClaim(frame.index)
     }
 }

@@ -9,8 +9,9 @@ extension FrameDisk {
     ///
     /// 1. Every owned frame's claim is tried without waiting. A frame another process stored is
     ///    served from the data file (verified); a frame it is fetching now is set aside.
-    /// 2. The claimed frames are fetched in one go, each claim released as soon as its verified
-    ///    bytes are staged (the other processes wait on it), or once its fetch has failed.
+    /// 2. The claimed frames are fetched in one go, each claim released once the cache writer has
+    ///    put its verified bytes in the data file (the other processes wait on it), or once its
+    ///    fetch has failed.
     /// 3. Only then, holding no claim, a reader waits for the frames set aside, until its
     ///    deadline, one at a time; each one claimed is either found stored or fetched at once
     ///    (a process that died mid-fetch released its claim with its descriptors). Background

@@ -11,7 +11,8 @@ typealias FrameFlight = SingleFlight<Int, VerifiedFrame, MountError>.Ticket
 
 extension FrameDisk {
     /// Makes `frames` (none of them holes) available: returns the verified bytes of every frame
-    /// that was fetched or waited for; frames found in the cache meanwhile are not in the result.
+    /// that was fetched or waited for; frames found in the cache or pending for the cache writer
+    /// (`isStored`) meanwhile are not in the result.
     /// Throws the first failure, after every owned frame has been completed.
     ///
     /// Owned frames are claimed across processes first (`fetchClaiming`): another mount of the
@@ -83,7 +84,7 @@ extension FrameDisk {
                 fetch(request, purpose: purpose, attempt: attempt, upstreamOnly: upstreamOnly, deadline: deadline) { frame, result in
                     switch result {
                     case .success(let verified):
-                        stage(verified)
+                        stage(verified, purpose: purpose)
                         statistics.framesFetched.add(1, ordering: .relaxed)
                         switch purpose {
                         case .demand: break
@@ -125,9 +126,10 @@ extension FrameDisk {
         }
     }
 
-    /// Hands a verified frame to the cache writer; the committer then makes it durable.
-    func stage(_ frame: VerifiedFrame) {
-        writer.enqueue(frame)
+    /// Hands a verified frame to the cache writer; the committer then makes it durable. A reader's
+    /// frame does not wait behind background ones for room in the writer's queue.
+    func stage(_ frame: VerifiedFrame, purpose: Purpose = .readahead) {
+        writer.enqueue(frame, waitForRoom: purpose != .demand)
     }
 
     /// One range request, decoded while its body arrives (`RangeRequest.Decoding`): `deliver`

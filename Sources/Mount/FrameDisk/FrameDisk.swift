@@ -149,17 +149,24 @@ public final class FrameDisk: Sendable {
         // Cached frames this daemon has not served yet are checked against their digests first; one
         // that fails is dropped from the cache and so joins the missing frames below.
         for frame in cache.unverified(in: frames) where !index.frames[frame].isHole { checkCached(frame) }
-        var missing: [Int] = []
-        for frame in frames where !index.frames[frame].isHole && !isStored(frame) { missing.append(frame) }
+        // Verified bytes in memory: fetched, waited for, or pending for the cache writer. Pending
+        // bytes are kept here when seen, since a write that fails (disk full) drops them.
+        var inMemory: [Int: VerifiedFrame] = [:]
+        var missing = notInCache(frames, collecting: &inMemory)
         statistics.cacheHits.add(Int64(frames.count - missing.count), ordering: .relaxed)
         statistics.cacheMisses.add(Int64(missing.count), ordering: .relaxed)
 
         do throws(MountError) {
-            var fetched: [Int: VerifiedFrame] = [:]
             if !missing.isEmpty {
                 let started = monotonicNow()
                 defer { statistics.countReadWait(seconds: monotonicNow() - started) }
-                fetched = try obtain(missing, purpose: .demand)
+                // `obtain` leaves out frames it found stored meanwhile; one whose write then
+                // failed is neither pending nor cached when looked for again, and is fetched.
+                for _ in 0..<options.fetchAttempts where !missing.isEmpty {
+                    inMemory.merge(try obtain(missing, purpose: .demand)) { first, _ in first }
+                    missing = notInCache(missing, collecting: &inMemory)
+                }
+                if let frame = missing.first { throw MountError.cache(.frameNotPresent(frame: frame, path: cache.dataFilePath)) }
             }
             var done = 0
             var position = offset
@@ -169,7 +176,7 @@ public final class FrameDisk: Sendable {
                 let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
                 if index.frames[frame].isHole {
                     destination.initializeMemory(as: UInt8.self, repeating: 0)
-                } else if let verified = fetched[frame] ?? writer.pending(frame) {
+                } else if let verified = inMemory[frame] {
                     verified.bytes.withUnsafeBytes { source in
                         destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<within + count]))
                     }
@@ -203,6 +210,20 @@ public final class FrameDisk: Sendable {
         } catch {
             logger.error("could not check a cached frame", metadata: ["frame": "\(frame)", "error": "\(error)"])
         }
+    }
+
+    /// The data frames of `frames` that are neither in the cache nor in `inMemory`; frames pending
+    /// for the cache writer are added to `inMemory`.
+    func notInCache(_ frames: some Sequence<Int>, collecting inMemory: inout [Int: VerifiedFrame]) -> [Int] {
+        var missing: [Int] = []
+        for frame in frames where !index.frames[frame].isHole && inMemory[frame] == nil {
+            if let pending = writer.pending(frame) {
+                inMemory[frame] = pending
+            } else if !cache.contains(frame) {
+                missing.append(frame)
+            }
+        }
+        return missing
     }
 
     /// Whether frame `frame`'s verified bytes are here without a fetch: in the cache, or fetched

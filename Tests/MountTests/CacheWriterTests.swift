@@ -77,18 +77,34 @@ import Threading
         #expect(writer.pending(3) == nil && writer.pending(5) == nil)
     }
 
+    /// Two mounts of one 8-frame image on one cache root: their claims conflict as two daemons' do.
+    struct TwoMounts {
+        let image: TestImage
+        let directory = TemporaryDirectory()
+        let mine: FrameSession
+        let other: FrameSession
+
+        init() throws {
+            image = try TestImage.make(frames: 8)
+            let registry = FakeRegistry()
+            registry.add(image, tag: "v1")
+            mine = try openSession(registry, root: directory.path)
+            other = try openSession(registry, root: directory.path)
+        }
+
+        func stop() {
+            mine.stop()
+            other.stop()
+        }
+    }
+
     /// While its write is held, a frame is pending with its own bytes and its claim stays held
     /// (another mount of the image sees it claimed, so it waits rather than fetching); once
     /// written, it is cached and the claim is free.
     @Test func aFramesClaimIsHeldUntilItIsWritten() throws {
-        let image = try TestImage.make(frames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let mine = try openSession(registry, root: directory.path)
-        let other = try openSession(registry, root: directory.path)
-        defer { mine.stop(); other.stop() }
-        let cache = mine.disk.cache
+        let mounts = try TwoMounts()
+        defer { mounts.stop() }
+        let (image, other, cache) = (mounts.image, mounts.other, mounts.mine.disk.cache)
         let gate = Monitor(false)
         let writer = CacheWriter(cache: cache, capacity: 2, logger: testLogger) { frame in
             gate.wait(until: { $0 }) { _ in }
@@ -111,14 +127,9 @@ import Threading
     /// fetched again, and frees its claim, so that the next fetch, here or in another mount,
     /// can take it.
     @Test func aFailedWriteFreesTheFrameForAnotherFetch() throws {
-        let image = try TestImage.make(frames: 8)
-        let registry = FakeRegistry()
-        registry.add(image, tag: "v1")
-        let directory = TemporaryDirectory()
-        let mine = try openSession(registry, root: directory.path)
-        let other = try openSession(registry, root: directory.path)
-        defer { mine.stop(); other.stop() }
-        let cache = mine.disk.cache
+        let mounts = try TwoMounts()
+        defer { mounts.stop() }
+        let (image, other, cache) = (mounts.image, mounts.other, mounts.mine.disk.cache)
         let writer = CacheWriter(cache: cache, capacity: 2, logger: testLogger) { frame in
             throw CacheError.frameNotPresent(frame: frame.index, path: "a full disk")
         }

@@ -66,7 +66,7 @@ extension FrameDisk {
         if let shared {
             let copied = owned.compactMap { shared.verifiedFrame($0.key, of: index) }
             for verified in copied {
-                stage(verified)
+                stage(verified, purpose: purpose)
                 statistics.sharedFrames.add(1, ordering: .relaxed)
                 if let flight = pending.removeValue(forKey: verified.index) { complete(flight, .success(verified)) }
             }
@@ -128,7 +128,7 @@ extension FrameDisk {
 
     /// Hands a verified frame to the cache writer; the committer then makes it durable. A reader's
     /// frame does not wait behind background ones for room in the writer's queue.
-    func stage(_ frame: VerifiedFrame, purpose: Purpose = .readahead) {
+    func stage(_ frame: VerifiedFrame, purpose: Purpose) {
         writer.enqueue(frame, waitForRoom: purpose != .demand)
     }
 
